@@ -1,0 +1,91 @@
+"""Run configuration: defaults, environment variables and validation.
+
+Everything a run needs is gathered here once, so the stages below never read the
+environment themselves. The API token lives in a :class:`Secret` whose ``repr`` and
+``str`` never show the value, so it cannot leak through logs or tracebacks by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://api.phaseo.app/v1"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_CHUNK_SIZE = 20_000
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_RETRIES = 5
+TOKEN_ENV = "PHASEO_API_KEY"
+BASE_URL_ENV = "PHASEO_BASE_URL"
+
+
+class ConfigError(Exception):
+    """A usage or configuration problem: the CLI exits 2 with this message."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = DEFAULT_BASE_URL
+    token: Secret = field(default_factory=lambda: Secret(""))
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retry_after_s: float = 120.0
+
+    @classmethod
+    def from_env(
+        cls,
+        base_url: str | None = None,
+        concurrency: int | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+    ) -> ApiConfig:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise ConfigError(
+                f"no API token: set {TOKEN_ENV} to fetch batches from the gateway"
+            )
+        url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL must start with http:// or https://, got {url!r}")
+        conc = DEFAULT_CONCURRENCY if concurrency is None else concurrency
+        if conc < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        return cls(
+            base_url=url,
+            token=Secret(token),
+            concurrency=conc,
+            timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
+            max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    db_path: Path
+    strict: bool = False
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    wait_for_lock_s: float = 0.0
+    progress: bool = True
+    memory_limit: str = "1GB"

@@ -1,0 +1,111 @@
+"""Read batch objects from ``.json`` / ``.jsonl`` files as a stream of raw records.
+
+Nothing is dropped here: a line that does not parse becomes a :class:`RawRecord`
+with ``error`` set, so the runner can quarantine it with its raw text and location.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+# Any JSON string value whose key looks like a credential. Applied to every raw text
+# we keep (rejects, archives) so a webhook secret can never reach the database.
+_SECRET_VALUE = re.compile(
+    r'("(?:[A-Za-z0-9_\-]*(?:secret|token|password|api_key|apikey|authorization)'
+    r'[A-Za-z0-9_\-]*)"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.IGNORECASE,
+)
+REDACTED = '"[REDACTED]"'
+
+
+def redact(text: str) -> str:
+    """Blank out credential-looking string values in raw JSON text (even malformed text)."""
+    return _SECRET_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One input record before transformation.
+
+    ``line`` is the 1-based line of a JSONL file, or the 1-based item number in a JSON
+    array (1 for a file holding one object). ``obj`` is the parsed value, or ``None``
+    with ``error`` saying why it could not be parsed.
+    """
+
+    source: str
+    line: int
+    text: str
+    obj: Any = None
+    error: str | None = None
+
+
+def iter_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into the list of input files."""
+    paths: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+            )
+            if not found:
+                raise FileNotFoundError(f"no .json or .jsonl files in folder {p}")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return paths
+
+
+def _parse(source: str, line: int, text: str) -> RawRecord:
+    try:
+        return RawRecord(source, line, text, orjson.loads(text))
+    except orjson.JSONDecodeError as exc:
+        return RawRecord(source, line, text, None, f"invalid JSON: {exc}")
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+    source = str(path)
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if text:
+                yield _parse(source, n, text)
+
+
+def _read_json(path: Path) -> Iterator[RawRecord]:
+    source = str(path)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if not text.strip():
+        return
+    whole = _parse(source, 1, text.strip())
+    obj = whole.obj
+    if whole.error is not None:
+        yield whole
+        return
+    # A saved list response ({"object": "list", "data": [...]}) or a bare array.
+    if isinstance(obj, dict) and obj.get("object") == "list" and isinstance(obj.get("data"), list):
+        obj = obj["data"]
+    if isinstance(obj, list):
+        for i, item in enumerate(obj, start=1):
+            yield RawRecord(source, i, orjson.dumps(item).decode(), item)
+    else:
+        yield whole
+
+
+def read_records(paths: Iterable[Path]) -> Iterator[RawRecord]:
+    """Stream raw records from every file, in order; memory stays flat for JSONL."""
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            yield from _read_json(path)
+        else:
+            yield from _read_jsonl(path)

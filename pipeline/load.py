@@ -1,0 +1,483 @@
+"""Load stage: DuckDB, one transaction per run.
+
+A :class:`Loader` opens the database (which also takes DuckDB's file lock, so two runs
+cannot write at once), begins a transaction, stages validated frames chunk by chunk into
+temporary tables, then merges them into the real tables by natural key and commits.
+Anything that goes wrong before :meth:`Loader.commit` rolls the whole run back; on a
+database file this run created, the file is removed again, so a failed run leaves the
+disk exactly as it found it.
+
+All SQL here uses parameters for values; table and view names are constants.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+TABLES_DDL = """
+create table if not exists batches (
+    id varchar not null,
+    object varchar, endpoint varchar, input_file_id varchar, completion_window varchar,
+    status varchar, lifecycle_status varchar, output_file_id varchar, error_file_id varchar,
+    request_id varchar, provider varchar, session_id varchar, native_batch_id varchar,
+    polling_url varchar, cancel_url varchar, results_url varchar,
+    created_at timestamptz, in_progress_at timestamptz, expires_at timestamptz,
+    finalizing_at timestamptz, completed_at timestamptz, failed_at timestamptz,
+    expired_at timestamptz, cancelling_at timestamptz, cancelled_at timestamptz,
+    updated_at timestamptz,
+    request_counts_total bigint, request_counts_completed bigint, request_counts_failed bigint,
+    metadata json, errors json, usage json,
+    webhook_url varchar, webhook_events varchar[], webhook_endpoint_id varchar,
+    webhook_has_secret boolean, webhook json,
+    has_billing boolean, billed boolean, charged boolean, billing_reason varchar,
+    cost_nanos bigint, api_cost_usd double, billing_finalized_at timestamptz,
+    breakdown_total_nanos bigint, breakdown_total_usd decimal(38, 9),
+    breakdown_total_cents bigint, breakdown_completed_requests bigint,
+    breakdown_failed_requests bigint, breakdown_total_requests bigint,
+    pricing_line_count integer, extra json,
+    is_terminal boolean, is_final boolean, status_rank tinyint, last_event_at timestamptz,
+    content_hash ubigint,
+    source varchar, source_line integer,
+    first_run_id varchar, run_id varchar, loaded_at timestamptz
+);
+create table if not exists pricing_lines (
+    batch_id varchar not null, line_index integer not null, line_shape varchar,
+    dimension varchar, quantity double, billable_units double, unit_size double,
+    unit_price_usd decimal(38, 9), line_cost_usd decimal(38, 9), line_nanos bigint,
+    pricing_plan varchar, service_tier varchar, endpoint varchar, extra json,
+    run_id varchar
+);
+create table if not exists batch_history (
+    batch_id varchar not null, run_id varchar not null, recorded_at timestamptz,
+    change varchar, status varchar, is_final boolean, billed boolean, charged boolean,
+    billing_reason varchar, cost_nanos bigint, previous_cost_nanos bigint,
+    cost_delta_nanos bigint, billing_finalized_at timestamptz,
+    previous_billing_finalized_at timestamptz, source varchar
+);
+create table if not exists rejected_batches (
+    run_id varchar not null, rejected_at timestamptz, source varchar, line integer,
+    batch_id varchar, reason varchar not null, raw_text varchar, raw_md5 varchar,
+    last_run_id varchar, times_seen integer
+);
+create table if not exists fetch_errors (
+    run_id varchar not null, batch_id varchar, url varchar, http_status integer,
+    reason varchar, occurred_at timestamptz
+);
+create table if not exists schema_drift (
+    field varchar not null, note varchar, first_run_id varchar, first_seen_at timestamptz,
+    example_batch_id varchar
+);
+create table if not exists reconciliation_results (
+    run_id varchar not null, batch_id varchar, check_name varchar, expected_nanos hugeint,
+    actual_nanos hugeint, detail varchar
+);
+create table if not exists load_runs (
+    run_id varchar not null, started_at timestamptz, finished_at timestamptz,
+    duration_s double, source varchar, status varchar, pipeline_version varchar,
+    records_read bigint, batches_loaded bigint, batches_new bigint, batches_updated bigint,
+    batches_unchanged bigint, batches_stale bigint, duplicates_in_input bigint,
+    lines_loaded bigint, rejected bigint, not_found bigint,
+    cost_nanos_loaded hugeint, total_cost_nanos_before hugeint,
+    total_cost_nanos_after hugeint, cost_delta_nanos hugeint,
+    reconciliation_issues bigint, new_fields varchar[]
+);
+create table if not exists pipeline_meta (key varchar, value varchar);
+"""
+
+STAGE_DDL = """
+create or replace temp table stage_batches as
+    select * exclude (first_run_id, run_id, loaded_at), 0::bigint as _seq from batches limit 0;
+create or replace temp table stage_lines as
+    select * exclude (run_id), 0::bigint as _seq from pricing_lines limit 0;
+create or replace temp table stage_rejects (
+    source varchar, line integer, batch_id varchar, reason varchar, raw_text varchar
+);
+"""
+
+# Snapshot order: a final snapshot beats a non-final one, then the later billing
+# finalisation, then the later lifecycle event, then the further status. Ties go to the
+# snapshot read later, so a restatement with the same timestamps still replaces.
+_EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
+
+
+def _order_key(alias: str) -> str:
+    return (
+        f"({alias}.is_final::int, coalesce({alias}.billing_finalized_at, {_EPOCH}), "
+        f"coalesce({alias}.last_event_at, {_EPOCH}), {alias}.status_rank)"
+    )
+
+
+MERGE_SQL = f"""
+create or replace temp table incoming as
+    select * exclude (_rn) from (
+        select *, row_number() over (
+            partition by id
+            order by is_final desc, coalesce(billing_finalized_at, {_EPOCH}) desc,
+                     coalesce(last_event_at, {_EPOCH}) desc, status_rank desc, _seq desc
+        ) as _rn
+        from stage_batches
+    ) where _rn = 1;
+
+create or replace temp table decisions as
+    select i.id, i._seq,
+        case
+            when e.id is null then 'new'
+            when {_order_key('i')} < {_order_key('e')} then 'stale'
+            when i.content_hash = e.content_hash then 'unchanged'
+            else 'updated'
+        end as action,
+        e.cost_nanos as previous_cost_nanos,
+        e.billing_finalized_at as previous_billing_finalized_at,
+        e.first_run_id as previous_first_run_id,
+        (e.id is null
+         or i.cost_nanos is distinct from e.cost_nanos
+         or i.billing_finalized_at is distinct from e.billing_finalized_at
+         or i.billed is distinct from e.billed
+         or i.charged is distinct from e.charged
+         or i.billing_reason is distinct from e.billing_reason
+         or i.status is distinct from e.status) as billing_changed
+    from incoming i left join batches e on e.id = i.id;
+
+insert into batch_history
+    select i.id, $run_id, $now,
+        case
+            when d.action = 'new' then 'new'
+            when i.cost_nanos is distinct from d.previous_cost_nanos
+                 and d.previous_billing_finalized_at is not null then 'restated'
+            when d.previous_billing_finalized_at is null
+                 and i.billing_finalized_at is not null then 'finalized'
+            else 'changed'
+        end,
+        i.status, i.is_final, i.billed, i.charged, i.billing_reason, i.cost_nanos,
+        d.previous_cost_nanos,
+        coalesce(i.cost_nanos, 0) - coalesce(d.previous_cost_nanos, 0),
+        i.billing_finalized_at, d.previous_billing_finalized_at, i.source
+    from incoming i join decisions d on d.id = i.id
+    where d.action in ('new', 'updated') and d.billing_changed;
+
+delete from pricing_lines
+    where batch_id in (select id from decisions where action in ('new', 'updated'));
+delete from batches
+    where id in (select id from decisions where action = 'updated');
+
+insert into batches by name
+    select i.* exclude (_seq),
+        coalesce(d.previous_first_run_id, $run_id) as first_run_id,
+        $run_id as run_id, $now as loaded_at
+    from incoming i join decisions d on d.id = i.id
+    where d.action in ('new', 'updated');
+
+insert into pricing_lines by name
+    select l.* exclude (_seq), $run_id as run_id
+    from stage_lines l join decisions d on d.id = l.batch_id and d._seq = l._seq
+    where d.action in ('new', 'updated');
+"""
+
+# A record quarantined again by a rerun is not a new reject: same source, line and text.
+REJECTS_SQL = """
+update rejected_batches r
+    set last_run_id = $run_id, times_seen = r.times_seen + 1
+    from (select distinct source, line, md5(raw_text) as raw_md5 from stage_rejects) s
+    where r.source is not distinct from s.source and r.line is not distinct from s.line
+      and r.raw_md5 = s.raw_md5;
+
+insert into rejected_batches
+    select $run_id, $now, s.source, s.line, s.batch_id, s.reason, s.raw_text,
+        md5(s.raw_text), $run_id, 1
+    from stage_rejects s
+    where not exists (
+        select 1 from rejected_batches r
+        where r.source is not distinct from s.source and r.line is not distinct from s.line
+          and r.raw_md5 = md5(s.raw_text)
+    )
+"""
+
+RECONCILE_SQL = """
+insert into reconciliation_results
+    select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
+    from billing_reconciliation
+"""
+
+
+class LockedError(Exception):
+    """Another process holds the database."""
+
+
+class LoadError(Exception):
+    """The load failed; nothing was committed."""
+
+
+def sql_dir() -> Path:
+    """Installed copy (``pipeline/sql``) or the source tree's top-level ``sql/``."""
+    packaged = Path(str(resources.files("pipeline"))) / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "sql"
+
+
+def view_files() -> list[Path]:
+    base = sql_dir()
+    return [*sorted((base / "staging").glob("*.sql")), *sorted((base / "marts").glob("*.sql"))]
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    for path in view_files():
+        con.execute(path.read_text())
+
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def connect(
+    db_path: Path, *, read_only: bool = False, wait_s: float = 0.0, memory_limit: str = "1GB"
+) -> duckdb.DuckDBPyConnection:
+    """Open the database, turning DuckDB's lock conflict into :class:`LockedError`.
+
+    New files are created owner-only (0600): the database holds billing data.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        old_umask = os.umask(0o077)
+        try:
+            con = duckdb.connect(
+                str(db_path), read_only=read_only, config={"memory_limit": memory_limit}
+            )
+            break
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower():
+                raise
+            if time.monotonic() >= deadline:
+                pid = _LOCK_PID.search(text)
+                who = f" (pid {pid.group(1)})" if pid else ""
+                raise LockedError(
+                    f"database {db_path} is in use by another process{who}: "
+                    "another billing run is writing; try again later or pass --wait"
+                ) from None
+            time.sleep(0.2)
+        finally:
+            os.umask(old_umask)
+    for suffix in ("", ".wal"):
+        p = Path(f"{db_path}{suffix}")
+        if p.exists():
+            p.chmod(0o600)
+    return con
+
+
+@dataclass
+class MergeStats:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    incoming: int = 0
+    staged: int = 0
+    lines_loaded: int = 0
+    lines_written: int = 0
+    cost_nanos_loaded: int = 0
+    total_before: int = 0
+    total_after: int = 0
+    reconciliation_issues: int = 0
+    new_fields: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> int:
+        return self.new + self.updated + self.unchanged
+
+    @property
+    def duplicates(self) -> int:
+        return self.staged - self.incoming
+
+
+class Loader:
+    """One run's write transaction. Use as a context manager; call :meth:`commit` last."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        run_id: str,
+        *,
+        wait_s: float = 0.0,
+        memory_limit: str = "1GB",
+    ) -> None:
+        self.db_path = db_path
+        self.run_id = run_id
+        self._created = not db_path.exists()
+        self.now = datetime.now(UTC)
+        self.con = connect(db_path, wait_s=wait_s, memory_limit=memory_limit)
+        self._done = False
+        self._drift: dict[str, tuple[str, str | None]] = {}
+        self.con.execute("begin transaction")
+        self.con.execute(TABLES_DDL)
+        self.con.execute(STAGE_DDL)
+        self.rejected = 0
+        self.staged_lines = 0
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self.rollback()
+
+    # -- reads used before the load -------------------------------------------------
+    def pending_ids(self) -> list[str]:
+        """Ids already loaded that are not final: refetched on every API run."""
+        rows = self.con.execute(
+            "select id from batches where not is_final order by id"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def total_cost_nanos(self) -> int:
+        row = self.con.execute("select coalesce(sum(cost_nanos), 0) from batches").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- staging ---------------------------------------------------------------------
+    def stage(self, batches: pl.DataFrame, lines: pl.DataFrame) -> None:
+        """Append one validated chunk to the run's temp staging tables (via Arrow)."""
+        b = batches.drop("_rec", strict=False)  # noqa: F841 - referenced by name in SQL
+        ln = lines.drop("_rec", strict=False)  # noqa: F841
+        self.con.execute("insert into stage_batches by name select * from b")
+        self.con.execute("insert into stage_lines by name select * from ln")
+        self.staged_lines += lines.height
+
+    def reject(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Quarantine (source, line, batch_id, reason, raw_text) rows for this run."""
+        if not rows:
+            return
+        self.con.executemany("insert into stage_rejects values ($1, $2, $3, $4, $5)", rows)
+        self.rejected += len(rows)
+
+    def fetch_errors(self, rows: Sequence[tuple[str, str, int | None, str]]) -> None:
+        """Record (batch_id, url, http_status, reason) of ids the API could not give."""
+        if rows:
+            self.con.executemany(
+                "insert into fetch_errors values ($1, $2, $3, $4, $5, $6)",
+                [(self.run_id, *r, self.now) for r in rows],
+            )
+
+    def note_drift(self, fields: dict[str, tuple[str, str | None]]) -> None:
+        for k, v in fields.items():
+            self._drift.setdefault(k, v)
+
+    # -- merge + commit --------------------------------------------------------------
+    def merge(self) -> MergeStats:
+        con, params = self.con, {"run_id": self.run_id, "now": self.now}
+        stats = MergeStats(total_before=self.total_cost_nanos())
+        run_script(con, MERGE_SQL, params)
+        run_script(con, REJECTS_SQL, params)
+        for action, n, cost in con.execute(
+            "select d.action, count(*), coalesce(sum(i.cost_nanos), 0)"
+            " from decisions d join incoming i on i.id = d.id group by all"
+        ).fetchall():
+            setattr(stats, action, int(n))
+            if action != "stale":
+                stats.cost_nanos_loaded += int(cost)
+        stats.incoming = _scalar(con, "select count(*) from incoming")
+        stats.staged = _scalar(con, "select count(*) from stage_batches")
+        stats.lines_written = _scalar(
+            con, "select count(*) from pricing_lines where run_id = $1", [self.run_id]
+        )
+        stats.lines_loaded = _scalar(
+            con,
+            "select count(*) from stage_lines l join decisions d"
+            " on d.id = l.batch_id and d._seq = l._seq where d.action <> 'stale'",
+        )
+        stats.total_after = self.total_cost_nanos()
+        stats.new_fields = self._record_drift()
+        create_views(con)
+        con.execute(RECONCILE_SQL, {"run_id": self.run_id})
+        stats.reconciliation_issues = _scalar(
+            con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
+        )
+        return stats
+
+    def _record_drift(self) -> list[str]:
+        if not self._drift:
+            return []
+        known = {r[0] for r in self.con.execute("select field from schema_drift").fetchall()}
+        new = sorted(set(self._drift) - known)
+        self.con.executemany(
+            "insert into schema_drift values ($1, $2, $3, $4, $5)",
+            [(f, self._drift[f][0], self.run_id, self.now, self._drift[f][1]) for f in new],
+        )
+        return new
+
+    def record_run(self, row: dict[str, Any]) -> None:
+        cols = list(row)
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(cols)))
+        self.con.execute(
+            f"insert into load_runs ({', '.join(cols)}) values ({placeholders})",  # noqa: S608 - fixed column names
+            list(row.values()),
+        )
+
+    def commit(self) -> None:
+        self.con.execute("delete from pipeline_meta where key = 'schema_version'")
+        self.con.execute(
+            "insert into pipeline_meta values ('schema_version', $1)", [str(SCHEMA_VERSION)]
+        )
+        self.con.execute("commit")
+        self.con.execute("checkpoint")
+        self._done = True
+        self.con.close()
+        _chmod_private(self.db_path)
+
+    def rollback(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.con.execute("rollback")
+        except duckdb.Error:
+            pass
+        self.con.close()
+        if self._created:  # leave no trace of a run that committed nothing
+            for suffix in ("", ".wal"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+
+
+def _chmod_private(db_path: Path) -> None:
+    for suffix in ("", ".wal"):
+        p = Path(f"{db_path}{suffix}")
+        if p.exists():
+            p.chmod(0o600)
+
+
+def run_script(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
+    """Run ';'-separated statements, each with just the named parameters it uses."""
+    for statement in (part.strip() for part in sql.split(";")):
+        if statement:
+            used = {k: v for k, v in params.items() if f"${k}" in statement}
+            con.execute(statement, used or None)
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int:
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+@contextmanager
+def reader(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for queries and exports."""
+    if not db_path.exists():
+        raise FileNotFoundError(f"database not found: {db_path} (run `billing run` first)")
+    con = connect(db_path, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()

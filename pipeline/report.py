@@ -1,0 +1,128 @@
+"""Plain-text rendering for the CLI: the run summary and result tables.
+
+Deterministic output (no terminal-width wrapping) so scripts, cron mail and tests all
+see the same text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pipeline.runner import RunResult
+
+NANOS_PER_USD = 10**9
+
+
+def usd(nanos: int) -> str:
+    """Exact dollars from integer nanos: 1234567890123 -> '$1,234.567890123'."""
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(int(nanos)), NANOS_PER_USD)
+    return f"{sign}${whole:,}.{frac:09d}"
+
+
+def signed_usd(nanos: int) -> str:
+    return ("+" if nanos >= 0 else "") + usd(nanos)
+
+
+def run_summary(result: RunResult, db: str) -> str:
+    s = result.stats
+    lines = [
+        f"run {result.run_id}: {result.status} in {result.duration_s:.1f}s -> {db}",
+        f"  read        {result.records_read:,} records from {result.source}",
+        f"  loaded      {s.loaded:,} batches ({s.new:,} new, {s.updated:,} updated, "
+        f"{s.unchanged:,} unchanged), {s.lines_loaded:,} pricing lines "
+        f"({s.lines_written:,} written)",
+    ]
+    if s.duplicates:
+        lines.append(f"  duplicates  {s.duplicates:,} repeated batch ids in the input, counted once")
+    if s.stale:
+        lines.append(f"  stale       {s.stale:,} older snapshots skipped (the database is newer)")
+    lines.append(
+        f"  rejected    {result.rejected:,}"
+        + (" (see table rejected_batches)" if result.rejected else "")
+    )
+    for source, line, reason in result.reject_samples:
+        lines.append(f"    {source}:{line}: {reason}")
+    if result.rejected > len(result.reject_samples):
+        lines.append(f"    … and {result.rejected - len(result.reject_samples):,} more")
+    if result.not_found:
+        shown = ", ".join(result.not_found[:5])
+        more = f" and {len(result.not_found) - 5} more" if len(result.not_found) > 5 else ""
+        lines.append(f"  not found   {len(result.not_found):,}: {shown}{more} (see fetch_errors)")
+    if s.new_fields:
+        lines.append(f"  new fields  {', '.join(s.new_fields)} (kept as JSON; see schema_drift)")
+    lines.append(
+        f"  mismatches  {s.reconciliation_issues:,}"
+        + (" (see view billing_reconciliation)" if s.reconciliation_issues else "")
+    )
+    lines.append(
+        f"  total cost  {usd(s.total_after)} in the database "
+        f"({signed_usd(s.total_after - s.total_before)} this run)"
+    )
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    numeric = [
+        all(isinstance(row[i], int | float | Decimal) or row[i] is None for row in rows) and rows
+        for i in range(len(columns))
+    ]
+
+    def fmt(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(columns), "  ".join("-" * w for w in widths)]
+    out.extend(fmt(r) for r in cells)
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([_cell(v) for v in row] for row in rows)
+    return buf.getvalue().rstrip("\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: never a float
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def to_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return json.dumps(
+        [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
+        indent=2,
+        default=str,
+    )
+
+
+FORMATS = {"table": table, "csv": to_csv, "json": to_json}

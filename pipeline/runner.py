@@ -1,0 +1,209 @@
+"""Wire the stages: records -> chunks -> frames -> validation -> one DuckDB transaction.
+
+The runner owns no I/O of its own beyond handing records to the loader; it streams the
+input in chunks so memory stays flat however large the night is.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from pipeline import __version__
+from pipeline.config import RunConfig
+from pipeline.extract import RawRecord, redact
+from pipeline.load import Loader, MergeStats
+from pipeline.transform import RecordError, build_batches, build_lines, normalize_batch
+from pipeline.validate import REC, split_valid
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 500
+_INDEX = re.compile(r"\[\d+\]")
+
+Progress = Callable[[int], None]
+
+
+class StrictFailure(Exception):
+    """--strict and the run found rejects or mismatches: rolled back."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    source: str
+    status: str = "ok"
+    records_read: int = 0
+    rejected: int = 0
+    reject_samples: list[tuple[str, int, str]] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+    stats: MergeStats = field(default_factory=MergeStats)
+    duration_s: float = 0.0
+    committed: bool = False
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _chunks(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _guess_id(obj: Any) -> str | None:
+    if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+        return str(obj["id"])[:200]
+    return None
+
+
+def _clip(text: str) -> str:
+    text = redact(text)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+class ChunkProcessor:
+    """Transform + validate one chunk of raw records; stage the good, quarantine the bad."""
+
+    def __init__(self, loader: Loader, result: RunResult) -> None:
+        self.loader = loader
+        self.result = result
+        self.seq = 0
+
+    def _quarantine(self, rec: RawRecord, reason: str, rejects: list[tuple[Any, ...]]) -> None:
+        rejects.append(
+            (rec.source, rec.line, _guess_id(rec.obj), _clip(reason), redact(rec.text))
+        )
+        if len(self.result.reject_samples) < 5:
+            self.result.reject_samples.append((rec.source, rec.line, _clip(reason)))
+
+    def process(self, chunk: list[RawRecord]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        line_rows: list[tuple[Any, ...]] = []
+        meta: dict[str, list[Any]] = {REC: [], "_seq": [], "source": [], "source_line": []}
+        line_meta: dict[str, list[Any]] = {REC: [], "_seq": []}
+        rejects: list[tuple[Any, ...]] = []
+        drift: dict[str, tuple[str, str | None]] = {}
+        for i, rec in enumerate(chunk):
+            self.seq += 1
+            if rec.error is not None:
+                self._quarantine(rec, rec.error, rejects)
+                continue
+            try:
+                norm = normalize_batch(rec.obj)
+            except RecordError as exc:
+                self._quarantine(rec, str(exc), rejects)
+                continue
+            rows.append(norm.batch)
+            meta[REC].append(i)
+            meta["_seq"].append(self.seq)
+            meta["source"].append(rec.source)
+            meta["source_line"].append(rec.line)
+            line_rows.extend(norm.lines)
+            line_meta[REC].extend([i] * len(norm.lines))
+            line_meta["_seq"].extend([self.seq] * len(norm.lines))
+            for path, note in norm.drift.items():
+                drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
+        self.result.records_read += len(chunk)
+        if rows:
+            batches = build_batches(rows, meta)
+            lines = build_lines(line_rows, line_meta)
+            batches, lines, bad = split_valid(batches, lines)
+            for rec_index, reason in sorted(bad.items()):
+                self._quarantine(chunk[rec_index], reason, rejects)
+            self.loader.stage(batches, lines)
+        self.loader.reject(rejects)
+        self.loader.note_drift(drift)
+        self.result.rejected += len(rejects)
+
+
+def execute(
+    records: Iterable[RawRecord],
+    cfg: RunConfig,
+    source: str,
+    *,
+    loader: Loader | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+    before_load: Callable[[Loader], None] | None = None,
+) -> RunResult:
+    """Run one load. Commits only if everything succeeded (and --strict is satisfied).
+
+    ``before_load`` runs inside the transaction before any record is read: the API
+    extractor uses it to read pending ids and record fetch errors.
+    """
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    own = loader is None
+    ldr = loader or Loader(
+        cfg.db_path,
+        run_id or new_run_id(started_at),
+        wait_s=cfg.wait_for_lock_s,
+        memory_limit=cfg.memory_limit,
+    )
+    result = RunResult(run_id=ldr.run_id, source=source)
+    try:
+        if before_load is not None:
+            before_load(ldr)
+        proc = ChunkProcessor(ldr, result)
+        for chunk in _chunks(records, cfg.chunk_size):
+            proc.process(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        result.stats = ldr.merge()
+        if result.rejected:
+            result.status = "ok_with_rejects"
+        if result.stats.reconciliation_issues:
+            result.status = (
+                "ok_with_mismatches" if result.status == "ok" else result.status + "_mismatches"
+            )
+        if cfg.strict and (result.rejected or result.stats.reconciliation_issues):
+            raise StrictFailure(
+                f"--strict: {result.rejected} rejected record(s) and "
+                f"{result.stats.reconciliation_issues} reconciliation mismatch(es); "
+                "nothing was committed"
+            )
+        result.duration_s = time.monotonic() - started
+        s = result.stats
+        ldr.record_run(
+            {
+                "run_id": result.run_id,
+                "started_at": started_at,
+                "finished_at": datetime.now(UTC),
+                "duration_s": round(result.duration_s, 3),
+                "source": source,
+                "status": result.status,
+                "pipeline_version": __version__,
+                "records_read": result.records_read,
+                "batches_loaded": s.loaded,
+                "batches_new": s.new,
+                "batches_updated": s.updated,
+                "batches_unchanged": s.unchanged,
+                "batches_stale": s.stale,
+                "duplicates_in_input": s.duplicates,
+                "lines_loaded": s.lines_loaded,
+                "rejected": result.rejected,
+                "not_found": len(result.not_found),
+                "cost_nanos_loaded": s.cost_nanos_loaded,
+                "total_cost_nanos_before": s.total_before,
+                "total_cost_nanos_after": s.total_after,
+                "cost_delta_nanos": s.total_after - s.total_before,
+                "reconciliation_issues": s.reconciliation_issues,
+                "new_fields": s.new_fields,
+            }
+        )
+        ldr.commit()
+        result.committed = True
+        return result
+    finally:
+        if own or not result.committed:
+            ldr.rollback()

@@ -1,0 +1,519 @@
+"""Transform stage: flatten gateway batch objects into two polars frames.
+
+``normalize_batch`` turns one parsed object into a tuple of column values plus its
+pricing lines (raising :class:`RecordError` with a reason in words when a value cannot
+be represented); ``build_frames`` turns many of those into typed frames, column-wise.
+The pandera schemas at the bottom are the contract these frames must meet before load.
+
+Money is integer nano-USD (``Int64``) end to end; dollar strings from the API become
+``Decimal(38, 9)`` and are never derived from, or summed as, floats.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pandera.polars as pa
+import polars as pl
+
+INT64_MAX = 2**63 - 1
+
+KNOWN_STATUSES = (
+    "validating",
+    "queued",
+    "pending",
+    "in_progress",
+    "processing",
+    "running",
+    "finalizing",
+    "cancelling",
+    "completed",
+    "failed",
+    "expired",
+    "cancelled",
+)
+TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+_STATUS_RANK = {
+    "validating": 0,
+    "queued": 0,
+    "pending": 0,
+    "in_progress": 1,
+    "processing": 1,
+    "running": 1,
+    "finalizing": 2,
+    "cancelling": 2,
+    "completed": 3,
+    "failed": 3,
+    "expired": 3,
+    "cancelled": 3,
+}
+
+TIMESTAMP_FIELDS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "updated_at",
+)
+STRING_FIELDS = (
+    "object",
+    "endpoint",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "lifecycle_status",
+    "output_file_id",
+    "error_file_id",
+    "request_id",
+    "provider",
+    "session_id",
+    "native_batch_id",
+    "polling_url",
+    "cancel_url",
+    "results_url",
+)
+JSON_FIELDS = ("metadata", "errors", "usage")
+KNOWN_TOP_LEVEL = frozenset(
+    ("id", "request_counts", "webhook", "pricing_lines", "billing")
+    + TIMESTAMP_FIELDS
+    + STRING_FIELDS
+    + JSON_FIELDS
+)
+KNOWN_BILLING = frozenset(
+    ("billed", "charged", "reason", "cost_nanos", "cost_usd", "finalized_at", "pricing_breakdown")
+)
+BREAKDOWN_INT_FIELDS = (
+    "total_nanos",
+    "total_cents",
+    "completed_requests",
+    "failed_requests",
+    "total_requests",
+)
+KNOWN_BREAKDOWN = frozenset((*BREAKDOWN_INT_FIELDS, "total_usd_str"))
+KNOWN_LINE = frozenset(
+    (
+        "dimension",
+        "quantity",
+        "billable_units",
+        "unit_size",
+        "unit_price_usd",
+        "line_cost_usd",
+        "line_nanos",
+        "pricing_plan",
+        "service_tier",
+        "endpoint",
+        "units",
+        "total_nanos",
+        "total_usd_str",
+    )
+)
+
+_SECRET_KEY = re.compile(r"secret|token|password|api_?key|authorization", re.IGNORECASE)
+_DECIMAL = re.compile(r"^-?\d{1,29}(\.\d{1,9})?$")
+
+
+class RecordError(ValueError):
+    """A record that cannot be represented; the message is the quarantine reason."""
+
+
+@dataclass
+class Normalized:
+    """One batch object, flattened: ``batch`` matches BATCH_COLUMNS, ``lines`` LINE_COLUMNS."""
+
+    batch: tuple[Any, ...]
+    lines: list[tuple[Any, ...]]
+    drift: dict[str, str] = field(default_factory=dict)  # field path -> note
+
+
+# --------------------------------------------------------------------------- scalars
+
+
+def scrub(value: Any) -> Any:
+    """Drop credential-looking keys anywhere in a JSON value (secrets never stored)."""
+    if isinstance(value, dict):
+        return {
+            k: "[REDACTED]" if _SECRET_KEY.search(k) else scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(scrub(value)).decode()
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def to_int(path: str, value: Any) -> int | None:
+    """An exact integer, or None. Floats only when integral and exactly representable."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise RecordError(f"{path} must be an integer, got boolean {value!r}")
+    if isinstance(value, int):
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise RecordError(f"{path} {value} is out of the 64-bit integer range")
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
+            return int(value)
+        raise RecordError(f"{path} must be an integer, got {value!r}")
+    raise RecordError(f"{path} must be an integer, got {_type_name(value)} {value!r}")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(path: str, value: Any) -> int | None:
+    """Unix seconds (int, float or digit string) or ISO-8601 text -> UTC microseconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RecordError(f"{path} is not a timestamp: {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number: float | int | None = float(text) if "." in text else int(text)
+        except ValueError:
+            number = None
+        if number is None:
+            try:
+                dt = datetime.fromisoformat(text)
+            except ValueError:
+                raise RecordError(
+                    f"{path} {value!r} is not a Unix time or an ISO-8601 timestamp"
+                ) from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return (dt - _EPOCH) // _MICRO
+        value = number
+    if isinstance(value, int):
+        if not 0 <= value < 10**11:  # seconds up to the year 5138
+            raise RecordError(f"{path} {value} is out of range for Unix seconds")
+        return value * 1_000_000
+    if isinstance(value, float):
+        if not (math.isfinite(value) and 0 <= value < 1e11):
+            raise RecordError(f"{path} {value!r} is out of range for Unix seconds")
+        return round(value * 1_000_000)
+    raise RecordError(f"{path} is not a timestamp: {_type_name(value)}")
+
+
+_MICRO = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+
+
+def _decimal_text(path: str, value: Any) -> str | None:
+    """A dollar amount as exact decimal text (cast to Decimal(38, 9) column-wise later)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RecordError(f"{path} must be a decimal amount, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    text = format(value, ".9f") if isinstance(value, float) else str(value).strip()
+    if _DECIMAL.match(text):
+        return text
+    raise RecordError(f"{path} must be a decimal amount like '0.200000000', got {value!r}")
+
+
+def _str(value: Any, path: str, drift: dict[str, str]) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    drift[path] = f"expected string, got {_type_name(value)}"
+    return orjson.dumps(scrub(value)).decode()
+
+
+def _bool(value: Any, path: str, drift: dict[str, str]) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    drift[path] = f"expected boolean, got {_type_name(value)}"
+    return None
+
+
+def _number(value: Any, path: str, drift: dict[str, str]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    drift[path] = f"expected number, got {_type_name(value)}"
+    return None
+
+
+def _dict(value: Any, path: str, drift: dict[str, str]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if value is not None:
+        drift[path] = f"expected object, got {_type_name(value)}"
+    return {}
+
+
+# --------------------------------------------------------------------------- columns
+
+BATCH_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "id": pl.String,
+    **{name: pl.String for name in STRING_FIELDS},
+    **{name: pl.Int64 for name in TIMESTAMP_FIELDS},  # micros, cast to Datetime below
+    "request_counts_total": pl.Int64,
+    "request_counts_completed": pl.Int64,
+    "request_counts_failed": pl.Int64,
+    "metadata": pl.String,
+    "errors": pl.String,
+    "usage": pl.String,
+    "webhook_url": pl.String,
+    "webhook_events": pl.List(pl.String),
+    "webhook_endpoint_id": pl.String,
+    "webhook_has_secret": pl.Boolean,
+    "webhook": pl.String,
+    "has_billing": pl.Boolean,
+    "billed": pl.Boolean,
+    "charged": pl.Boolean,
+    "billing_reason": pl.String,
+    "cost_nanos": pl.Int64,
+    "api_cost_usd": pl.Float64,
+    "billing_finalized_at": pl.Int64,
+    "breakdown_total_nanos": pl.Int64,
+    "breakdown_total_usd": pl.String,
+    "breakdown_total_cents": pl.Int64,
+    "breakdown_completed_requests": pl.Int64,
+    "breakdown_failed_requests": pl.Int64,
+    "breakdown_total_requests": pl.Int64,
+    "pricing_line_count": pl.Int32,
+    "extra": pl.String,
+}
+BATCH_COLUMNS = tuple(BATCH_SCHEMA)
+_TS_COLUMNS = (*TIMESTAMP_FIELDS, "billing_finalized_at")
+
+LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "batch_id": pl.String,
+    "line_index": pl.Int32,
+    "line_shape": pl.String,
+    "dimension": pl.String,
+    "quantity": pl.Float64,
+    "billable_units": pl.Float64,
+    "unit_size": pl.Float64,
+    "unit_price_usd": pl.String,
+    "line_cost_usd": pl.String,
+    "line_nanos": pl.Int64,
+    "pricing_plan": pl.String,
+    "service_tier": pl.String,
+    "endpoint": pl.String,
+    "extra": pl.String,
+}
+LINE_COLUMNS = tuple(LINE_SCHEMA)
+
+DECIMAL = pl.Decimal(38, 9)
+TIMESTAMP = pl.Datetime("us", "UTC")
+
+
+def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, ...]:
+    path = f"pricing_lines[{i}]"
+    if not isinstance(raw, dict):
+        raise RecordError(f"{path} must be an object, got {_type_name(raw)}")
+    fallback = "line_nanos" not in raw and ("total_nanos" in raw or "units" in raw)
+    if fallback:
+        units = _number(raw.get("units"), f"{path}.units", drift)
+        quantity, billable = units, units
+        nanos = to_int(f"{path}.total_nanos", raw.get("total_nanos"))
+        cost = _decimal_text(f"{path}.total_usd_str", raw.get("total_usd_str"))
+    else:
+        quantity = _number(raw.get("quantity"), f"{path}.quantity", drift)
+        billable = _number(raw.get("billable_units"), f"{path}.billable_units", drift)
+        nanos = to_int(f"{path}.line_nanos", raw.get("line_nanos"))
+        cost = _decimal_text(f"{path}.line_cost_usd", raw.get("line_cost_usd"))
+    extra = {k: v for k, v in raw.items() if k not in KNOWN_LINE}
+    return (
+        batch_id,
+        i,
+        "fallback" if fallback else "priced",
+        _str(raw.get("dimension"), f"{path}.dimension", drift),
+        quantity,
+        billable,
+        _number(raw.get("unit_size"), f"{path}.unit_size", drift),
+        _decimal_text(f"{path}.unit_price_usd", raw.get("unit_price_usd")),
+        cost,
+        nanos,
+        _str(raw.get("pricing_plan"), f"{path}.pricing_plan", drift),
+        _str(raw.get("service_tier"), f"{path}.service_tier", drift),
+        _str(raw.get("endpoint"), f"{path}.endpoint", drift),
+        _json(extra) if extra else None,
+    )
+
+
+def normalize_batch(obj: Any) -> Normalized:
+    """Flatten one batch object. Raises RecordError when it cannot be represented."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"not a batch object: got a JSON {_type_name(obj)}")
+    if "error" in obj and "id" not in obj:
+        err = obj["error"]
+        kind = err.get("type") if isinstance(err, dict) else err
+        raise RecordError(f"not a batch object: an API error body ({kind})")
+    drift: dict[str, str] = {}
+    raw_id = obj.get("id")
+    if raw_id is None:
+        raise RecordError("id is missing")
+    if not isinstance(raw_id, str):
+        raise RecordError(f"id must be a string, got {_type_name(raw_id)} {raw_id!r}")
+    batch_id = raw_id.strip()
+
+    strings = [_str(obj.get(name), name, drift) for name in STRING_FIELDS]
+    stamps = [to_micros(name, obj.get(name)) for name in TIMESTAMP_FIELDS]
+    counts = _dict(obj.get("request_counts"), "request_counts", drift)
+    hook = _dict(obj.get("webhook"), "webhook", drift)
+    events = hook.get("events")
+    if events is not None and not (
+        isinstance(events, list) and all(isinstance(e, str) for e in events)
+    ):
+        drift["webhook.events"] = f"expected list of strings, got {_type_name(events)}"
+        events = None
+    has_secret = hook.get("has_secret")
+    if not isinstance(has_secret, bool):
+        has_secret = bool(hook.get("secret")) if hook else None
+    hook_kept = {k: v for k, v in hook.items() if k != "secret"}
+
+    billing_raw = obj.get("billing")
+    bill = _dict(billing_raw, "billing", drift)
+    bd = _dict(bill.get("pricing_breakdown"), "billing.pricing_breakdown", drift)
+
+    lines_raw = obj.get("pricing_lines")
+    if lines_raw is not None and not isinstance(lines_raw, list):
+        drift["pricing_lines"] = f"expected array, got {_type_name(lines_raw)}"
+        lines_raw = None
+    lines = [_line(batch_id, i, raw, drift) for i, raw in enumerate(lines_raw or [])]
+
+    extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
+    extra.update({f"billing.{k}": v for k, v in bill.items() if k not in KNOWN_BILLING})
+    extra.update(
+        {f"billing.pricing_breakdown.{k}": v for k, v in bd.items() if k not in KNOWN_BREAKDOWN}
+    )
+    for path in drift:  # keep the drifted raw value too
+        if "." not in path and path in obj:
+            extra[path] = obj[path]
+
+    api_cost = bill.get("cost_usd")
+    batch = (
+        batch_id,
+        *strings,
+        *stamps,
+        to_int("request_counts.total", counts.get("total")),
+        to_int("request_counts.completed", counts.get("completed")),
+        to_int("request_counts.failed", counts.get("failed")),
+        *(_json(obj.get(name)) for name in JSON_FIELDS),
+        _str(hook.get("url"), "webhook.url", drift),
+        events,
+        _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
+        has_secret,
+        _json(hook_kept) if hook else None,
+        isinstance(billing_raw, dict),
+        _bool(bill.get("billed"), "billing.billed", drift),
+        _bool(bill.get("charged"), "billing.charged", drift),
+        _str(bill.get("reason"), "billing.reason", drift),
+        to_int("billing.cost_nanos", bill.get("cost_nanos")),
+        _number(api_cost, "billing.cost_usd", drift),
+        to_micros("billing.finalized_at", bill.get("finalized_at")),
+        *(
+            to_int(f"billing.pricing_breakdown.{k}", bd.get(k))
+            for k in BREAKDOWN_INT_FIELDS[:1]
+        ),
+        _decimal_text("billing.pricing_breakdown.total_usd_str", bd.get("total_usd_str")),
+        *(
+            to_int(f"billing.pricing_breakdown.{k}", bd.get(k))
+            for k in BREAKDOWN_INT_FIELDS[1:]
+        ),
+        len(lines),
+        _json(extra) if extra else None,
+    )
+    return Normalized(batch, lines, drift)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def build_batches(rows: Sequence[tuple[Any, ...]], meta: dict[str, Sequence[Any]]) -> pl.DataFrame:
+    """Typed batches frame from normalized rows plus per-row metadata columns."""
+    frame = pl.DataFrame(rows, schema=BATCH_SCHEMA, orient="row")
+    # content_hash tells an unchanged re-read from a real update (not a security hash)
+    frame = frame.with_columns(content_hash=frame.hash_rows(seed=0))
+    frame = frame.with_columns(pl.Series(k, v) for k, v in meta.items())
+    return with_derived_columns(cast_batches(frame))
+
+
+def cast_batches(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.col(*_TS_COLUMNS).cast(TIMESTAMP),
+        pl.col("breakdown_total_usd").cast(DECIMAL, strict=False),
+        pl.col("id").str.strip_chars(),
+    )
+
+
+def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns computed from others: finality and the snapshot order used by upserts."""
+    terminal = pl.col("status").is_in(TERMINAL_STATUSES)
+    return frame.with_columns(
+        is_terminal=terminal.fill_null(False),
+        is_final=(terminal & pl.col("billing_finalized_at").is_not_null()).fill_null(False),
+        status_rank=pl.col("status").replace_strict(_STATUS_RANK, default=-1, return_dtype=pl.Int8),
+        last_event_at=pl.max_horizontal(*TIMESTAMP_FIELDS),
+    )
+
+
+def build_lines(rows: Iterable[tuple[Any, ...]], meta: dict[str, Sequence[Any]]) -> pl.DataFrame:
+    frame = pl.DataFrame(list(rows), schema=LINE_SCHEMA, orient="row")
+    frame = frame.with_columns(pl.Series(k, v) for k, v in meta.items())
+    return frame.with_columns(pl.col("unit_price_usd", "line_cost_usd").cast(DECIMAL))
+
+
+# --------------------------------------------------------------------------- contract
+
+
+BatchesSchema = pa.DataFrameSchema(
+    {
+        "id": pa.Column(pl.String, pa.Check.str_matches(r"^\S+$"), nullable=False),
+        "status": pa.Column(pl.String, pa.Check.isin(list(KNOWN_STATUSES)), nullable=True),
+        "cost_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        "breakdown_total_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        "request_counts_total": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        "request_counts_completed": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        "request_counts_failed": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        **{name: pa.Column(TIMESTAMP, nullable=True) for name in _TS_COLUMNS},
+        "breakdown_total_usd": pa.Column(DECIMAL, nullable=True),
+        "is_final": pa.Column(pl.Boolean, nullable=False),
+    },
+    name="batches",
+    strict=False,
+    description="Contract of the batches frame handed to the loader.",
+)
+
+LinesSchema = pa.DataFrameSchema(
+    {
+        "batch_id": pa.Column(pl.String, pa.Check.str_matches(r"^\S+$"), nullable=False),
+        "line_index": pa.Column(pl.Int32, pa.Check.ge(0)),
+        "line_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
+        "unit_price_usd": pa.Column(DECIMAL, nullable=True),
+        "line_cost_usd": pa.Column(DECIMAL, nullable=True),
+    },
+    name="pricing_lines",
+    strict=False,
+    description="Contract of the pricing_lines frame handed to the loader.",
+)

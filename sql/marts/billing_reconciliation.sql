@@ -1,0 +1,89 @@
+-- one row per failed reconciliation check; an empty view means the bill adds up.
+create or replace view billing_reconciliation as
+with line_totals as (
+    select
+        batch_id,
+        count(*) as lines,
+        count(line_nanos) as lines_with_nanos,
+        sum(line_nanos) as line_nanos,
+        sum(line_cost_usd) as line_cost_usd
+    from stg_pricing_lines
+    group by batch_id
+),
+
+checks as (
+    select
+        b.batch_id,
+        'lines_vs_cost' as check_name,
+        b.cost_nanos::hugeint as expected_nanos,
+        l.line_nanos::hugeint as actual_nanos,
+        'sum(pricing_lines.line_nanos) <> billing.cost_nanos' as detail
+    from stg_batches as b
+    inner join line_totals as l on l.batch_id = b.batch_id
+    where b.cost_nanos is not null
+      and l.lines = l.lines_with_nanos
+      and l.line_nanos <> b.cost_nanos
+
+    union all
+    select
+        b.batch_id,
+        'breakdown_vs_cost',
+        b.cost_nanos,
+        b.breakdown_total_nanos,
+        'billing.pricing_breakdown.total_nanos <> billing.cost_nanos'
+    from stg_batches as b
+    where b.breakdown_total_nanos <> b.cost_nanos
+
+    union all
+    select
+        b.batch_id,
+        'breakdown_usd_vs_nanos',
+        b.breakdown_total_nanos,
+        (b.breakdown_total_usd * 1000000000)::hugeint,
+        'pricing_breakdown.total_usd_str <> total_nanos / 1e9'
+    from stg_batches as b
+    where b.breakdown_total_usd * 1000000000 <> b.breakdown_total_nanos
+
+    union all
+    select
+        l.batch_id,
+        'line_usd_vs_nanos',
+        l.line_nanos,
+        (l.line_cost_usd * 1000000000)::hugeint,
+        'sum(line_cost_usd) <> sum(line_nanos) / 1e9'
+    from line_totals as l
+    where l.line_cost_usd * 1000000000 <> l.line_nanos
+
+    union all
+    select
+        b.batch_id,
+        'api_usd_vs_nanos',
+        b.cost_nanos,
+        round(b.api_cost_usd * 1e9)::hugeint,
+        'billing.cost_usd differs from cost_nanos / 1e9 by more than 1e-6 USD'
+    from stg_batches as b
+    where abs(b.api_cost_usd - b.cost_nanos / 1e9) > 1e-6
+
+    union all
+    select
+        b.batch_id,
+        'charged_without_cost',
+        null,
+        null,
+        'billing.charged is true but there is no cost_nanos'
+    from stg_batches as b
+    where b.charged and b.cost_nanos is null
+
+    union all
+    select
+        b.batch_id,
+        'cost_not_billed',
+        b.cost_nanos,
+        0,
+        'cost_nanos > 0 on a final batch with billed = false (' || coalesce(b.billing_reason, 'no reason') || ')'
+    from stg_batches as b
+    where b.is_final and b.cost_nanos > 0 and b.billed = false
+)
+
+select * from checks
+order by batch_id, check_name

@@ -1,0 +1,27 @@
+-- spend per session and provider, ranked by cost (rank 1 = the most expensive session).
+create or replace view spend_by_session as
+with sessions as (
+    select
+        session_id,
+        provider,
+        count(*) as batches,
+        count(cost_nanos) as billed_batches,
+        coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos,
+        min(created_at) as first_activity_at,
+        max(greatest(last_event_at, billing_finalized_at)) as last_activity_at
+    from stg_batches
+    group by session_id, provider
+)
+
+select
+    session_id,
+    provider,
+    batches,
+    billed_batches,
+    cost_nanos,
+    cast(cost_nanos as decimal(38, 0)) * 0.000000001 as cost_usd,
+    first_activity_at,
+    last_activity_at,
+    rank() over (order by cost_nanos desc) as cost_rank
+from sessions
+order by cost_nanos desc, session_id, provider
