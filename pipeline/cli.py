@@ -114,8 +114,13 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
         TimeElapsedColumn,
     )
 
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -130,15 +135,33 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     help="A .json/.jsonl file or a folder of them (repeatable).",
 )
 @db_option
-@click.option("--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch.")
-@click.option("--wait", "wait_s", type=float, default=0.0, metavar="SECONDS",
-              help="Wait up to SECONDS for another run to release the database.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
-              show_default=True, help="Records per transform/validate chunk.")
+@click.option(
+    "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for another run to release the database.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CHUNK_SIZE,
+    show_default=True,
+    help="Records per transform/validate chunk.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets redacted).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log lines on stderr as text or JSON.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text or JSON.",
+)
 @friendly_errors
 def run_cmd(
     inputs: tuple[Path, ...],
@@ -162,6 +185,151 @@ def run_cmd(
         result = runner.execute(read_records(paths), cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
     click.echo(run_summary(result, str(db)))
+
+
+@cli.command("sample")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/sample"),
+    show_default=True,
+    help="Folder to write the sample files into.",
+)
+@click.option("--batches", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+def sample_cmd(out: Path, batches: int, seed: int) -> None:
+    """Write the deterministic sample data set (same seed, same bytes)."""
+    from pipeline.sample import write_sample
+
+    for name, n in write_sample(out, batches, seed).items():
+        click.echo(f"{out / name}: {n} records")
+
+
+# view name -> the column --since/--until filter on
+QUERY_DATES = {
+    "spend_by_provider": "day",
+    "spend_by_session": "last_activity_at",
+    "spend_by_model": "day",
+    "batch_outcomes": "day",
+    "billing_reconciliation": None,
+    "focus_charges": "ChargePeriodStart",
+}
+PERIODS = ("day", "week", "month")
+
+
+def _query_names() -> list[str]:
+    from pipeline.load import view_files
+
+    marts = [p.stem for p in view_files() if p.parent.name == "marts"]
+    return [m.replace("_", "-") for m in marts]
+
+
+def _print_rows(cur: Any, fmt: str) -> None:
+    columns = [d[0] for d in cur.description]
+    click.echo(FORMATS[fmt](columns, cur.fetchall()))
+
+
+@cli.command("query")
+@click.argument("name")
+@db_option
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
+)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
+@click.option(
+    "--by",
+    "period",
+    type=click.Choice(PERIODS),
+    default=None,
+    help="spend-by-provider: roll up by day, week or month.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N rows.")
+@friendly_errors
+def query_cmd(
+    name: str,
+    db: Path,
+    fmt: str,
+    since: datetime | None,
+    until: datetime | None,
+    period: str | None,
+    limit: int | None,
+) -> None:
+    """Run a named view (e.g. spend-by-provider). `billing query list` names them all."""
+    names = _query_names()
+    if name == "list":
+        click.echo("\n".join(names))
+        return
+    if name not in names:
+        raise ConfigError(f"unknown query {name!r}; choose from: {', '.join(names)}")
+    view = name.replace("-", "_")
+    date_col = QUERY_DATES.get(view)
+    where, params = [], []
+    if (since or until) and not date_col:
+        raise ConfigError(f"{name} has no date column for --since/--until")
+    if since:
+        where.append(f"{date_col} >= $since")
+        params.append(("since", since.date()))
+    if until:
+        where.append(f"{date_col} < $until")
+        params.append(("until", until.date()))
+    body = f"select * from {view}"  # noqa: S608 - view name is whitelisted above
+    if where:
+        body += " where " + " and ".join(where)
+    if period:
+        if view != "spend_by_provider":
+            raise ConfigError("--by works with spend-by-provider only")
+        body = (
+            f"select {period}, provider, sum(batches)::bigint as batches,"  # noqa: S608
+            " sum(billed_batches)::bigint as billed_batches, sum(cost_nanos) as cost_nanos,"
+            " cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd"
+            f" from ({body}) group by all order by {period}, provider"
+        )
+    if limit:
+        body += f" limit {int(limit)}"
+    with reader(db) as con:
+        _print_rows(con.execute(body, dict(params)), fmt)
+
+
+@cli.command("sql")
+@click.argument("statement")
+@db_option
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
+)
+@friendly_errors
+def sql_cmd(statement: str, db: Path, fmt: str) -> None:
+    """Run ad-hoc read-only SQL against the database."""
+    with reader(db) as con:
+        try:
+            cur = con.execute(statement)
+        except duckdb.Error as exc:
+            raise ConfigError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        if cur.description is None:
+            click.echo("ok")
+            return
+        _print_rows(cur, fmt)
+
+
+@cli.command("runs")
+@db_option
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
+)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@friendly_errors
+def runs_cmd(db: Path, fmt: str, limit: int) -> None:
+    """List recent load runs, newest first."""
+    with reader(db) as con:
+        cur = con.execute(
+            "select run_id, status, started_at, duration_s, records_read, batches_loaded,"
+            " batches_new, batches_updated, lines_loaded, rejected, not_found,"
+            " reconciliation_issues, cost_delta_nanos,"
+            " cast(total_cost_nanos_after as decimal(38, 0)) * 0.000000001 as total_cost_usd,"
+            " pipeline_version from load_runs order by started_at desc limit $1",
+            [limit],
+        )
+        _print_rows(cur, fmt)
 
 
 def main() -> None:

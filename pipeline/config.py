@@ -63,9 +63,7 @@ class ApiConfig:
     ) -> ApiConfig:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:
-            raise ConfigError(
-                f"no API token: set {TOKEN_ENV} to fetch batches from the gateway"
-            )
+            raise ConfigError(f"no API token: set {TOKEN_ENV} to fetch batches from the gateway")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must start with http:// or https://, got {url!r}")

@@ -114,23 +114,13 @@ create or replace temp table stage_rejects (
 # Snapshot order: a final snapshot beats a non-final one, then the later billing
 # finalisation, then the later lifecycle event, then the further status. Ties go to the
 # snapshot read later, so a restatement with the same timestamps still replaces.
-_EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
-
-
-def _order_key(alias: str) -> str:
-    return (
-        f"({alias}.is_final::int, coalesce({alias}.billing_finalized_at, {_EPOCH}), "
-        f"coalesce({alias}.last_event_at, {_EPOCH}), {alias}.status_rank)"
-    )
-
-
-MERGE_SQL = f"""
+MERGE_SQL = """
 create or replace temp table incoming as
     select * exclude (_rn) from (
         select *, row_number() over (
             partition by id
-            order by is_final desc, coalesce(billing_finalized_at, {_EPOCH}) desc,
-                     coalesce(last_event_at, {_EPOCH}) desc, status_rank desc, _seq desc
+            order by is_final desc, billing_finalized_at desc nulls last,
+                     last_event_at desc nulls last, status_rank desc, _seq desc
         ) as _rn
         from stage_batches
     ) where _rn = 1;
@@ -139,7 +129,10 @@ create or replace temp table decisions as
     select i.id, i._seq,
         case
             when e.id is null then 'new'
-            when {_order_key('i')} < {_order_key('e')} then 'stale'
+            when (i.is_final::int, coalesce(i.billing_finalized_at, 'epoch'::timestamptz),
+                  coalesce(i.last_event_at, 'epoch'::timestamptz), i.status_rank)
+               < (e.is_final::int, coalesce(e.billing_finalized_at, 'epoch'::timestamptz),
+                  coalesce(e.last_event_at, 'epoch'::timestamptz), e.status_rank) then 'stale'
             when i.content_hash = e.content_hash then 'unchanged'
             else 'updated'
         end as action,
@@ -272,10 +265,8 @@ def connect(
             time.sleep(0.2)
         finally:
             os.umask(old_umask)
-    for suffix in ("", ".wal"):
-        p = Path(f"{db_path}{suffix}")
-        if p.exists():
-            p.chmod(0o600)
+    con.execute("set TimeZone = 'UTC'")
+    _chmod_private(db_path)
     return con
 
 
@@ -338,9 +329,7 @@ class Loader:
     # -- reads used before the load -------------------------------------------------
     def pending_ids(self) -> list[str]:
         """Ids already loaded that are not final: refetched on every API run."""
-        rows = self.con.execute(
-            "select id from batches where not is_final order by id"
-        ).fetchall()
+        rows = self.con.execute("select id from batches where not is_final order by id").fetchall()
         return [r[0] for r in rows]
 
     def total_cost_nanos(self) -> int:

@@ -40,7 +40,9 @@ def run_summary(result: RunResult, db: str) -> str:
         f"({s.lines_written:,} written)",
     ]
     if s.duplicates:
-        lines.append(f"  duplicates  {s.duplicates:,} repeated batch ids in the input, counted once")
+        lines.append(
+            f"  duplicates  {s.duplicates:,} repeated batch ids in the input, counted once"
+        )
     if s.stale:
         lines.append(f"  stale       {s.stale:,} older snapshots skipped (the database is newer)")
     lines.append(
@@ -92,7 +94,8 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     def fmt(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
         ).rstrip()
 
     out = [fmt(columns), "  ".join("-" * w for w in widths)]

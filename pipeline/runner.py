@@ -80,9 +80,7 @@ class ChunkProcessor:
         self.seq = 0
 
     def _quarantine(self, rec: RawRecord, reason: str, rejects: list[tuple[Any, ...]]) -> None:
-        rejects.append(
-            (rec.source, rec.line, _guess_id(rec.obj), _clip(reason), redact(rec.text))
-        )
+        rejects.append((rec.source, rec.line, _guess_id(rec.obj), _clip(reason), redact(rec.text)))
         if len(self.result.reject_samples) < 5:
             self.result.reject_samples.append((rec.source, rec.line, _clip(reason)))
 

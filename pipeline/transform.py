@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,10 +85,16 @@ STRING_FIELDS = (
 )
 JSON_FIELDS = ("metadata", "errors", "usage")
 KNOWN_TOP_LEVEL = frozenset(
-    ("id", "request_counts", "webhook", "pricing_lines", "billing")
-    + TIMESTAMP_FIELDS
-    + STRING_FIELDS
-    + JSON_FIELDS
+    (
+        "id",
+        "request_counts",
+        "webhook",
+        "pricing_lines",
+        "billing",
+        *TIMESTAMP_FIELDS,
+        *STRING_FIELDS,
+        *JSON_FIELDS,
+    )
 )
 KNOWN_BILLING = frozenset(
     ("billed", "charged", "reason", "cost_nanos", "cost_usd", "finalized_at", "pricing_breakdown")
@@ -142,9 +148,7 @@ class Normalized:
 def scrub(value: Any) -> Any:
     """Drop credential-looking keys anywhere in a JSON value (secrets never stored)."""
     if isinstance(value, dict):
-        return {
-            k: "[REDACTED]" if _SECRET_KEY.search(k) else scrub(v) for k, v in value.items()
-        }
+        return {k: "[REDACTED]" if _SECRET_KEY.search(k) else scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value
@@ -432,15 +436,9 @@ def normalize_batch(obj: Any) -> Normalized:
         to_int("billing.cost_nanos", bill.get("cost_nanos")),
         _number(api_cost, "billing.cost_usd", drift),
         to_micros("billing.finalized_at", bill.get("finalized_at")),
-        *(
-            to_int(f"billing.pricing_breakdown.{k}", bd.get(k))
-            for k in BREAKDOWN_INT_FIELDS[:1]
-        ),
+        *(to_int(f"billing.pricing_breakdown.{k}", bd.get(k)) for k in BREAKDOWN_INT_FIELDS[:1]),
         _decimal_text("billing.pricing_breakdown.total_usd_str", bd.get("total_usd_str")),
-        *(
-            to_int(f"billing.pricing_breakdown.{k}", bd.get(k))
-            for k in BREAKDOWN_INT_FIELDS[1:]
-        ),
+        *(to_int(f"billing.pricing_breakdown.{k}", bd.get(k)) for k in BREAKDOWN_INT_FIELDS[1:]),
         len(lines),
         _json(extra) if extra else None,
     )
@@ -450,7 +448,9 @@ def normalize_batch(obj: Any) -> Normalized:
 # --------------------------------------------------------------------------- frames
 
 
-def build_batches(rows: Sequence[tuple[Any, ...]], meta: dict[str, Sequence[Any]]) -> pl.DataFrame:
+def build_batches(
+    rows: Sequence[tuple[Any, ...]], meta: Mapping[str, Sequence[Any]]
+) -> pl.DataFrame:
     """Typed batches frame from normalized rows plus per-row metadata columns."""
     frame = pl.DataFrame(rows, schema=BATCH_SCHEMA, orient="row")
     # content_hash tells an unchanged re-read from a real update (not a security hash)
@@ -478,7 +478,7 @@ def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_lines(rows: Iterable[tuple[Any, ...]], meta: dict[str, Sequence[Any]]) -> pl.DataFrame:
+def build_lines(rows: Iterable[tuple[Any, ...]], meta: Mapping[str, Sequence[Any]]) -> pl.DataFrame:
     frame = pl.DataFrame(list(rows), schema=LINE_SCHEMA, orient="row")
     frame = frame.with_columns(pl.Series(k, v) for k, v in meta.items())
     return frame.with_columns(pl.col("unit_price_usd", "line_cost_usd").cast(DECIMAL))

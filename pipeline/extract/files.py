@@ -53,9 +53,7 @@ def iter_paths(inputs: Iterable[str | Path]) -> list[Path]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
-            )
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
             if not found:
                 raise FileNotFoundError(f"no .json or .jsonl files in folder {p}")
             paths.extend(found)

@@ -1,0 +1,209 @@
+"""`billing run` end to end through the CLI runner, asserting exact outcomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import SAMPLE, batch, query, scalar, write_jsonl
+
+BIG = 9_007_199_254_740_993  # 2**53 + 1: not representable as a float
+
+
+def sample_truth() -> dict[str, Any]:
+    """Expected figures computed straight from the sample files with Python ints."""
+    latest: dict[str, dict[str, Any]] = {}
+    bad = 0
+    for path in sorted(SAMPLE.iterdir()):
+        if path.suffix == ".json":
+            items = orjson.loads(path.read_bytes())["data"]
+        else:
+            items = []
+            for line in path.read_bytes().splitlines():
+                try:
+                    items.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    bad += 1
+        for obj in items:
+            latest[obj["id"]] = obj
+    return {"latest": latest, "bad_json": bad}
+
+
+def test_sample_run_loads_exact_totals_and_is_idempotent(run_cli: Any, db: Path) -> None:
+    result = run_cli("run", "--input", SAMPLE, "--db", db)
+    assert result.exit_code == 0, result.output
+    truth = sample_truth()["latest"]
+    good = {
+        k: v
+        for k, v in truth.items()
+        if k.startswith("batch_")
+        and k[6:12] not in ("NEGATI", "BADTIM", "UNKNOW", "FLOATN", "TRUNCA")
+    }
+    expected_cost = sum((o.get("billing") or {}).get("cost_nanos", 0) for o in good.values())
+    expected_lines = sum(len(o["pricing_lines"]) for o in good.values())
+    by_provider: dict[str, int] = {}
+    for o in good.values():
+        cost = (o.get("billing") or {}).get("cost_nanos", 0)
+        by_provider[o["provider"]] = by_provider.get(o["provider"], 0) + cost
+
+    assert scalar(db, "select count(*) from batches") == len(good) == 320
+    assert scalar(db, "select count(*) from pricing_lines") == expected_lines
+    assert scalar(db, "select sum(cost_nanos) from batches") == expected_cost
+    assert scalar(db, "select count(*) from rejected_batches") == 6
+    assert (
+        dict(query(db, "select provider, sum(cost_nanos) from spend_by_provider group by 1"))
+        == by_provider
+    )
+    assert (
+        f"loaded      320 batches (320 new, 0 updated, 0 unchanged), {expected_lines} pricing lines"
+        in result.output
+    )
+    assert "rejected    6 (see table rejected_batches)" in result.output
+    assert "duplicates  3 repeated batch ids in the input, counted once" in result.output
+
+    again = run_cli("run", "--input", SAMPLE, "--db", db)
+    assert again.exit_code == 0
+    assert "(0 new, 0 updated, 320 unchanged)" in again.output
+    assert "(+$0.000000000 this run)" in again.output
+    assert scalar(db, "select sum(cost_nanos) from batches") == expected_cost
+    assert scalar(db, "select count(*) from pricing_lines") == expected_lines
+    assert scalar(db, "select count(*) from rejected_batches") == 6
+    assert scalar(db, "select sum(times_seen) from rejected_batches") == 12
+    assert query(db, "select count(*), sum(cost_delta_nanos) from load_runs") == [
+        (2, expected_cost)
+    ]
+
+
+def test_no_webhook_secret_anywhere_in_the_database_file(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    broken = b'{"id": "batch_BROKEN", "webhook": {"secret": "whsec_TOPSECRET", "url": "u"'
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), broken])
+    assert run_cli("run", "--input", f, "--db", db).exit_code == 0
+    for path in tmp_path.glob("billing.duckdb*"):
+        assert b"TOPSECRET" not in path.read_bytes()
+    raw = scalar(db, "select raw_text from rejected_batches")
+    assert raw == '{"id": "batch_BROKEN", "webhook": {"secret": "[REDACTED]", "url": "u"'
+    assert "TOPSECRET" not in str(query(db, "select * from batches"))
+
+
+def test_cost_beyond_float_precision_sums_exactly(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "big.jsonl", [batch(1, cost_nanos=BIG), batch(2, cost_nanos=BIG)])
+    assert run_cli("run", "--input", f, "--db", db).exit_code == 0
+    assert scalar(db, "select sum(cost_nanos) from batches") == 2 * BIG
+    assert scalar(db, "select cost_nanos from spend_by_provider") == 2 * BIG
+    assert str(scalar(db, "select cost_usd from spend_by_provider")) == "18014398.509481986"
+    assert scalar(db, "select typeof(cost_usd) from spend_by_session limit 1") == "DECIMAL(38,9)"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"status": "completed"}, "id is missing"),
+        ({"id": "", "status": "completed"}, "id is missing or empty"),
+        ({"id": "   "}, "id is missing or empty"),
+        (batch(9, cost_nanos=-1), "cost_nanos must be >= 0, got -1"),
+        (batch(9, cost_nanos=1.5), "billing.cost_nanos must be an integer, got 1.5"),
+        (batch(9, cost_nanos="100"), "billing.cost_nanos must be an integer, got str '100'"),
+        (batch(9, status="exploded"), "status 'exploded' is not a known batch status"),
+        (
+            batch(9, created_at="not-a-date"),
+            "created_at 'not-a-date' is not a Unix time or an ISO-8601 timestamp",
+        ),
+        (
+            batch(9, pricing_lines=[{"dimension": "x", "line_nanos": -3}]),
+            "pricing line: line_nanos must be >= 0, got -3",
+        ),
+        (
+            batch(9, pricing_lines=[{"dimension": "x", "line_nanos": 2.5}]),
+            "pricing_lines[0].line_nanos must be an integer, got 2.5",
+        ),
+        (batch(9, pricing_lines=["oops"]), "pricing_lines[0] must be an object, got str"),
+        ([1, 2], "not a batch object: got a JSON list"),
+    ],
+)
+def test_each_validation_rule_quarantines_with_a_reason(
+    run_cli: Any, db: Path, tmp_path: Path, record: Any, reason: str
+) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), record, batch(2)])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "rejected    1 (see table rejected_batches)" in result.output
+    assert query(db, "select source, line, reason from rejected_batches") == [(str(f), 2, reason)]
+    raw = orjson.dumps(record).decode().replace("whsec_TOPSECRET", "[REDACTED]")
+    assert scalar(db, "select raw_text from rejected_batches") == raw
+    assert scalar(db, "select count(*) from batches") == 2  # the rest of the run went on
+    assert scalar(db, "select run_id from rejected_batches") == scalar(
+        db, "select run_id from load_runs"
+    )
+
+
+def test_strict_turns_rejects_into_a_failed_run_that_commits_nothing(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), b"{oops"])
+    result = run_cli("run", "--input", f, "--db", db, "--strict")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "billing: error: --strict: 1 rejected record(s) and 0 reconciliation mismatch(es); "
+        "nothing was committed"
+    )
+    assert not db.exists()  # a failed first run leaves no file behind
+
+
+def test_strict_failure_leaves_an_existing_database_unchanged(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    good = write_jsonl(tmp_path / "good.jsonl", [batch(1)])
+    assert run_cli("run", "--input", good, "--db", db).exit_code == 0
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [batch(2), b"{oops"])
+    assert run_cli("run", "--input", mixed, "--db", db, "--strict").exit_code == 1
+    assert query(db, "select id from batches") == [(batch(1)["id"],)]
+    assert scalar(db, "select count(*) from load_runs") == 1
+    assert scalar(db, "select count(*) from rejected_batches") == 0
+
+
+def test_same_batch_twice_in_one_input_is_counted_once(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [batch(1), batch(1)])
+    b = write_jsonl(tmp_path / "b.jsonl", [batch(1)])
+    result = run_cli("run", "--input", a, "--input", b, "--db", db)
+    assert "duplicates  2 repeated batch ids in the input, counted once" in result.output
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == [(1, 300_000_000)]
+    assert scalar(db, "select count(*) from pricing_lines") == 2
+
+
+def test_usage_errors_exit_2_with_one_line(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    missing = run_cli("run", "--input", tmp_path / "nope.jsonl", "--db", db)
+    assert missing.exit_code == 2
+    assert missing.output == f"billing: error: input not found: {tmp_path / 'nope.jsonl'}\n"
+    none = run_cli("run", "--db", db)
+    assert none.exit_code == 2
+    assert none.output == "billing: error: nothing to load: pass --input FILE_OR_FOLDER\n"
+    assert run_cli("run", "--bogus").exit_code == 2
+    assert not db.exists()
+
+
+def test_database_file_is_owner_only(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    assert run_cli("run", "--input", f, "--db", db).exit_code == 0
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_python_dash_m_works(tmp_path: Path, db: Path) -> None:
+    import subprocess
+    import sys
+
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(f), "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "total cost  $0.300000000 in the database (+$0.300000000 this run)" in proc.stdout

@@ -1,0 +1,148 @@
+from typing import Any
+
+import polars as pl
+import pytest
+
+from pipeline.transform import (
+    BATCH_COLUMNS,
+    LINE_COLUMNS,
+    RecordError,
+    build_batches,
+    build_lines,
+    normalize_batch,
+    to_int,
+    to_micros,
+)
+from tests.conftest import batch
+
+
+def frames(*objs: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    norms = [normalize_batch(o) for o in objs]
+    b = build_batches([n.batch for n in norms], {"_rec": list(range(len(norms)))})
+    rows = [ln for n in norms for ln in n.lines]
+    recs = [i for i, n in enumerate(norms) for _ in n.lines]
+    return b, build_lines(rows, {"_rec": recs})
+
+
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        (1793491200, 1793491200_000000),
+        (1793491200.5, 1793491200_500000),
+        ("1793491200", 1793491200_000000),
+        ("2026-11-01T00:00:00Z", 1793491200_000000),
+        ("2026-11-01T00:00:00.000Z", 1793491200_000000),
+        ("2026-11-01T01:00:00+01:00", 1793491200_000000),
+        ("2026-11-01T00:00:00", 1793491200_000000),  # naive ISO is read as UTC
+        (None, None),
+    ],
+)
+def test_timestamps_accept_unix_seconds_and_iso(value: Any, micros: int | None) -> None:
+    assert to_micros("created_at", value) == micros
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-45", True, {"a": 1}, -5])
+def test_unparseable_timestamps_are_record_errors(value: Any) -> None:
+    with pytest.raises(RecordError, match="created_at"):
+        to_micros("created_at", value)
+
+
+def test_integers_are_exact_and_strict() -> None:
+    assert to_int("x", 9007199254740993) == 9007199254740993
+    assert to_int("x", 5.0) == 5
+    for bad in (12.5, "12", True, 2**63):
+        with pytest.raises(RecordError):
+            to_int("x", bad)
+
+
+def test_both_pricing_line_shapes_map_to_the_same_columns() -> None:
+    _, lines = frames(batch(1))
+    assert lines.columns[: len(LINE_COLUMNS)] == list(LINE_COLUMNS)
+    got = lines.select(
+        "line_index",
+        "line_shape",
+        "dimension",
+        "quantity",
+        "billable_units",
+        "unit_size",
+        "unit_price_usd",
+        "line_cost_usd",
+        "line_nanos",
+        "endpoint",
+    ).rows()
+    from decimal import Decimal
+
+    assert got == [
+        (
+            0,
+            "priced",
+            "input_text_tokens",
+            100000.0,
+            0.1,
+            1000000.0,
+            Decimal("2.000000000"),
+            Decimal("0.200000000"),
+            200000000,
+            None,
+        ),
+        (
+            1,
+            "fallback",
+            "batch_requests",
+            2.0,
+            2.0,
+            None,
+            None,
+            Decimal("0.100000000"),
+            100000000,
+            "/v1/responses",
+        ),
+    ]
+    assert lines.schema["line_nanos"] == pl.Int64
+    assert lines.schema["line_cost_usd"] == pl.Decimal(38, 9)
+
+
+def test_webhook_secret_is_never_kept_and_unknown_keys_are() -> None:
+    obj = batch(1, brand_new_field={"x": 1})
+    obj["pricing_lines"][0]["surprise"] = 7
+    obj["billing"]["new_billing_key"] = "v"
+    b, lines = frames(obj)
+    row = b.row(0, named=True)
+    assert "whsec" not in str(b.rows()) and row["webhook_has_secret"] is True
+    assert row["webhook_url"] == "https://hooks.example.com/x"
+    assert row["webhook_events"] == ["batch.completed"]
+    assert row["extra"] == '{"brand_new_field":{"x":1},"billing.new_billing_key":"v"}'
+    assert lines["extra"][0] == '{"surprise":7}'
+    assert b.columns[: len(BATCH_COLUMNS)] == list(BATCH_COLUMNS)
+
+
+def test_a_field_changing_type_is_kept_not_fatal() -> None:
+    norm = normalize_batch(batch(1, request_counts="lots", endpoint={"path": "/v1"}))
+    assert norm.drift == {
+        "endpoint": "expected string, got dict",
+        "request_counts": "expected object, got str",
+    }
+    b, _ = frames(batch(1, request_counts="lots"))
+    assert b["request_counts_total"][0] is None
+    assert b["extra"][0] == '{"request_counts":"lots"}'
+
+
+def test_not_a_batch_object() -> None:
+    with pytest.raises(RecordError, match="not a batch object: got a JSON list"):
+        normalize_batch([1, 2])
+    with pytest.raises(RecordError, match=r"API error body \(not_implemented\)"):
+        normalize_batch({"error": {"type": "not_implemented"}})
+    with pytest.raises(RecordError, match="id is missing"):
+        normalize_batch({"status": "completed"})
+
+
+def test_finality_and_snapshot_columns() -> None:
+    final, _ = frames(batch(1))
+    running, _ = frames(batch(2, status="in_progress", billing=None))
+    assert final.select("is_terminal", "is_final", "status_rank").row(0) == (True, True, 3)
+    assert running.select("is_terminal", "is_final", "status_rank", "has_billing").row(0) == (
+        False,
+        False,
+        1,
+        False,
+    )
