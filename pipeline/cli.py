@@ -21,8 +21,14 @@ import click
 import duckdb
 
 from pipeline import __version__, runner
-from pipeline.config import DEFAULT_CHUNK_SIZE, ConfigError, RunConfig
-from pipeline.extract import iter_paths, read_records
+from pipeline.config import DEFAULT_CHUNK_SIZE, ApiConfig, ConfigError, RunConfig
+from pipeline.extract import (
+    FatalFetchError,
+    iter_paths,
+    read_archive,
+    read_ids_file,
+    read_records,
+)
 from pipeline.load import LockedError, reader
 from pipeline.report import FORMATS, run_summary
 
@@ -134,6 +140,40 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     type=click.Path(path_type=Path),
     help="A .json/.jsonl file or a folder of them (repeatable).",
 )
+@click.option(
+    "--ids-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Fetch these batch ids from the API (one a line, # comments ok).",
+)
+@click.option("--list", "list_all", is_flag=True, help="Fetch every batch GET /batches lists.")
+@click.option(
+    "--status", "statuses", multiple=True, help="With --list: only this status (repeatable)."
+)
+@click.option(
+    "--base-url", default=None, help="API base URL [$PHASEO_BASE_URL or https://api.phaseo.app/v1]."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Requests in flight [16]."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help="Seconds per request before it is retried [30].",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries per request on 429/5xx/timeouts [5].",
+)
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Load a raw response archive (data/archive/RUN.jsonl) again without refetching.",
+)
 @db_option
 @click.option(
     "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
@@ -165,6 +205,14 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
 @friendly_errors
 def run_cmd(
     inputs: tuple[Path, ...],
+    ids_file: Path | None,
+    list_all: bool,
+    statuses: tuple[str, ...],
+    base_url: str | None,
+    concurrency: int | None,
+    timeout_s: float | None,
+    retries: int | None,
+    replay: tuple[Path, ...],
     db: Path,
     strict: bool,
     wait_s: float,
@@ -173,16 +221,45 @@ def run_cmd(
     verbose: bool,
     log_format: str,
 ) -> None:
-    """Load batch objects into DuckDB in one transaction, then print a summary."""
+    """Load batch objects into DuckDB in one transaction, then print a summary.
+
+    From files (--input), from the gateway API (--ids-file, --list), or from a raw
+    response archive of an earlier API run (--replay).
+    """
     setup_logging(verbose, log_format)
-    if not inputs:
-        raise ConfigError("nothing to load: pass --input FILE_OR_FOLDER")
-    paths = iter_paths(inputs)
+    modes = [bool(inputs), bool(ids_file or list_all), bool(replay)]
+    if sum(modes) == 0:
+        raise ConfigError("nothing to load: pass --input FILE_OR_FOLDER (or --ids-file/--list)")
+    if sum(modes) > 1:
+        raise ConfigError("choose one of --input, --ids-file/--list, or --replay")
+    if statuses and not list_all:
+        raise ConfigError("--status goes with --list")
     db.parent.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(db_path=db, strict=strict, chunk_size=chunk_size, wait_for_lock_s=wait_s)
-    source = ", ".join(str(p) for p in inputs)
-    with progress_bar(not quiet, None, "loading records") as advance:
-        result = runner.execute(read_records(paths), cfg, source, progress=advance)
+    if ids_file or list_all:
+        api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries)
+        ids = read_ids_file(ids_file) if ids_file else []
+        try:
+            result = runner.execute_api(
+                cfg,
+                api,
+                ids=ids,
+                list_all=list_all,
+                statuses=statuses,
+                progress=lambda total, label: progress_bar(not quiet, total, label),
+            )
+        except FatalFetchError as exc:
+            fail(str(exc))
+    elif replay:
+        records = (r for path in replay for r in read_archive(path))
+        source = ", ".join(str(p) for p in replay)
+        with progress_bar(not quiet, None, "loading records") as advance:
+            result = runner.execute(records, cfg, source, progress=advance)
+    else:
+        paths = iter_paths(inputs)
+        source = ", ".join(str(p) for p in inputs)
+        with progress_bar(not quiet, None, "loading records") as advance:
+            result = runner.execute(read_records(paths), cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
     click.echo(run_summary(result, str(db)))
 

@@ -6,19 +6,31 @@ input in chunks so memory stays flat however large the night is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+import httpx
+
 from pipeline import __version__
-from pipeline.config import RunConfig
-from pipeline.extract import RawRecord, redact
+from pipeline.config import ApiConfig, RunConfig
+from pipeline.extract import (
+    Client,
+    FetchReport,
+    RawRecord,
+    fetch_to_archive,
+    list_ids,
+    read_archive,
+    redact,
+)
 from pipeline.load import Loader, MergeStats
 from pipeline.transform import RecordError, build_batches, build_lines, normalize_batch
 from pipeline.validate import REC, split_valid
@@ -132,26 +144,19 @@ def execute(
     loader: Loader | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
-    before_load: Callable[[Loader], None] | None = None,
+    not_found: list[str] | None = None,
 ) -> RunResult:
-    """Run one load. Commits only if everything succeeded (and --strict is satisfied).
-
-    ``before_load`` runs inside the transaction before any record is read: the API
-    extractor uses it to read pending ids and record fetch errors.
-    """
+    """Run one load. Commits only if everything succeeded (and --strict is satisfied)."""
     started = time.monotonic()
     started_at = datetime.now(UTC)
-    own = loader is None
     ldr = loader or Loader(
         cfg.db_path,
         run_id or new_run_id(started_at),
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
     )
-    result = RunResult(run_id=ldr.run_id, source=source)
+    result = RunResult(run_id=ldr.run_id, source=source, not_found=list(not_found or []))
     try:
-        if before_load is not None:
-            before_load(ldr)
         proc = ChunkProcessor(ldr, result)
         for chunk in _chunks(records, cfg.chunk_size):
             proc.process(chunk)
@@ -203,5 +208,55 @@ def execute(
         result.committed = True
         return result
     finally:
-        if own or not result.committed:
-            ldr.rollback()
+        ldr.rollback()  # a no-op once committed
+
+
+ProgressFactory = Callable[[int | None, str], AbstractContextManager[Progress]]
+
+
+def execute_api(
+    cfg: RunConfig,
+    api: ApiConfig,
+    *,
+    ids: Iterable[str] = (),
+    list_all: bool = False,
+    statuses: Iterable[str] = (),
+    progress: ProgressFactory | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    backoff_s: float = 0.5,
+) -> RunResult:
+    """Fetch from the gateway into a raw archive, then load the archive in one transaction.
+
+    Ids already in the database that are not final are refetched on every run. A fatal
+    answer (401/403/501) rolls everything back and removes the partial archive.
+    """
+    run_id = new_run_id()
+    loader = Loader(cfg.db_path, run_id, wait_s=cfg.wait_for_lock_s, memory_limit=cfg.memory_limit)
+    archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"
+    try:
+        wanted = list(ids)
+        pending = loader.pending_ids()
+
+        async def fetch() -> FetchReport:
+            async with Client(api, transport=transport, backoff_s=backoff_s) as client:
+                if list_all:
+                    wanted.extend(await list_ids(client, statuses))
+                unique = list(dict.fromkeys([*wanted, *pending]))
+                log.info("fetching %d batches (%d not yet final)", len(unique), len(pending))
+                if progress is None:
+                    return await fetch_to_archive(unique, client, archive)
+                with progress(len(unique), "fetching batches") as advance:
+                    return await fetch_to_archive(unique, client, archive, advance)
+
+        report = asyncio.run(fetch())
+        loader.fetch_errors(report.errors)
+        source = f"{api.base_url} ({report.fetched} fetched, archive {archive})"
+        return execute(
+            read_archive(archive), cfg, source, loader=loader, not_found=report.not_found
+        )
+    except BaseException:
+        loader.rollback()
+        archive.unlink(missing_ok=True)
+        if archive.parent.exists() and not any(archive.parent.iterdir()):
+            archive.parent.rmdir()
+        raise

@@ -183,7 +183,7 @@ def test_usage_errors_exit_2_with_one_line(run_cli: Any, db: Path, tmp_path: Pat
     assert missing.output == f"billing: error: input not found: {tmp_path / 'nope.jsonl'}\n"
     none = run_cli("run", "--db", db)
     assert none.exit_code == 2
-    assert none.output == "billing: error: nothing to load: pass --input FILE_OR_FOLDER\n"
+    assert none.output == "billing: error: nothing to load: pass --input FILE_OR_FOLDER (or --ids-file/--list)\n"
     assert run_cli("run", "--bogus").exit_code == 2
     assert not db.exists()
 

@@ -1,0 +1,116 @@
+"""A real HTTP server on loopback that plays the gateway, with scripted faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import orjson
+
+TOKEN = "sk-test-SUPERSECRET-TOKEN-123"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict/list -> JSON; bytes/str -> as is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    truncate: bool = False  # announce a longer Content-Length, then hang up
+
+
+NOT_IMPLEMENTED = Reply(501, {"error": "not_implemented", "reason": "feature_temporarily_disabled",
+                              "feature": "batches", "message": "Batch routes are disabled"})
+
+
+@dataclass
+class Gateway:
+    batches: dict[str, Any] = field(default_factory=dict)
+    scripts: dict[str, list[Reply]] = field(default_factory=dict)  # per path, consumed in order
+    everything: Reply | None = None  # answer every request with this
+    pages: list[dict[str, Any]] | None = None  # GET /v1/batches pages, by 'after'
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def reply_for(self, path: str, query: dict[str, list[str]], auth: str | None) -> Reply:
+        with self.lock:
+            self.requests.append((path, auth))
+            if self.everything is not None:
+                return self.everything
+            if auth != f"Bearer {TOKEN}":
+                return Reply(401, {"error": "unauthorised", "reason": "invalid_api_key"})
+            script = self.scripts.get(path)
+            if script:
+                return script.pop(0)
+        if path == "/v1/batches":
+            return self._page(query)
+        batch_id = path.rsplit("/", 1)[-1]
+        if batch_id in self.batches:
+            return Reply(200, self.batches[batch_id])
+        return Reply(404, {"error": "not_found", "reason": "batch_not_found_or_not_owned",
+                           "batch_id": batch_id})
+
+    def _page(self, query: dict[str, list[str]]) -> Reply:
+        if self.pages is None:
+            data = list(self.batches.values())
+            return Reply(200, {"object": "list", "data": data, "has_more": False})
+        after = query.get("after", [None])[0]
+        index = 0 if after is None else next(
+            i + 1 for i, p in enumerate(self.pages) if p["last_id"] == after)
+        return Reply(200, self.pages[index])
+
+
+def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parsed = urlparse(self.path)
+            reply = gw.reply_for(parsed.path, parse_qs(parsed.query), self.headers.get("Authorization"))
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+            body = reply.body
+            raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else orjson.dumps(body)
+            try:
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                if reply.truncate:
+                    self.send_header("Content-Length", str(len(raw) + 500))
+                    self.end_headers()
+                    self.wfile.write(raw[: len(raw) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+@contextmanager
+def serve(gw: Gateway) -> Iterator[Gateway]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(gw))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    gw.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield gw
+    finally:
+        server.shutdown()
+        server.server_close()
