@@ -158,8 +158,9 @@ def execute(
     result = RunResult(run_id=ldr.run_id, source=source, not_found=list(not_found or []))
     try:
         proc = ChunkProcessor(ldr, result)
-        for chunk in _chunks(records, cfg.chunk_size):
+        for n, chunk in enumerate(_chunks(records, cfg.chunk_size), start=1):
             proc.process(chunk)
+            log.debug("staged chunk %d (%d records)", n, len(chunk), extra={"fields": {"chunk": n}})
             if progress is not None:
                 progress(len(chunk))
         result.stats = ldr.merge()

@@ -347,6 +347,8 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
         nanos = to_int(f"{path}.line_nanos", raw.get("line_nanos"))
         cost = _decimal_text(f"{path}.line_cost_usd", raw.get("line_cost_usd"))
     extra = {k: v for k, v in raw.items() if k not in KNOWN_LINE}
+    for k in extra:
+        drift.setdefault(f"{path}.{k}", "new field")
     return (
         batch_id,
         i,
@@ -411,7 +413,9 @@ def normalize_batch(obj: Any) -> Normalized:
     extra.update(
         {f"billing.pricing_breakdown.{k}": v for k, v in bd.items() if k not in KNOWN_BREAKDOWN}
     )
-    for path in drift:  # keep the drifted raw value too
+    for path in extra:
+        drift.setdefault(path, "new field")
+    for path in list(drift):  # keep the drifted raw value too
         if "." not in path and path in obj:
             extra[path] = obj[path]
 
