@@ -70,6 +70,9 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
 def friendly_errors(fn: F) -> F:
     """One clear line instead of a traceback, with the documented exit codes."""
 
+    writes = fn.__name__ == "run_cmd"
+    nothing = "; nothing was committed" if writes else ""
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -79,13 +82,13 @@ def friendly_errors(fn: F) -> F:
         except (LockedError, runner.StrictFailure) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            fail("interrupted; nothing was committed")
+            fail(f"interrupted{nothing}")
         except duckdb.Error as exc:
             log.debug("database error", exc_info=True)
-            fail(f"database error, nothing was committed: {str(exc).splitlines()[0]}")
+            fail(f"database error: {str(exc).splitlines()[0]}{nothing}")
         except Exception as exc:
             log.debug("unexpected error", exc_info=True)
-            fail(f"{type(exc).__name__}: {exc}; nothing was committed")
+            fail(f"{type(exc).__name__}: {exc}{nothing}")
 
     return wrapper  # type: ignore[return-value]
 
@@ -407,6 +410,24 @@ def runs_cmd(db: Path, fmt: str, limit: int) -> None:
             [limit],
         )
         _print_rows(cur, fmt)
+
+
+@cli.command("export")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["parquet"]), default="parquet",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to (re)write: DATASET/month=YYYY-MM/provider=NAME/*.parquet")
+@friendly_errors
+def export_cmd(db: Path, fmt: str, out: Path) -> None:
+    """Export batches, pricing_lines and focus_charges as Hive-partitioned Parquet."""
+    from pipeline.export import export_parquet
+    from pipeline.report import usd
+
+    with reader(db) as con:
+        result = export_parquet(con, out)
+    for name, rows in result.rows.items():
+        click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+STORAGE_COMPAT = "v1.4.0"
 
 TABLES_DDL = """
 create table if not exists batches (
@@ -225,7 +226,8 @@ def sql_dir() -> Path:
 
 def view_files() -> list[Path]:
     base = sql_dir()
-    return [*sorted((base / "staging").glob("*.sql")), *sorted((base / "marts").glob("*.sql"))]
+    layers = ("staging", "intermediate", "marts")  # each layer reads only the ones before
+    return [path for layer in layers for path in sorted((base / layer).glob("*.sql"))]
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -244,12 +246,12 @@ def connect(
     New files are created owner-only (0600): the database holds billing data.
     """
     deadline = time.monotonic() + wait_s
+    # new files stay readable by DuckDB 1.4+ (an analyst's stock CLI may be older)
+    config = {"memory_limit": memory_limit, "storage_compatibility_version": STORAGE_COMPAT}
     while True:
         old_umask = os.umask(0o077)
         try:
-            con = duckdb.connect(
-                str(db_path), read_only=read_only, config={"memory_limit": memory_limit}
-            )
+            con = duckdb.connect(str(db_path), read_only=read_only, config=config)
             break
         except duckdb.IOException as exc:
             text = str(exc)

@@ -75,7 +75,9 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
-    if isinstance(value, date | Decimal):
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, date):
         return str(value)
     if isinstance(value, float):
         return repr(value)
@@ -114,7 +116,7 @@ def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)  # exact: never a float
+        return format(value, "f")  # exact: never a float
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value

@@ -1,0 +1,101 @@
+"""Export the fact tables as Hive-partitioned Parquet (``month=YYYY-MM/provider=NAME``).
+
+The export is written into a temporary sibling folder and swapped into place with
+renames, so a reader never sees half an export. Money stays exact: ``BIGINT`` nanos and
+``DECIMAL(38, 9)`` dollars. A ``manifest.json`` lists rows and total nanos per dataset
+(as strings, so no JSON reader turns them into floats).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from pipeline import __version__
+
+PARTITIONS = ["month", "provider"]
+
+# dataset -> (query, nanos column). Partition columns: the UTC month of the charge date
+# and the provider ('unknown' where the batch names none).
+DATASETS: dict[str, tuple[str, str]] = {
+    "batches": (
+        """
+        select b.* exclude (content_hash, provider),
+            strftime(s.charged_at at time zone 'UTC', '%Y-%m') as month,
+            coalesce(b.provider, 'unknown') as provider
+        from batches as b
+        inner join stg_batches as s on s.batch_id = b.id
+        """,
+        "cost_nanos",
+    ),
+    "pricing_lines": (
+        """
+        select l.*,
+            strftime(s.charged_at at time zone 'UTC', '%Y-%m') as month,
+            coalesce(s.provider, 'unknown') as provider
+        from pricing_lines as l
+        inner join stg_batches as s on s.batch_id = l.batch_id
+        """,
+        "line_nanos",
+    ),
+    "focus_charges": (
+        """
+        select * exclude (ServiceProviderName),
+            ServiceProviderName,
+            strftime(ChargePeriodStart at time zone 'UTC', '%Y-%m') as month,
+            coalesce(ServiceProviderName, 'unknown') as provider
+        from focus_charges
+        """,
+        "x_CostNanos",
+    ),
+}
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    rows: dict[str, int]
+    nanos: dict[str, int]
+
+
+def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
+    """Write every dataset under ``out`` atomically (temp folder + rename)."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = out.parent / f".{out.name}.tmp-{token}"
+    old = out.parent / f".{out.name}.old-{token}"
+    rows: dict[str, int] = {}
+    nanos: dict[str, int] = {}
+    try:
+        tmp.mkdir()
+        for name, (sql, money) in DATASETS.items():
+            count_sql = f"select count(*), coalesce(sum({money}), 0) from ({sql})"  # noqa: S608
+            count, total = con.execute(count_sql).fetchall()[0]
+            rows[name], nanos[name] = int(count), int(total)
+            if rows[name]:
+                con.sql(sql).write_parquet(str(tmp / name), partition_by=PARTITIONS)
+            else:
+                (tmp / name).mkdir()
+        manifest = {
+            "exported_at": datetime.now(UTC).isoformat(),
+            "pipeline_version": __version__,
+            "partitioning": "hive: " + "/".join(f"{p}=..." for p in PARTITIONS),
+            "datasets": {
+                name: {"rows": rows[name], "total_nanos": str(nanos[name])} for name in DATASETS
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return ExportResult(out, rows, nanos)
