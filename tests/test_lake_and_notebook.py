@@ -1,0 +1,93 @@
+"""Heavier consumers: Spark reading the Parquet export, and the notebook run headless."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, SAMPLE, query, scalar
+
+
+@pytest.fixture(scope="module")
+def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    db = tmp_path_factory.mktemp("sample") / "billing.duckdb"
+    result = CliRunner().invoke(cli, ["run", "--input", str(SAMPLE), "--db", str(db), "-q"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.spark
+def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: Path) -> None:
+    pyspark = pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime")
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from pipeline.export import export_parquet
+    from pipeline.load import reader
+
+    with reader(sample_db) as con:
+        export_parquet(con, tmp_path / "lake")
+    expected_total = scalar(sample_db, "select sum(cost_nanos) from batches")
+    expected_by_provider = dict(query(sample_db, "select provider, sum(cost_nanos) from batches group by 1"))
+    spark = (
+        SparkSession.builder.master("local[1]").appName("billing-export-test")
+        .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate()
+    )
+    try:
+        batches = spark.read.parquet(str(tmp_path / "lake" / "batches"))
+        assert batches.count() == 320
+        assert batches.agg(F.sum("cost_nanos")).collect()[0][0] == expected_total
+        by_provider = {r["provider"]: r["s"] for r in
+                       batches.groupBy("provider").agg(F.sum("cost_nanos").alias("s")).collect()}
+        assert by_provider == expected_by_provider
+        focus = spark.read.parquet(str(tmp_path / "lake" / "focus_charges"))
+        assert str(focus.agg(F.sum("BilledCost")).collect()[0][0]) == "690.661169561"
+        assert focus.agg(F.sum("x_CostNanos")).collect()[0][0] == expected_total
+        assert set(batches.columns) >= {"month", "provider", "cost_nanos", "billing_finalized_at"}
+    finally:
+        spark.stop()
+    assert pyspark.__version__
+
+
+def test_notebook_runs_headless_and_builds_its_charts(sample_db: Path, monkeypatch: Any) -> None:
+    pytest.importorskip("marimo")
+    pytest.importorskip("altair")
+    monkeypatch.setenv("BILLING_DB", str(sample_db))
+    monkeypatch.syspath_prepend(str(REPO / "notebooks"))
+    from spend_dashboard import app
+
+    _, defs = app.run()
+    charts = {name: defs[name].to_dict() for name in
+              ("spend_over_time", "top_sessions", "model_mix", "reconciliation")}
+    assert {n: c["mark"]["type"] for n, c in charts.items()} == {
+        "spend_over_time": "area", "top_sessions": "bar", "model_mix": "bar", "reconciliation": "bar"}
+    assert defs["daily"].height > 0 and defs["sessions"].height == 10 and defs["models"].height > 0
+    assert defs["totals"]["cost_nanos"] == 690_661_169_561
+    assert defs["checks"].rows() == [("all checks pass", 0)]
+
+
+def test_notebook_exports_to_html_with_four_charts(sample_db: Path, tmp_path: Path) -> None:
+    marimo = shutil.which("marimo") or str(Path(sys.executable).parent / "marimo")
+    if not Path(marimo).exists():
+        pytest.skip("marimo not installed")
+    out = tmp_path / "dashboard.html"
+    proc = subprocess.run(
+        [marimo, "-y", "export", "html", str(REPO / "notebooks" / "spend_dashboard.py"), "-o", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "BILLING_DB": str(sample_db)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Failed" not in proc.stderr
+    assert out.read_text().count("vega-lite/v") >= 4
