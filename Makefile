@@ -18,12 +18,12 @@ demo: setup
 	$(BIN)/billing query spend-by-provider --db data/billing.duckdb --group month
 
 test: setup
-	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
 	$(BIN)/mypy
 
 clean:
