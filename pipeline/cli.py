@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -196,6 +197,12 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     show_default=True,
     help="Records per transform/validate chunk.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that parse and validate chunks [min(2, CPUs)].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets redacted).")
 @click.option(
@@ -220,6 +227,7 @@ def run_cmd(
     strict: bool,
     wait_s: float,
     chunk_size: int,
+    workers: int | None,
     quiet: bool,
     verbose: bool,
     log_format: str,
@@ -239,6 +247,8 @@ def run_cmd(
         raise ConfigError("--status goes with --list")
     db.parent.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(db_path=db, strict=strict, chunk_size=chunk_size, wait_for_lock_s=wait_s)
+    if workers is not None:
+        cfg = replace(cfg, workers=workers)
     if ids_file or list_all:
         api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries)
         ids = read_ids_file(ids_file) if ids_file else []
@@ -414,10 +424,15 @@ def runs_cmd(db: Path, fmt: str, limit: int) -> None:
 
 @cli.command("export")
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["parquet"]), default="parquet",
-              show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to (re)write: DATASET/month=YYYY-MM/provider=NAME/*.parquet")
+@click.option(
+    "--format", "fmt", type=click.Choice(["parquet"]), default="parquet", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to (re)write: DATASET/month=YYYY-MM/provider=NAME/*.parquet",
+)
 @friendly_errors
 def export_cmd(db: Path, fmt: str, out: Path) -> None:
     """Export batches, pricing_lines and focus_charges as Hive-partitioned Parquet."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 DEFAULT_BASE_URL = "https://api.phaseo.app/v1"
 DEFAULT_CONCURRENCY = 16
-DEFAULT_CHUNK_SIZE = 20_000
+DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_RETRIES = 5
 TOKEN_ENV = "PHASEO_API_KEY"
@@ -86,4 +86,5 @@ class RunConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     wait_for_lock_s: float = 0.0
     progress: bool = True
-    memory_limit: str = "1GB"
+    memory_limit: str = "256MB"
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))

@@ -247,7 +247,10 @@ def connect(
     """
     deadline = time.monotonic() + wait_s
     # new files stay readable by DuckDB 1.4+ (an analyst's stock CLI may be older)
-    config = {"memory_limit": memory_limit, "storage_compatibility_version": STORAGE_COMPAT}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": memory_limit,
+        "storage_compatibility_version": STORAGE_COMPAT,
+    }
     while True:
         old_umask = os.umask(0o077)
         try:

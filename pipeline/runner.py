@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +22,7 @@ from itertools import islice
 from typing import Any
 
 import httpx
+import polars as pl
 
 from pipeline import __version__
 from pipeline.config import ApiConfig, RunConfig
@@ -83,57 +87,110 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
-class ChunkProcessor:
-    """Transform + validate one chunk of raw records; stage the good, quarantine the bad."""
+@dataclass
+class ChunkOut:
+    """What one chunk turned into: validated frames, quarantined rows, drift notes."""
 
-    def __init__(self, loader: Loader, result: RunResult) -> None:
-        self.loader = loader
-        self.result = result
-        self.seq = 0
+    records: int
+    batches: pl.DataFrame | None
+    lines: pl.DataFrame | None
+    rejects: list[tuple[Any, ...]]
+    drift: dict[str, tuple[str, str | None]]
 
-    def _quarantine(self, rec: RawRecord, reason: str, rejects: list[tuple[Any, ...]]) -> None:
-        rejects.append((rec.source, rec.line, _guess_id(rec.obj), _clip(reason), redact(rec.text)))
-        if len(self.result.reject_samples) < 5:
-            self.result.reject_samples.append((rec.source, rec.line, _clip(reason)))
 
-    def process(self, chunk: list[RawRecord]) -> None:
-        rows: list[tuple[Any, ...]] = []
-        line_rows: list[tuple[Any, ...]] = []
-        meta: dict[str, list[Any]] = {REC: [], "_seq": [], "source": [], "source_line": []}
-        line_meta: dict[str, list[Any]] = {REC: [], "_seq": []}
-        rejects: list[tuple[Any, ...]] = []
-        drift: dict[str, tuple[str, str | None]] = {}
-        for i, rec in enumerate(chunk):
-            self.seq += 1
-            if rec.error is not None:
-                self._quarantine(rec, rec.error, rejects)
-                continue
-            try:
-                norm = normalize_batch(rec.obj)
-            except RecordError as exc:
-                self._quarantine(rec, str(exc), rejects)
-                continue
-            rows.append(norm.batch)
-            meta[REC].append(i)
-            meta["_seq"].append(self.seq)
-            meta["source"].append(rec.source)
-            meta["source_line"].append(rec.line)
-            line_rows.extend(norm.lines)
-            line_meta[REC].extend([i] * len(norm.lines))
-            line_meta["_seq"].extend([self.seq] * len(norm.lines))
-            for path, note in norm.drift.items():
-                drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
-        self.result.records_read += len(chunk)
-        if rows:
-            batches = build_batches(rows, meta)
-            lines = build_lines(line_rows, line_meta)
-            batches, lines, bad = split_valid(batches, lines)
-            for rec_index, reason in sorted(bad.items()):
-                self._quarantine(chunk[rec_index], reason, rejects)
-            self.loader.stage(batches, lines)
-        self.loader.reject(rejects)
-        self.loader.note_drift(drift)
-        self.result.rejected += len(rejects)
+def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
+    return (rec.source, rec.line, _guess_id(obj), _clip(reason), redact(rec.text))
+
+
+def process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
+    """Parse, flatten and validate one chunk. Pure (no I/O): runs in worker processes.
+
+    ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
+    """
+    rows: list[tuple[Any, ...]] = []
+    line_rows: list[tuple[Any, ...]] = []
+    meta: dict[str, list[Any]] = {REC: [], "_seq": [], "source": [], "source_line": []}
+    line_meta: dict[str, list[Any]] = {REC: [], "_seq": []}
+    rejects: list[tuple[Any, ...]] = []
+    drift: dict[str, tuple[str, str | None]] = {}
+    objs: list[Any] = [None] * len(chunk)
+    for i, rec in enumerate(chunk):
+        seq = seq0 + i + 1
+        rec = rec.parsed()
+        objs[i] = rec.obj
+        if rec.error is not None:
+            rejects.append(_reject_row(rec, None, rec.error))
+            continue
+        try:
+            norm = normalize_batch(rec.obj)
+        except RecordError as exc:
+            rejects.append(_reject_row(rec, rec.obj, str(exc)))
+            continue
+        rows.append(norm.batch)
+        meta[REC].append(i)
+        meta["_seq"].append(seq)
+        meta["source"].append(rec.source)
+        meta["source_line"].append(rec.line)
+        line_rows.extend(norm.lines)
+        line_meta[REC].extend([i] * len(norm.lines))
+        line_meta["_seq"].extend([seq] * len(norm.lines))
+        for path, note in norm.drift.items():
+            drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
+    if not rows:
+        return ChunkOut(len(chunk), None, None, rejects, drift)
+    batches = build_batches(rows, meta)
+    lines = build_lines(line_rows, line_meta)
+    batches, lines, bad = split_valid(batches, lines)
+    for rec_index, reason in sorted(bad.items()):
+        rejects.append(_reject_row(chunk[rec_index], objs[rec_index], reason))
+    return ChunkOut(len(chunk), batches, lines, rejects, drift)
+
+
+def _process_star(args: tuple[list[RawRecord], int]) -> ChunkOut:
+    return process_chunk(*args)
+
+
+def _chunk_outputs(
+    records: Iterable[RawRecord], chunk_size: int, workers: int
+) -> Iterator[ChunkOut]:
+    """Chunks in input order; with workers > 1, transformed in a process pool.
+
+    At most ``2 * workers`` chunks are in flight, so memory stays flat. A single-chunk
+    input never starts the pool.
+    """
+    chunks = _chunks(records, chunk_size)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if workers <= 1 or second is None:
+        seq = 0
+        for chunk in (c for c in (first, second) if c is not None):
+            yield process_chunk(chunk, seq)
+            seq += len(chunk)
+        for chunk in chunks:
+            yield process_chunk(chunk, seq)
+            seq += len(chunk)
+        return
+
+    def numbered() -> Iterator[tuple[list[RawRecord], int]]:
+        seq = 0
+        for chunk in (first, second):
+            yield chunk, seq
+            seq += len(chunk)
+        for chunk in chunks:
+            yield chunk, seq
+            seq += len(chunk)
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[Future[ChunkOut]] = deque()
+        for args in numbered():
+            pending.append(pool.submit(_process_star, args))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def execute(
@@ -157,12 +214,21 @@ def execute(
     )
     result = RunResult(run_id=ldr.run_id, source=source, not_found=list(not_found or []))
     try:
-        proc = ChunkProcessor(ldr, result)
-        for n, chunk in enumerate(_chunks(records, cfg.chunk_size), start=1):
-            proc.process(chunk)
-            log.debug("staged chunk %d (%d records)", n, len(chunk), extra={"fields": {"chunk": n}})
+        outputs = _chunk_outputs(records, cfg.chunk_size, cfg.workers)
+        for n, out in enumerate(outputs, start=1):
+            if out.batches is not None and out.lines is not None:
+                ldr.stage(out.batches, out.lines)
+            ldr.reject(out.rejects)
+            ldr.note_drift(out.drift)
+            result.records_read += out.records
+            result.rejected += len(out.rejects)
+            for source, line, _, reason, _ in out.rejects[: 5 - len(result.reject_samples)]:
+                result.reject_samples.append((source, line, reason))
+            log.debug(
+                "staged chunk %d (%d records)", n, out.records, extra={"fields": {"chunk": n}}
+            )
             if progress is not None:
-                progress(len(chunk))
+                progress(out.records)
         result.stats = ldr.merge()
         if result.rejected:
             result.status = "ok_with_rejects"

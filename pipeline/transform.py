@@ -22,6 +22,8 @@ import orjson
 import pandera.polars as pa
 import polars as pl
 
+from pipeline.redaction import redact
+
 INT64_MAX = 2**63 - 1
 
 KNOWN_STATUSES = (
@@ -125,7 +127,6 @@ KNOWN_LINE = frozenset(
     )
 )
 
-_SECRET_KEY = re.compile(r"secret|token|password|api_?key|authorization", re.IGNORECASE)
 _DECIMAL = re.compile(r"^-?\d{1,29}(\.\d{1,9})?$")
 
 
@@ -145,19 +146,11 @@ class Normalized:
 # --------------------------------------------------------------------------- scalars
 
 
-def scrub(value: Any) -> Any:
-    """Drop credential-looking keys anywhere in a JSON value (secrets never stored)."""
-    if isinstance(value, dict):
-        return {k: "[REDACTED]" if _SECRET_KEY.search(k) else scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
-
-
 def _json(value: Any) -> str | None:
+    """JSON text of a value, credentials redacted."""
     if value is None:
         return None
-    return orjson.dumps(scrub(value)).decode()
+    return redact(orjson.dumps(value).decode())
 
 
 def _type_name(value: Any) -> str:
@@ -241,7 +234,7 @@ def _str(value: Any, path: str, drift: dict[str, str]) -> str | None:
     if isinstance(value, bool | int | float):
         return str(value)
     drift[path] = f"expected string, got {_type_name(value)}"
-    return orjson.dumps(scrub(value)).decode()
+    return _json(value)
 
 
 def _bool(value: Any, path: str, drift: dict[str, str]) -> bool | None:
@@ -286,7 +279,7 @@ BATCH_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "errors": pl.String,
     "usage": pl.String,
     "webhook_url": pl.String,
-    "webhook_events": pl.List(pl.String),
+    "webhook_events": pl.String,  # JSON text, decoded column-wise in cast_batches
     "webhook_endpoint_id": pl.String,
     "webhook_has_secret": pl.Boolean,
     "webhook": pl.String,
@@ -429,7 +422,7 @@ def normalize_batch(obj: Any) -> Normalized:
         to_int("request_counts.failed", counts.get("failed")),
         *(_json(obj.get(name)) for name in JSON_FIELDS),
         _str(hook.get("url"), "webhook.url", drift),
-        events,
+        orjson.dumps(events).decode() if events is not None else None,
         _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
         has_secret,
         _json(hook_kept) if hook else None,
@@ -468,6 +461,7 @@ def cast_batches(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col(*_TS_COLUMNS).cast(TIMESTAMP),
         pl.col("breakdown_total_usd").cast(DECIMAL, strict=False),
         pl.col("id").str.strip_chars(),
+        pl.col("webhook_events").str.json_decode(pl.List(pl.String)),
     )
 
 

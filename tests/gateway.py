@@ -96,15 +96,22 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:
                 pass
 
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up early (cancelled on a fatal answer) are expected
+
+
 @contextmanager
 def serve(gw: Gateway) -> Iterator[Gateway]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(gw))
+    server = _QuietServer(("127.0.0.1", 0), _handler(gw))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

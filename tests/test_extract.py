@@ -8,7 +8,7 @@ from tests.conftest import batch, write_jsonl
 
 def test_jsonl_records_carry_source_and_line(tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "a.jsonl", [batch(1), b"", b"{not json", batch(2)])
-    recs = list(read_records([f]))
+    recs = [r.parsed() for r in read_records([f])]  # JSONL text is parsed later, in workers
     assert [(r.line, r.error is None) for r in recs] == [(1, True), (3, False), (4, True)]
     assert recs[1].text == "{not json"
     assert recs[1].error is not None and recs[1].error.startswith("invalid JSON")

@@ -207,3 +207,25 @@ def test_python_dash_m_works(tmp_path: Path, db: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "total cost  $0.300000000 in the database (+$0.300000000 this run)" in proc.stdout
+
+
+def test_worker_processes_give_the_same_result_as_one(run_cli: Any, tmp_path: Path) -> None:
+    items: list[Any] = [batch(i, cost_nanos=i * 1000) for i in range(1, 12)]
+    items[4] = b"{broken"
+    items[7] = batch(99, status="exploded")
+    items.append(batch(3, cost_nanos=3000))  # a repeat, across chunks
+    f = write_jsonl(tmp_path / "in.jsonl", items)
+    outputs = {}
+    for workers in ("1", "2"):
+        db = tmp_path / f"w{workers}.duckdb"
+        result = run_cli("run", "--input", f, "--db", db, "--chunk-size", "3", "--workers", workers)
+        assert result.exit_code == 0, result.output
+        outputs[workers] = (
+            query(db, "select id, cost_nanos, source_line from batches order by id"),
+            query(db, "select line, reason from rejected_batches order by line"),
+            query(db, "select count(*) from pricing_lines"),
+            result.output.split("\n", 1)[1],
+        )
+    assert outputs["1"] == outputs["2"]
+    assert outputs["1"][1][0][0] == 5 and outputs["1"][1][1] == (8, "status 'exploded' is not a known batch status")
+    assert sum(c for _, c, _ in outputs["1"][0]) == sum(i * 1000 for i in range(1, 12) if i not in (5, 8))

@@ -9,7 +9,8 @@ from pipeline.extract.api import (
     read_archive,
     read_ids_file,
 )
-from pipeline.extract.files import RawRecord, iter_paths, read_records, redact
+from pipeline.extract.files import RawRecord, iter_paths, read_records
+from pipeline.redaction import redact
 
 __all__ = [
     "Client",

@@ -31,7 +31,8 @@ from tenacity import (
 )
 
 from pipeline.config import ApiConfig
-from pipeline.extract.files import RawRecord, redact
+from pipeline.extract.files import RawRecord
+from pipeline.redaction import redact
 
 log = logging.getLogger(__name__)
 

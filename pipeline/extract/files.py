@@ -6,7 +6,6 @@ with ``error`` set, so the runner can quarantine it with its raw text and locati
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +14,6 @@ from typing import Any
 import orjson
 
 SUFFIXES = (".json", ".jsonl", ".ndjson")
-
-# Any JSON string value whose key looks like a credential. Applied to every raw text
-# we keep (rejects, archives) so a webhook secret can never reach the database.
-_SECRET_VALUE = re.compile(
-    r'("(?:[A-Za-z0-9_\-]*(?:secret|token|password|api_key|apikey|authorization)'
-    r'[A-Za-z0-9_\-]*)"\s*:\s*)"(?:[^"\\]|\\.)*"',
-    re.IGNORECASE,
-)
-REDACTED = '"[REDACTED]"'
-
-
-def redact(text: str) -> str:
-    """Blank out credential-looking string values in raw JSON text (even malformed text)."""
-    return _SECRET_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +30,10 @@ class RawRecord:
     text: str
     obj: Any = None
     error: str | None = None
+    pending: bool = False  # text not parsed yet (parsed later, in a worker)
+
+    def parsed(self) -> RawRecord:
+        return _parse(self.source, self.line, self.text) if self.pending else self
 
 
 def iter_paths(inputs: Iterable[str | Path]) -> list[Path]:
@@ -77,7 +66,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
         for n, raw in enumerate(fh, start=1):
             text = raw.decode("utf-8", errors="replace").strip()
             if text:
-                yield _parse(source, n, text)
+                yield RawRecord(source, n, text, pending=True)
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
