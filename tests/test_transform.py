@@ -146,3 +146,9 @@ def test_finality_and_snapshot_columns() -> None:
         1,
         False,
     )
+
+
+def test_usage_token_counters_are_not_mistaken_for_secrets() -> None:
+    obj = batch(1, usage={"input_tokens": 10, "output_tokens": 5, "api_key": "sk-x"})
+    b, _ = frames(obj)
+    assert b["usage"][0] == '{"input_tokens":10,"output_tokens":5,"api_key":"[REDACTED]"}'

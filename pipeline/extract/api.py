@@ -37,6 +37,7 @@ from pipeline.redaction import redact
 log = logging.getLogger(__name__)
 
 MAX_LIST_PAGES = 10_000
+POOL_SHARD_SIZE = 8
 
 
 class FatalFetchError(Exception):
@@ -121,17 +122,24 @@ class Client:
     ) -> None:
         self.api = api
         self._backoff = wait_exponential_jitter(multiplier=backoff_s, max=30.0)
-        limits = httpx.Limits(
-            max_connections=api.concurrency, max_keepalive_connections=api.concurrency
-        )
-        self._http = httpx.AsyncClient(
-            base_url=api.base_url + "/",
-            headers={"Authorization": f"Bearer {api.token.reveal()}", "Accept": "application/json"},
-            timeout=httpx.Timeout(api.timeout_s),
-            limits=limits,
-            transport=transport,
-            event_hooks={"request": [self._log_request]},
-        )
+        # httpcore's pool scans every connection for every request (quadratic at high
+        # concurrency), so connections are spread over shards of POOL_SHARD_SIZE each.
+        shards = -(-api.concurrency // POOL_SHARD_SIZE)
+        per_shard = -(-api.concurrency // shards)
+        self._shards = [
+            httpx.AsyncClient(
+                base_url=api.base_url + "/",
+                headers={
+                    "Authorization": f"Bearer {api.token.reveal()}",
+                    "Accept": "application/json",
+                },
+                timeout=httpx.Timeout(api.timeout_s),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                transport=transport,
+                event_hooks={"request": [self._log_request]},
+            )
+            for _ in range(shards)
+        ]
 
     async def _log_request(self, request: httpx.Request) -> None:
         log.debug("GET %s (authorization: Bearer [REDACTED])", request.url)
@@ -140,7 +148,8 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
+        for http in self._shards:
+            await http.aclose()
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -148,11 +157,13 @@ class Client:
             return exc.retry_after
         return float(self._backoff(state))
 
-    async def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+    async def get(
+        self, path: str, params: dict[str, Any] | None = None, *, shard: int = 0
+    ) -> httpx.Response:
         """GET with retries on transient faults; returns the final non-transient response."""
 
         async def attempt() -> httpx.Response:
-            resp = await self._http.get(path, params=params)
+            resp = await self._shards[shard % len(self._shards)].get(path, params=params)
             await resp.aread()  # a truncated body raises here and is retried
             if resp.status_code == 429 or (resp.status_code >= 500 and resp.status_code != 501):
                 raise _Transient(resp.status_code, _retry_after(resp, self.api.max_retry_after_s))
@@ -228,10 +239,10 @@ async def fetch_to_archive(
     with archive.open("wb") as fh:
         archive.chmod(0o600)
 
-        async def one(batch_id: str) -> None:
+        async def one(batch_id: str, shard: int) -> None:
             url = f"batches/{batch_id}"
             try:
-                resp = await client.get(url)
+                resp = await client.get(url, shard=shard)
             except (_Transient, httpx.HTTPError) as exc:
                 reason = f"gave up after {client.api.max_retries + 1} attempts: {exc}"
                 status = exc.status if isinstance(exc, _Transient) else None
@@ -249,16 +260,16 @@ async def fetch_to_archive(
                     reason = f"batch not found ({reason})"
                 report.errors.append((batch_id, url, resp.status_code, reason))
 
-        async def worker() -> None:
+        async def worker(shard: int) -> None:
             for batch_id in pending:
-                await one(batch_id)
+                await one(batch_id, shard)
                 if progress is not None:
                     progress(1)
 
         try:
             async with asyncio.TaskGroup() as tg:
-                for _ in range(min(client.api.concurrency, len(unique))):
-                    tg.create_task(worker())
+                for n in range(min(client.api.concurrency, len(unique))):
+                    tg.create_task(worker(n))
         except ExceptionGroup as group:
             fatal_group = group.subgroup(FatalFetchError)
             if fatal_group is not None:
