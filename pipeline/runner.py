@@ -1,7 +1,8 @@
 """Wire the stages: records -> chunks -> frames -> validation -> one DuckDB transaction.
 
-The runner owns no I/O of its own beyond handing records to the loader; it streams the
-input in chunks so memory stays flat however large the night is.
+The input is streamed in chunks (transformed in worker processes when there is more than
+one), so memory stays flat however large the night is. ``execute_api`` first fetches
+from the gateway into a raw archive, then loads that archive the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import httpx
@@ -150,42 +151,31 @@ def _process_star(args: tuple[list[RawRecord], int]) -> ChunkOut:
     return process_chunk(*args)
 
 
+def _numbered(chunks: Iterable[list[RawRecord]]) -> Iterator[tuple[list[RawRecord], int]]:
+    seq = 0
+    for chunk in chunks:
+        yield chunk, seq
+        seq += len(chunk)
+
+
 def _chunk_outputs(
     records: Iterable[RawRecord], chunk_size: int, workers: int
 ) -> Iterator[ChunkOut]:
     """Chunks in input order; with workers > 1, transformed in a process pool.
 
-    At most ``2 * workers`` chunks are in flight, so memory stays flat. A single-chunk
-    input never starts the pool.
+    At most ``2 * workers`` chunks are in flight, so memory stays flat. An input of one
+    chunk never starts the pool.
     """
     chunks = _chunks(records, chunk_size)
-    first = next(chunks, None)
-    if first is None:
+    head = list(islice(chunks, 2))
+    numbered = _numbered(chain(head, chunks))
+    if workers <= 1 or len(head) < 2:
+        yield from (process_chunk(chunk, seq) for chunk, seq in numbered)
         return
-    second = next(chunks, None)
-    if workers <= 1 or second is None:
-        seq = 0
-        for chunk in (c for c in (first, second) if c is not None):
-            yield process_chunk(chunk, seq)
-            seq += len(chunk)
-        for chunk in chunks:
-            yield process_chunk(chunk, seq)
-            seq += len(chunk)
-        return
-
-    def numbered() -> Iterator[tuple[list[RawRecord], int]]:
-        seq = 0
-        for chunk in (first, second):
-            yield chunk, seq
-            seq += len(chunk)
-        for chunk in chunks:
-            yield chunk, seq
-            seq += len(chunk)
-
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: deque[Future[ChunkOut]] = deque()
-        for args in numbered():
+        for args in numbered:
             pending.append(pool.submit(_process_star, args))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
