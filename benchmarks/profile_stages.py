@@ -1,22 +1,35 @@
 """Where the time goes: each stage of one load, timed separately, in one process.
 
 usage: python -m benchmarks.profile_stages INPUT.jsonl [CHUNK_SIZE]
+
+The stages are the ones a worker runs on each chunk (``pipeline.work.process_chunk``)
+and the ones the main process runs (stage, merge, commit), with GC paused as in a worker.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import orjson
+import polars as pl
 
+from pipeline.extract import read_chunks
+from pipeline.extract.files import LineSlice
 from pipeline.load import Loader
-from pipeline.runner import REC, new_run_id
-from pipeline.transform import build_batches, build_lines, normalize_batch
+from pipeline.runner import new_run_id
+from pipeline.transform import (
+    REC,
+    batch_frame,
+    build_batches,
+    build_lines,
+    line_frame,
+    normalize_batch,
+)
 from pipeline.validate import split_valid
 
 
@@ -31,30 +44,46 @@ def main(src: Path, chunk_size: int = 10_000) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         loader = Loader(Path(tmp) / "p.duckdb", new_run_id())
         total = time.perf_counter()
-        with src.open("rb") as fh:
-            lines = fh.readlines()
-        for at in range(0, len(lines), chunk_size):
+        seq = 0
+        for chunk in read_chunks([src], chunk_size):
+            assert isinstance(chunk, LineSlice)
+            gc.disable()
             s = time.perf_counter()
-            objs = [orjson.loads(line) for line in lines[at : at + chunk_size]]
-            s = tick("1 parse JSON (orjson)", s)
+            recs = chunk.records()
+            s = tick("1 read and split lines", s)
+            objs = [orjson.loads(r.text) for r in recs]
+            s = tick("2 parse JSON (orjson)", s)
             norms = [normalize_batch(o) for o in objs]
-            s = tick("2 normalize (Python, per record)", s)
-            meta: dict[str, list[Any]] = {REC: list(range(len(norms))), "_seq": list(range(at, at + len(norms))),
-                                          "source": [str(src)] * len(norms), "source_line": list(range(len(norms)))}
-            rows = [ln for n in norms for ln in n.lines]
-            recs = [i for i, n in enumerate(norms) for _ in n.lines]
-            batches = build_batches([n.batch for n in norms], meta)
-            lines_df = build_lines(rows, {REC: recs, "_seq": [at + i for i in recs]})
-            s = tick("3 build typed frames (polars)", s)
-            batches, lines_df, _ = split_valid(batches, lines_df)
-            s = tick("4 validate (pandera)", s)
-            loader.stage(batches, lines_df)
-            s = tick("5 stage into DuckDB (Arrow)", s)
+            s = tick("3 normalize_batch (Python, per record)", s)
+            n = len(norms)
+            meta = pl.DataFrame(
+                {
+                    REC: range(n),
+                    "_seq": range(seq + 1, seq + n + 1),
+                    "source": [str(src)] * n,
+                    "source_line": [r.line for r in recs],
+                }
+            )
+            seq += chunk.lines
+            batches = build_batches(batch_frame([x.batch for x in norms], range(n)), meta)
+            lines = build_lines(
+                line_frame(
+                    [ln for x in norms for ln in x.lines],
+                    [i for i, x in enumerate(norms) for _ in x.lines],
+                ),
+                meta,
+            )
+            s = tick("4 typed frames + content hash (polars)", s)
+            batches, lines, _ = split_valid(batches, lines)
+            s = tick("5 validate (pandera)", s)
+            gc.enable()
+            loader.stage(batches, lines)
+            s = tick("6 stage into DuckDB (Arrow)", s)
         s = time.perf_counter()
         loader.merge()
-        s = tick("6 merge, history, views, reconciliation", s)
+        s = tick("7 merge, history, views, reconciliation", s)
         loader.commit()
-        tick("7 commit + checkpoint", s)
+        tick("8 commit + checkpoint", s)
         t["total"] = time.perf_counter() - total
     return dict(t)
 

@@ -25,10 +25,11 @@ from pipeline import __version__, runner
 from pipeline.config import DEFAULT_CHUNK_SIZE, ApiConfig, ConfigError, RunConfig
 from pipeline.extract import (
     FatalFetchError,
+    chunked,
     iter_paths,
     read_archive,
+    read_chunks,
     read_ids_file,
-    read_records,
 )
 from pipeline.load import LockedError, reader
 from pipeline.report import FORMATS, run_summary
@@ -267,12 +268,16 @@ def run_cmd(
         records = (r for path in replay for r in read_archive(path))
         source = ", ".join(str(p) for p in replay)
         with progress_bar(not quiet, None, "loading records") as advance:
-            result = runner.execute(records, cfg, source, progress=advance)
+            result = runner.execute(
+                chunked(records, cfg.chunk_size), cfg, source, progress=advance
+            )
     else:
         paths = iter_paths(inputs)
         source = ", ".join(str(p) for p in inputs)
         with progress_bar(not quiet, None, "loading records") as advance:
-            result = runner.execute(read_records(paths), cfg, source, progress=advance)
+            result = runner.execute(
+                read_chunks(paths, cfg.chunk_size), cfg, source, progress=advance
+            )
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
     click.echo(run_summary(result, str(db)))
 

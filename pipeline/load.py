@@ -116,15 +116,18 @@ create or replace temp table stage_rejects (
 # finalisation, then the later lifecycle event, then the further status. Ties go to the
 # snapshot read later, so a restatement with the same timestamps still replaces.
 MERGE_SQL = """
-create or replace temp table incoming as
-    select * exclude (_rn) from (
-        select *, row_number() over (
+create or replace temp table winners as
+    select id, _seq from (
+        select id, _seq, row_number() over (
             partition by id
             order by is_final desc, billing_finalized_at desc nulls last,
                      last_event_at desc nulls last, status_rank desc, _seq desc
         ) as _rn
         from stage_batches
     ) where _rn = 1;
+
+create or replace temp view incoming as
+    select s.* from stage_batches s semi join winners w on w.id = s.id and w._seq = s._seq;
 
 create or replace temp table decisions as
     select i.id, i._seq,

@@ -21,8 +21,19 @@ _SECRET_VALUE = re.compile(
 REDACTED = '"[REDACTED]"'
 
 
+def _may_hold_secret(text: str) -> bool:
+    """Every credential key holds one of these words; most texts hold none, and five
+    substring tests cost ~0.3 µs where the full pattern (a key tried at every quote) or
+    an alternation regex costs several µs. Non-ASCII text always gets the full pattern
+    (its case-insensitive match also folds letters such as 'ſ' or 'K')."""
+    if not text.isascii():
+        return True
+    low = text.lower()
+    return "secret" in low or "passw" in low or "key" in low or "authoriz" in low or "token" in low
+
+
 def redact(text: str) -> str:
     """Blank out credential-looking string values in JSON text (even malformed text)."""
-    if not _SECRET_VALUE.search(text):
+    if not _may_hold_secret(text) or not _SECRET_VALUE.search(text):
         return text
     return _SECRET_VALUE.sub(lambda m: m.group(1) + REDACTED, text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import re
+import os
 import secrets
 import time
 from collections import deque
@@ -20,30 +20,25 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
-from typing import Any
 
 import httpx
-import polars as pl
 
 from pipeline import __version__
 from pipeline.config import ApiConfig, RunConfig
 from pipeline.extract import (
+    Chunk,
     Client,
     FetchReport,
-    RawRecord,
+    LineSlice,
+    chunked,
     fetch_to_archive,
     list_ids,
     read_archive,
-    redact,
 )
 from pipeline.load import Loader, MergeStats
-from pipeline.transform import RecordError, build_batches, build_lines, normalize_batch
-from pipeline.validate import REC, split_valid
+from pipeline.work import ChunkOut, exit_with_parent, process_chunk, process_numbered
 
 log = logging.getLogger(__name__)
-
-MAX_REASON = 500
-_INDEX = re.compile(r"\[\d+\]")
 
 Progress = Callable[[int], None]
 
@@ -71,112 +66,35 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _chunks(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
-    it = iter(records)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _guess_id(obj: Any) -> str | None:
-    if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-        return str(obj["id"])[:200]
-    return None
-
-
-def _clip(text: str) -> str:
-    text = redact(text)
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
-
-
-@dataclass
-class ChunkOut:
-    """What one chunk turned into: validated frames, quarantined rows, drift notes."""
-
-    records: int
-    batches: pl.DataFrame | None
-    lines: pl.DataFrame | None
-    rejects: list[tuple[Any, ...]]
-    drift: dict[str, tuple[str, str | None]]
-
-
-def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
-    return (rec.source, rec.line, _guess_id(obj), _clip(reason), redact(rec.text))
-
-
-def process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
-    """Parse, flatten and validate one chunk. Pure (no I/O): runs in worker processes.
-
-    ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
-    """
-    rows: list[tuple[Any, ...]] = []
-    line_rows: list[tuple[Any, ...]] = []
-    meta: dict[str, list[Any]] = {REC: [], "_seq": [], "source": [], "source_line": []}
-    line_meta: dict[str, list[Any]] = {REC: [], "_seq": []}
-    rejects: list[tuple[Any, ...]] = []
-    drift: dict[str, tuple[str, str | None]] = {}
-    objs: list[Any] = [None] * len(chunk)
-    for i, rec in enumerate(chunk):
-        seq = seq0 + i + 1
-        rec = rec.parsed()
-        objs[i] = rec.obj
-        if rec.error is not None:
-            rejects.append(_reject_row(rec, None, rec.error))
-            continue
-        try:
-            norm = normalize_batch(rec.obj)
-        except RecordError as exc:
-            rejects.append(_reject_row(rec, rec.obj, str(exc)))
-            continue
-        rows.append(norm.batch)
-        meta[REC].append(i)
-        meta["_seq"].append(seq)
-        meta["source"].append(rec.source)
-        meta["source_line"].append(rec.line)
-        line_rows.extend(norm.lines)
-        line_meta[REC].extend([i] * len(norm.lines))
-        line_meta["_seq"].extend([seq] * len(norm.lines))
-        for path, note in norm.drift.items():
-            drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
-    if not rows:
-        return ChunkOut(len(chunk), None, None, rejects, drift)
-    batches = build_batches(rows, meta)
-    lines = build_lines(line_rows, line_meta)
-    batches, lines, bad = split_valid(batches, lines)
-    for rec_index, reason in sorted(bad.items()):
-        rejects.append(_reject_row(chunk[rec_index], objs[rec_index], reason))
-    return ChunkOut(len(chunk), batches, lines, rejects, drift)
-
-
-def _process_star(args: tuple[list[RawRecord], int]) -> ChunkOut:
-    return process_chunk(*args)
-
-
-def _numbered(chunks: Iterable[list[RawRecord]]) -> Iterator[tuple[list[RawRecord], int]]:
+def _numbered(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, int]]:
     seq = 0
     for chunk in chunks:
         yield chunk, seq
-        seq += len(chunk)
+        seq += chunk.lines if isinstance(chunk, LineSlice) else len(chunk)
 
 
-def _chunk_outputs(
-    records: Iterable[RawRecord], chunk_size: int, workers: int
-) -> Iterator[ChunkOut]:
+def _chunk_outputs(chunks: Iterable[Chunk], workers: int) -> Iterator[ChunkOut]:
     """Chunks in input order; with workers > 1, transformed in a process pool.
 
     At most ``2 * workers`` chunks are in flight, so memory stays flat. An input of one
     chunk never starts the pool.
     """
-    chunks = _chunks(records, chunk_size)
+    chunks = iter(chunks)
     head = list(islice(chunks, 2))
     numbered = _numbered(chain(head, chunks))
     if workers <= 1 or len(head) < 2:
         yield from (process_chunk(chunk, seq) for chunk, seq in numbered)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: deque[Future[ChunkOut]] = deque()
         for args in numbered:
-            pending.append(pool.submit(_process_star, args))
+            pending.append(pool.submit(process_numbered, args))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -184,7 +102,7 @@ def _chunk_outputs(
 
 
 def execute(
-    records: Iterable[RawRecord],
+    chunks: Iterable[Chunk],
     cfg: RunConfig,
     source: str,
     *,
@@ -193,7 +111,11 @@ def execute(
     progress: Progress | None = None,
     not_found: list[str] | None = None,
 ) -> RunResult:
-    """Run one load. Commits only if everything succeeded (and --strict is satisfied)."""
+    """Run one load. Commits only if everything succeeded (and --strict is satisfied).
+
+    ``chunks`` come from :func:`pipeline.extract.read_chunks` (files) or
+    :func:`pipeline.extract.chunked` (any stream of records).
+    """
     started = time.monotonic()
     started_at = datetime.now(UTC)
     ldr = loader or Loader(
@@ -204,7 +126,7 @@ def execute(
     )
     result = RunResult(run_id=ldr.run_id, source=source, not_found=list(not_found or []))
     try:
-        outputs = _chunk_outputs(records, cfg.chunk_size, cfg.workers)
+        outputs = _chunk_outputs(chunks, cfg.workers)
         for n, out in enumerate(outputs, start=1):
             if out.batches is not None and out.lines is not None:
                 ldr.stage(out.batches, out.lines)
@@ -309,7 +231,11 @@ def execute_api(
         loader.fetch_errors(report.errors)
         source = f"{api.base_url} ({report.fetched} fetched, archive {archive})"
         return execute(
-            read_archive(archive), cfg, source, loader=loader, not_found=report.not_found
+            chunked(read_archive(archive), cfg.chunk_size),
+            cfg,
+            source,
+            loader=loader,
+            not_found=report.not_found,
         )
     except BaseException:
         loader.rollback()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ import polars as pl
 from pipeline.redaction import redact
 
 INT64_MAX = 2**63 - 1
+REC = "_rec"  # a row's record position in its chunk, on every frame of this stage
 
 KNOWN_STATUSES = (
     "validating",
@@ -266,6 +267,46 @@ def _dict(value: Any, path: str, drift: dict[str, str]) -> dict[str, Any]:
     return {}
 
 
+# Fast paths for the common case (the value already has its expected type). Field paths
+# for messages are only built when a value needs the full rules above.
+_INT64_MIN = -INT64_MAX - 1
+_BREAKDOWN = "billing.pricing_breakdown"
+
+
+def _str_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return _str(value, f"{prefix}.{name}", drift)
+
+
+def _num_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> float | None:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    return _number(value, f"{prefix}.{name}", drift)
+
+
+def _int_fast(value: Any, prefix: str, name: str) -> int | None:
+    if value is None or (type(value) is int and _INT64_MIN <= value <= INT64_MAX):
+        return value
+    return to_int(f"{prefix}.{name}" if prefix else name, value)
+
+
+def _dec_fast(value: Any, prefix: str, name: str) -> str | None:
+    if type(value) is str and _DECIMAL.fullmatch(value):
+        return value
+    return _decimal_text(f"{prefix}.{name}" if prefix else name, value)
+
+
+def _micros_fast(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value < 10**11:
+        return value * 1_000_000
+    return to_micros(name, value)
+
+
 # --------------------------------------------------------------------------- columns
 
 BATCH_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -326,19 +367,20 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 
 def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, ...]:
     path = f"pricing_lines[{i}]"
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise RecordError(f"{path} must be an object, got {_type_name(raw)}")
+    get = raw.get
     fallback = "line_nanos" not in raw and ("total_nanos" in raw or "units" in raw)
     if fallback:
-        units = _number(raw.get("units"), f"{path}.units", drift)
+        units = _num_fast(get("units"), path, "units", drift)
         quantity, billable = units, units
-        nanos = to_int(f"{path}.total_nanos", raw.get("total_nanos"))
-        cost = _decimal_text(f"{path}.total_usd_str", raw.get("total_usd_str"))
+        nanos = _int_fast(get("total_nanos"), path, "total_nanos")
+        cost = _dec_fast(get("total_usd_str"), path, "total_usd_str")
     else:
-        quantity = _number(raw.get("quantity"), f"{path}.quantity", drift)
-        billable = _number(raw.get("billable_units"), f"{path}.billable_units", drift)
-        nanos = to_int(f"{path}.line_nanos", raw.get("line_nanos"))
-        cost = _decimal_text(f"{path}.line_cost_usd", raw.get("line_cost_usd"))
+        quantity = _num_fast(get("quantity"), path, "quantity", drift)
+        billable = _num_fast(get("billable_units"), path, "billable_units", drift)
+        nanos = _int_fast(get("line_nanos"), path, "line_nanos")
+        cost = _dec_fast(get("line_cost_usd"), path, "line_cost_usd")
     extra = {k: v for k, v in raw.items() if k not in KNOWN_LINE}
     for k in extra:
         drift.setdefault(f"{path}.{k}", "new field")
@@ -346,16 +388,16 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
         batch_id,
         i,
         "fallback" if fallback else "priced",
-        _str(raw.get("dimension"), f"{path}.dimension", drift),
+        _str_fast(get("dimension"), path, "dimension", drift),
         quantity,
         billable,
-        _number(raw.get("unit_size"), f"{path}.unit_size", drift),
-        _decimal_text(f"{path}.unit_price_usd", raw.get("unit_price_usd")),
+        _num_fast(get("unit_size"), path, "unit_size", drift),
+        _dec_fast(get("unit_price_usd"), path, "unit_price_usd"),
         cost,
         nanos,
-        _str(raw.get("pricing_plan"), f"{path}.pricing_plan", drift),
-        _str(raw.get("service_tier"), f"{path}.service_tier", drift),
-        _str(raw.get("endpoint"), f"{path}.endpoint", drift),
+        _str_fast(get("pricing_plan"), path, "pricing_plan", drift),
+        _str_fast(get("service_tier"), path, "service_tier", drift),
+        _str_fast(get("endpoint"), path, "endpoint", drift),
         _json(extra) if extra else None,
     )
 
@@ -376,8 +418,12 @@ def normalize_batch(obj: Any) -> Normalized:
         raise RecordError(f"id must be a string, got {_type_name(raw_id)} {raw_id!r}")
     batch_id = raw_id.strip()
 
-    strings = [_str(obj.get(name), name, drift) for name in STRING_FIELDS]
-    stamps = [to_micros(name, obj.get(name)) for name in TIMESTAMP_FIELDS]
+    get = obj.get
+    strings = [
+        v if (v := get(name)) is None or type(v) is str else _str(v, name, drift)
+        for name in STRING_FIELDS
+    ]
+    stamps = [_micros_fast(get(name), name) for name in TIMESTAMP_FIELDS]
     counts = _dict(obj.get("request_counts"), "request_counts", drift)
     hook = _dict(obj.get("webhook"), "webhook", drift)
     events = hook.get("events")
@@ -412,14 +458,13 @@ def normalize_batch(obj: Any) -> Normalized:
         if "." not in path and path in obj:
             extra[path] = obj[path]
 
-    api_cost = bill.get("cost_usd")
     batch = (
         batch_id,
         *strings,
         *stamps,
-        to_int("request_counts.total", counts.get("total")),
-        to_int("request_counts.completed", counts.get("completed")),
-        to_int("request_counts.failed", counts.get("failed")),
+        _int_fast(counts.get("total"), "request_counts", "total"),
+        _int_fast(counts.get("completed"), "request_counts", "completed"),
+        _int_fast(counts.get("failed"), "request_counts", "failed"),
         *(_json(obj.get(name)) for name in JSON_FIELDS),
         _str(hook.get("url"), "webhook.url", drift),
         orjson.dumps(events).decode() if events is not None else None,
@@ -430,12 +475,12 @@ def normalize_batch(obj: Any) -> Normalized:
         _bool(bill.get("billed"), "billing.billed", drift),
         _bool(bill.get("charged"), "billing.charged", drift),
         _str(bill.get("reason"), "billing.reason", drift),
-        to_int("billing.cost_nanos", bill.get("cost_nanos")),
-        _number(api_cost, "billing.cost_usd", drift),
+        _int_fast(bill.get("cost_nanos"), "billing", "cost_nanos"),
+        _num_fast(bill.get("cost_usd"), "billing", "cost_usd", drift),
         to_micros("billing.finalized_at", bill.get("finalized_at")),
-        *(to_int(f"billing.pricing_breakdown.{k}", bd.get(k)) for k in BREAKDOWN_INT_FIELDS[:1]),
-        _decimal_text("billing.pricing_breakdown.total_usd_str", bd.get("total_usd_str")),
-        *(to_int(f"billing.pricing_breakdown.{k}", bd.get(k)) for k in BREAKDOWN_INT_FIELDS[1:]),
+        *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[:1]),
+        _dec_fast(bd.get("total_usd_str"), _BREAKDOWN, "total_usd_str"),
+        *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[1:]),
         len(lines),
         _json(extra) if extra else None,
     )
@@ -445,14 +490,24 @@ def normalize_batch(obj: Any) -> Normalized:
 # --------------------------------------------------------------------------- frames
 
 
-def build_batches(
-    rows: Sequence[tuple[Any, ...]], meta: Mapping[str, Sequence[Any]]
-) -> pl.DataFrame:
-    """Typed batches frame from normalized rows plus per-row metadata columns."""
+def batch_frame(rows: Sequence[tuple[Any, ...]], recs: Sequence[int]) -> pl.DataFrame:
+    """Normalized batch rows (BATCH_COLUMNS order) tagged with their chunk positions."""
     frame = pl.DataFrame(rows, schema=BATCH_SCHEMA, orient="row")
+    return frame.select(pl.Series(REC, recs, dtype=pl.Int64), pl.all())
+
+
+def line_frame(rows: Sequence[tuple[Any, ...]], recs: Sequence[int]) -> pl.DataFrame:
+    """Normalized line rows (LINE_COLUMNS order) tagged with their record's chunk position."""
+    frame = pl.DataFrame(rows, schema=LINE_SCHEMA, orient="row")
+    return frame.select(pl.Series(REC, recs, dtype=pl.Int64), pl.all())
+
+
+def build_batches(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    """Typed batches frame: ``_rec`` + BATCH_COLUMNS, joined to per-record ``meta`` on ``_rec``."""
+    frame = frame.sort(REC)
     # content_hash tells an unchanged re-read from a real update (not a security hash)
-    frame = frame.with_columns(content_hash=frame.hash_rows(seed=0))
-    frame = frame.with_columns(pl.Series(k, v) for k, v in meta.items())
+    frame = frame.with_columns(content_hash=frame.select(BATCH_COLUMNS).hash_rows(seed=0))
+    frame = frame.join(meta, on=REC, how="left", maintain_order="left")
     return with_derived_columns(cast_batches(frame))
 
 
@@ -476,9 +531,10 @@ def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_lines(rows: Iterable[tuple[Any, ...]], meta: Mapping[str, Sequence[Any]]) -> pl.DataFrame:
-    frame = pl.DataFrame(list(rows), schema=LINE_SCHEMA, orient="row")
-    frame = frame.with_columns(pl.Series(k, v) for k, v in meta.items())
+def build_lines(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    """Typed pricing-lines frame: ``_rec`` + LINE_COLUMNS, with ``meta``'s ``_seq``."""
+    frame = frame.sort(REC, "line_index")
+    frame = frame.join(meta.select(REC, "_seq"), on=REC, how="left", maintain_order="left")
     return frame.with_columns(pl.col("unit_price_usd", "line_cost_usd").cast(DECIMAL))
 
 

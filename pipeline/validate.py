@@ -13,9 +13,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
 
-from pipeline.transform import BatchesSchema, LinesSchema
-
-REC = "_rec"
+from pipeline.transform import REC, BatchesSchema, LinesSchema
 
 
 def _reason(column: str | None, check: str | None, value: object) -> str:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.extract import iter_paths, read_records, redact
+from pipeline.extract import LineSlice, iter_paths, read_chunks, read_records, redact
 from tests.conftest import batch, write_jsonl
 
 
@@ -13,6 +13,25 @@ def test_jsonl_records_carry_source_and_line(tmp_path: Path) -> None:
     assert recs[1].text == "{not json"
     assert recs[1].error is not None and recs[1].error.startswith("invalid JSON")
     assert recs[2].obj["id"] == "batch_00000000000000000000000002"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 100])
+def test_jsonl_slices_read_by_workers_give_the_same_records(tmp_path: Path, size: int) -> None:
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(b'{"id":"a"}\n\n  \r\n{not json\r\n{"id":"\xc3\xa9"}\n{"id":"last"}')  # no final newline
+    chunks = list(read_chunks([f], size))
+    assert all(isinstance(c, LineSlice) for c in chunks)
+    assert [c.lines for c in chunks if isinstance(c, LineSlice)] == [
+        min(size, 6 - at) for at in range(0, 6, size)
+    ]
+    from_slices = [r for c in chunks if isinstance(c, LineSlice) for r in c.records()]
+    assert from_slices == list(read_records([f]))
+    assert [(r.line, r.text) for r in from_slices] == [
+        (1, '{"id":"a"}'),
+        (4, "{not json"),
+        (5, '{"id":"é"}'),
+        (6, '{"id":"last"}'),
+    ]
 
 
 def test_json_file_holding_object_list_or_list_response(tmp_path: Path) -> None:
@@ -44,3 +63,17 @@ def test_redact_blanks_secrets_even_in_broken_json() -> None:
     assert (
         out == '{"webhook": {"secret": "[REDACTED]", "url": "u"}, "api_key": "[REDACTED]", "id": "x'
     )
+
+
+def test_redact_prefilter_never_skips_what_the_pattern_matches() -> None:
+    from pipeline.redaction import _SECRET_VALUE
+
+    for text in [
+        '{"API_KEY": "k"}',
+        '{"Authorization": "Bearer x"}',
+        '{"\u017fecret": "s"}',  # long s folds to s
+        '{"api_\u212aey": "k"}',  # Kelvin sign folds to k
+        '{"team": "growth", "input_tokens": 5}',
+    ]:
+        assert redact(text) == _SECRET_VALUE.sub(lambda m: m.group(1) + '"[REDACTED]"', text)
+    assert redact('{"\u017fecret": "s"}') == '{"\u017fecret": "[REDACTED]"}'

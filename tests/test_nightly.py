@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import RunConfig
-from pipeline.extract import read_records
+from pipeline.extract import read_chunks
 from pipeline.runner import execute
 from pipeline.sample import iter_batches
 from pipeline.sample import write_jsonl as write_sample_jsonl
@@ -33,16 +34,21 @@ def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
     big = tmp_path / "big.jsonl"
     write_sample_jsonl(big, iter_batches(30_000, seed=3))
     proc = subprocess.Popen(
-        billing("run", "--input", big, "--db", db, "--chunk-size", "1000", "-v", "--log-format", "json"),
+        billing("run", "--input", big, "--db", db, "--chunk-size", "1000", "--workers", "2", "-v",
+                "--log-format", "json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
         if json.loads(line).get("chunk") == 3:  # mid-load: three chunks staged, more to come
             break
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2  # two transform workers (and multiprocessing's resource tracker)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []  # workers do not outlive a killed run
     after = (query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches order by id"),
              scalar(db, "select count(*) from pricing_lines"))
     assert after == before
@@ -177,7 +183,7 @@ def test_any_order_of_runs_gives_the_final_snapshots_totals(
         if items:
             path = tmp / f"run{i}.jsonl"
             path.write_bytes(b"\n".join(orjson.dumps(o) for o in items))
-            execute(read_records([path]), cfg, str(path))
+            execute(read_chunks([path], cfg.chunk_size), cfg, str(path))
     assert scalar(cfg.db_path, "select sum(cost_nanos) from batches") == truth
     assert scalar(cfg.db_path, "select count(*) from batches") == len(specs)
     assert scalar(cfg.db_path, "select count(*) from batches where is_final") == len(specs)

@@ -7,8 +7,10 @@ from pipeline.transform import (
     BATCH_COLUMNS,
     LINE_COLUMNS,
     RecordError,
+    batch_frame,
     build_batches,
     build_lines,
+    line_frame,
     normalize_batch,
     to_int,
     to_micros,
@@ -18,10 +20,11 @@ from tests.conftest import batch
 
 def frames(*objs: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     norms = [normalize_batch(o) for o in objs]
-    b = build_batches([n.batch for n in norms], {"_rec": list(range(len(norms)))})
+    meta = pl.DataFrame({"_rec": range(len(norms)), "_seq": range(1, len(norms) + 1)})
+    b = build_batches(batch_frame([n.batch for n in norms], range(len(norms))), meta)
     rows = [ln for n in norms for ln in n.lines]
     recs = [i for i, n in enumerate(norms) for _ in n.lines]
-    return b, build_lines(rows, {"_rec": recs})
+    return b, build_lines(line_frame(rows, recs), meta)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +60,7 @@ def test_integers_are_exact_and_strict() -> None:
 
 def test_both_pricing_line_shapes_map_to_the_same_columns() -> None:
     _, lines = frames(batch(1))
-    assert lines.columns[: len(LINE_COLUMNS)] == list(LINE_COLUMNS)
+    assert lines.drop("_rec").columns[: len(LINE_COLUMNS)] == list(LINE_COLUMNS)
     got = lines.select(
         "line_index",
         "line_shape",
@@ -113,7 +116,7 @@ def test_webhook_secret_is_never_kept_and_unknown_keys_are() -> None:
     assert row["webhook_events"] == ["batch.completed"]
     assert row["extra"] == '{"brand_new_field":{"x":1},"billing.new_billing_key":"v"}'
     assert lines["extra"][0] == '{"surprise":7}'
-    assert b.columns[: len(BATCH_COLUMNS)] == list(BATCH_COLUMNS)
+    assert b.drop("_rec").columns[: len(BATCH_COLUMNS)] == list(BATCH_COLUMNS)
 
 
 def test_a_field_changing_type_is_kept_not_fatal() -> None:

@@ -1,4 +1,5 @@
-"""Extract stage: turn inputs (files, the gateway API) into :class:`RawRecord` streams."""
+"""Extract stage: turn inputs (files, the gateway API) into :class:`RawRecord` streams
+(or, for JSONL files, :class:`LineSlice` chunks that workers read themselves)."""
 
 from pipeline.extract.api import (
     Client,
@@ -9,18 +10,30 @@ from pipeline.extract.api import (
     read_archive,
     read_ids_file,
 )
-from pipeline.extract.files import RawRecord, iter_paths, read_records
+from pipeline.extract.files import (
+    Chunk,
+    LineSlice,
+    RawRecord,
+    chunked,
+    iter_paths,
+    read_chunks,
+    read_records,
+)
 from pipeline.redaction import redact
 
 __all__ = [
+    "Chunk",
     "Client",
     "FatalFetchError",
     "FetchReport",
+    "LineSlice",
     "RawRecord",
+    "chunked",
     "fetch_to_archive",
     "iter_paths",
     "list_ids",
     "read_archive",
+    "read_chunks",
     "read_ids_file",
     "read_records",
     "redact",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,69 @@ def _parse(source: str, line: int, text: str) -> RawRecord:
         return RawRecord(source, line, text, None, f"invalid JSON: {exc}")
 
 
+def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iterator[RawRecord]:
+    for n, raw in enumerate(lines, start=first_line):
+        text = raw.decode("utf-8", errors="replace").strip()
+        if text:
+            yield RawRecord(source, n, text, pending=True)
+
+
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
-    source = str(path)
     with path.open("rb") as fh:
-        for n, raw in enumerate(fh, start=1):
-            text = raw.decode("utf-8", errors="replace").strip()
-            if text:
-                yield RawRecord(source, n, text, pending=True)
+        yield from _jsonl_records(str(path), 1, fh)
+
+
+@dataclass(frozen=True, slots=True)
+class LineSlice:
+    """``lines`` whole lines of a JSONL file, bytes ``start`` to ``end``: a chunk that a
+    worker reads itself, so the records never pass through the main process."""
+
+    source: str
+    start: int
+    end: int
+    first_line: int
+    lines: int
+
+    def records(self) -> list[RawRecord]:
+        with open(self.source, "rb") as fh:
+            fh.seek(self.start)
+            data = fh.read(self.end - self.start)
+        parts = data.split(b"\n")
+        if data.endswith(b"\n"):
+            parts.pop()
+        return list(_jsonl_records(self.source, self.first_line, parts))
+
+
+Chunk = list[RawRecord] | LineSlice
+
+
+def _jsonl_slices(path: Path, size: int) -> Iterator[LineSlice]:
+    source, start, first, n, pos = str(path), 0, 1, 0, 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            pos += len(raw)
+            n += 1
+            if n == size:
+                yield LineSlice(source, start, pos, first, n)
+                start, first, n = pos, first + n, 0
+    if n:
+        yield LineSlice(source, start, pos, first, n)
+
+
+def chunked(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def read_chunks(paths: Iterable[Path], size: int) -> Iterator[Chunk]:
+    """Chunks of about ``size`` records: JSONL files as byte slices (read by the worker
+    that transforms them), JSON files as parsed records."""
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            yield from chunked(_read_json(path), size)
+        else:
+            yield from _jsonl_slices(path, size)
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
