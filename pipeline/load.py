@@ -126,7 +126,7 @@ create or replace temp table winners as
         from stage_batches
     ) where _rn = 1;
 
-create or replace temp view incoming as
+create or replace temp table incoming as
     select s.* from stage_batches s semi join winners w on w.id = s.id and w._seq = s._seq;
 
 create or replace temp table decisions as

@@ -1,7 +1,8 @@
 """Wire the stages: records -> chunks -> frames -> validation -> one DuckDB transaction.
 
-The input is streamed in chunks (transformed in worker processes when there is more than
-one), so memory stays flat however large the night is. ``execute_api`` first fetches
+The input is streamed in chunks (JSONL files as byte slices that each worker reads
+itself; see :mod:`pipeline.work`), at most two per worker in flight, so memory stays
+flat however large the night is. ``execute_api`` first fetches
 from the gateway into a raw archive, then loads that archive the same way.
 """
 
