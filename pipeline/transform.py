@@ -186,10 +186,12 @@ def to_micros(path: str, value: Any) -> int | None:
         raise RecordError(f"{path} is not a timestamp: {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        try:
-            number: float | int | None = float(text) if "." in text else int(text)
-        except ValueError:
-            number = None
+        number: float | int | None = None
+        if not (len(text) >= 10 and text[4] == "-"):  # not ISO-8601: perhaps a number
+            try:
+                number = float(text) if "." in text else int(text)
+            except ValueError:
+                pass
         if number is None:
             try:
                 dt = datetime.fromisoformat(text)

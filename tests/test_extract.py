@@ -1,8 +1,11 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.extract import LineSlice, iter_paths, read_chunks, read_records, redact
+from pipeline.redaction import _SECRET_VALUE
 from tests.conftest import batch, write_jsonl
 
 
@@ -65,9 +68,19 @@ def test_redact_blanks_secrets_even_in_broken_json() -> None:
     )
 
 
-def test_redact_prefilter_never_skips_what_the_pattern_matches() -> None:
-    from pipeline.redaction import _SECRET_VALUE
+_FRAGMENTS = st.sampled_from(
+    ['"', ":", " ", "\t", ",", "{", "}", "\\", "x", "has_", "api_", "API-", "secret", "Secret",
+     "token", "key", "passwd", "password", "authorization", "ſ", "K", "true", "1"]
+)  # fmt: skip
 
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FRAGMENTS, max_size=30).map("".join))
+def test_redact_equals_the_full_pattern_on_any_text(text: str) -> None:
+    assert redact(text) == _SECRET_VALUE.sub(lambda m: m.group(1) + '"[REDACTED]"', text)
+
+
+def test_redact_prefilter_never_skips_what_the_pattern_matches() -> None:
     for text in [
         '{"API_KEY": "k"}',
         '{"Authorization": "Bearer x"}',
