@@ -15,7 +15,7 @@ setup: $(BIN)/billing
 
 demo: setup
 	$(BIN)/billing run --input data/sample --db data/billing.duckdb
-	$(BIN)/billing query spend-by-provider --db data/billing.duckdb --group month
+	$(BIN)/billing query spend-by-provider --db data/billing.duckdb --by month
 
 test: setup
 	$(BIN)/ruff check pipeline tests benchmarks notebooks

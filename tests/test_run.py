@@ -229,3 +229,25 @@ def test_worker_processes_give_the_same_result_as_one(run_cli: Any, tmp_path: Pa
     assert outputs["1"] == outputs["2"]
     assert outputs["1"][1][0][0] == 5 and outputs["1"][1][1] == (8, "status 'exploded' is not a known batch status")
     assert sum(c for _, c, _ in outputs["1"][0]) == sum(i * 1000 for i in range(1, 12) if i not in (5, 8))
+
+
+def test_the_readme_demo_commands_in_the_makefile_run(run_cli: Any, db: Path) -> None:
+    """`make demo` is a newcomer's first command: each `billing` line of it must work."""
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    commands = [
+        line.strip().removeprefix("$(BIN)/billing").split()
+        for line in recipe.splitlines()
+        if line.strip().startswith("$(BIN)/billing")
+    ]
+    assert [c[0] for c in commands] == ["run", "query"]
+    outputs = []
+    for args in commands:
+        args = [str(db) if a == "data/billing.duckdb" else a for a in args]
+        result = run_cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+        outputs.append(result.output)
+    assert "total cost  $690.661169561 in the database" in outputs[0]
+    assert outputs[1].splitlines()[0].split() == [
+        "month", "provider", "batches", "billed_batches", "cost_nanos", "cost_usd"
+    ]
