@@ -16,14 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
-import polars as pl
 
 from pipeline.extract import read_chunks
 from pipeline.extract.files import LineSlice
 from pipeline.load import Loader
 from pipeline.runner import new_run_id
 from pipeline.transform import (
-    REC,
     batch_frame,
     build_batches,
     build_lines,
@@ -31,6 +29,7 @@ from pipeline.transform import (
     normalize_batch,
 )
 from pipeline.validate import split_valid
+from pipeline.work import chunk_meta
 
 
 def main(src: Path, chunk_size: int = 10_000) -> dict[str, float]:
@@ -56,14 +55,7 @@ def main(src: Path, chunk_size: int = 10_000) -> dict[str, float]:
             norms = [normalize_batch(o) for o in objs]
             s = tick("3 normalize_batch (Python, per record)", s)
             n = len(norms)
-            meta = pl.DataFrame(
-                {
-                    REC: range(n),
-                    "_seq": range(seq + 1, seq + n + 1),
-                    "source": [str(src)] * n,
-                    "source_line": [r.line for r in recs],
-                }
-            )
+            meta = chunk_meta(recs, seq)
             seq += chunk.lines
             batches = build_batches(batch_frame([x.batch for x in norms], range(n)), meta)
             lines = build_lines(

@@ -180,7 +180,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def to_micros(path: str, value: Any) -> int | None:
     """Unix seconds (int, float or digit string) or ISO-8601 text -> UTC microseconds."""
-    if value is None or value == "":
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value < 10**11:  # the common case, before the rules
+        return value * 1_000_000
+    if value == "":
         return None
     if isinstance(value, bool):
         raise RecordError(f"{path} is not a timestamp: {value!r}")
@@ -292,21 +296,13 @@ def _num_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> floa
 def _int_fast(value: Any, prefix: str, name: str) -> int | None:
     if value is None or (type(value) is int and _INT64_MIN <= value <= INT64_MAX):
         return value
-    return to_int(f"{prefix}.{name}" if prefix else name, value)
+    return to_int(f"{prefix}.{name}", value)
 
 
 def _dec_fast(value: Any, prefix: str, name: str) -> str | None:
     if type(value) is str and _DECIMAL.fullmatch(value):
         return value
-    return _decimal_text(f"{prefix}.{name}" if prefix else name, value)
-
-
-def _micros_fast(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if type(value) is int and 0 <= value < 10**11:
-        return value * 1_000_000
-    return to_micros(name, value)
+    return _decimal_text(f"{prefix}.{name}", value)
 
 
 # --------------------------------------------------------------------------- columns
@@ -425,7 +421,7 @@ def normalize_batch(obj: Any) -> Normalized:
         v if (v := get(name)) is None or type(v) is str else _str(v, name, drift)
         for name in STRING_FIELDS
     ]
-    stamps = [_micros_fast(get(name), name) for name in TIMESTAMP_FIELDS]
+    stamps = [to_micros(name, get(name)) for name in TIMESTAMP_FIELDS]
     counts = _dict(obj.get("request_counts"), "request_counts", drift)
     hook = _dict(obj.get("webhook"), "webhook", drift)
     events = hook.get("events")

@@ -84,6 +84,19 @@ def process_chunk(chunk: Chunk, seq0: int) -> ChunkOut:
         return _process_chunk(chunk.records() if isinstance(chunk, LineSlice) else chunk, seq0)
 
 
+def chunk_meta(chunk: list[RawRecord], seq0: int) -> pl.DataFrame:
+    """Per-record columns joined onto the frames by ``_rec``: run-wide sequence, origin."""
+    return pl.DataFrame(
+        {
+            REC: range(len(chunk)),
+            "_seq": range(seq0 + 1, seq0 + len(chunk) + 1),
+            "source": [rec.source for rec in chunk],
+            "source_line": [rec.line for rec in chunk],
+        },
+        schema={REC: pl.Int64, "_seq": pl.Int64, "source": pl.String, "source_line": pl.Int64},
+    )
+
+
 def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     rows: list[tuple[Any, ...]] = []
     line_rows: list[tuple[Any, ...]] = []
@@ -111,15 +124,7 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
             drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
     if not rows:
         return ChunkOut(len(chunk), None, None, rejects, drift)
-    meta = pl.DataFrame(
-        {
-            REC: range(len(chunk)),
-            "_seq": range(seq0 + 1, seq0 + len(chunk) + 1),
-            "source": [rec.source for rec in chunk],
-            "source_line": [rec.line for rec in chunk],
-        },
-        schema={REC: pl.Int64, "_seq": pl.Int64, "source": pl.String, "source_line": pl.Int64},
-    )
+    meta = chunk_meta(chunk, seq0)
     batches = build_batches(batch_frame(rows, recs), meta)
     lines = build_lines(line_frame(line_rows, line_recs), meta)
     batches, lines, bad = split_valid(batches, lines)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,14 @@ _FRAGMENTS = st.sampled_from(
 @given(st.lists(_FRAGMENTS, max_size=30).map("".join))
 def test_redact_equals_the_full_pattern_on_any_text(text: str) -> None:
     assert redact(text) == _SECRET_VALUE.sub(lambda m: m.group(1) + '"[REDACTED]"', text)
+
+
+def test_every_credential_word_ends_in_a_prefilter_key_ending() -> None:
+    from pipeline.redaction import _KEY_ENDINGS, _WORDS
+
+    for word in _WORDS.split("|"):
+        plain = re.sub(r"\[[^]]*\]\??", "", word)  # api[_-]?key -> apikey
+        assert any(f'{plain}"'.endswith(ending) for ending in _KEY_ENDINGS), word
 
 
 def test_redact_prefilter_never_skips_what_the_pattern_matches() -> None:
