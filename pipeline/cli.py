@@ -1,7 +1,10 @@
 """``billing``: the command-line layer. Parses options, calls the runner, prints.
 
 Exit codes: 0 ok; 1 the run failed and nothing was committed; 2 usage or
-configuration error. Errors are one line on stderr (``--verbose`` adds the traceback).
+configuration error; 3 the run committed but the night is incomplete (a batch asked
+for could not be fetched, an input could not be read); 130 interrupted (Ctrl-C),
+nothing committed. Errors are one line on stderr (``--verbose`` adds the traceback).
+Every line printed or logged passes through the redaction rule.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import wraps
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,19 +26,28 @@ import click
 import duckdb
 
 from pipeline import __version__, runner
-from pipeline.config import DEFAULT_CHUNK_SIZE, ApiConfig, ConfigError, RunConfig
+from pipeline.config import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_KEEP_SNAPSHOTS,
+    TOKEN_ENV,
+    ApiConfig,
+    ConfigError,
+    RunConfig,
+)
 from pipeline.extract import (
     FatalFetchError,
     chunked,
-    iter_paths,
     read_archive,
     read_chunks,
     read_ids_file,
 )
-from pipeline.load import LockedError, reader
+from pipeline.extract.files import find_inputs
+from pipeline.load import LockedError, NotABillingDatabase, reader
+from pipeline.redaction import redact, register_secret
 from pipeline.report import FORMATS, run_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+MAX_LIMIT = 10**9
 DEFAULT_DB = "data/billing.duckdb"
 
 log = logging.getLogger("pipeline")
@@ -51,13 +64,20 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update(getattr(record, "fields", {}))
-        return json.dumps(payload, default=str)
+        if record.exc_info:
+            payload["traceback"] = self.formatException(record.exc_info)
+        return redact(json.dumps(payload, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(verbose: bool, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter("%(levelname)s %(message)s")
+        JsonFormatter() if log_format == "json" else TextFormatter("%(levelname)s %(message)s")
     )
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -65,7 +85,8 @@ def setup_logging(verbose: bool, log_format: str) -> None:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
-    click.echo(f"billing: error: {message}", err=True)
+    line = " ".join(redact(message).split())  # one line, whatever the cause held
+    click.echo(f"billing: error: {line}", err=True)
     sys.exit(code)
 
 
@@ -77,14 +98,15 @@ def friendly_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        register_secret(os.environ.get(TOKEN_ENV, "").strip())
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, FileNotFoundError) as exc:
+        except (ConfigError, FileNotFoundError, NotABillingDatabase) as exc:
             fail(str(exc).strip("'\""), EXIT_USAGE)
         except (LockedError, runner.StrictFailure) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            fail(f"interrupted{nothing}")
+            fail(f"interrupted{nothing}", EXIT_INTERRUPTED)
         except duckdb.Error as exc:
             log.debug("database error", exc_info=True)
             fail(f"database error: {str(exc).splitlines()[0]}{nothing}")
@@ -204,6 +226,13 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     default=None,
     help="Processes that parse and validate chunks [min(2, CPUs)].",
 )
+@click.option(
+    "--keep-snapshots",
+    type=click.IntRange(min=0, max=10_000),
+    default=DEFAULT_KEEP_SNAPSHOTS,
+    show_default=True,
+    help="Published states kept in snapshots/ beside the database (0: none).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets redacted).")
 @click.option(
@@ -229,6 +258,7 @@ def run_cmd(
     wait_s: float,
     chunk_size: int,
     workers: int | None,
+    keep_snapshots: int,
     quiet: bool,
     verbose: bool,
     log_format: str,
@@ -246,40 +276,55 @@ def run_cmd(
         raise ConfigError("choose one of --input, --ids-file/--list, or --replay")
     if statuses and not list_all:
         raise ConfigError("--status goes with --list")
-    db.parent.mkdir(parents=True, exist_ok=True)
-    cfg = RunConfig(db_path=db, strict=strict, chunk_size=chunk_size, wait_for_lock_s=wait_s)
+    if db.exists() and not db.is_file():
+        raise ConfigError(f"--db {db} is a folder, not a database file")
+    cfg = RunConfig(
+        db_path=db,
+        strict=strict,
+        chunk_size=chunk_size,
+        wait_for_lock_s=wait_s,
+        keep_snapshots=keep_snapshots,
+    )
     if workers is not None:
         cfg = replace(cfg, workers=workers)
-    if ids_file or list_all:
-        api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries)
-        ids = read_ids_file(ids_file) if ids_file else []
+    api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries) if modes[1] else None
+    ids = read_ids_file(ids_file) if ids_file else []
+    if inputs:
         try:
-            result = runner.execute_api(
-                cfg,
-                api,
-                ids=ids,
-                list_all=list_all,
-                statuses=statuses,
-                progress=lambda total, label: progress_bar(not quiet, total, label),
-            )
-        except FatalFetchError as exc:
-            fail(str(exc))
-    elif replay:
-        records = (r for path in replay for r in read_archive(path))
-        source = ", ".join(str(p) for p in replay)
-        with progress_bar(not quiet, None, "loading records") as advance:
-            result = runner.execute(
-                chunked(records, cfg.chunk_size), cfg, source, progress=advance
-            )
-    else:
-        paths = iter_paths(inputs)
-        source = ", ".join(str(p) for p in inputs)
-        with progress_bar(not quiet, None, "loading records") as advance:
-            result = runner.execute(
-                read_chunks(paths, cfg.chunk_size), cfg, source, progress=advance
-            )
+            found = find_inputs(inputs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with runner.interruptible():
+        if api is not None:
+            try:
+                result = runner.execute_api(
+                    cfg,
+                    api,
+                    ids=ids,
+                    list_all=list_all,
+                    statuses=statuses,
+                    progress=lambda total, label: progress_bar(not quiet, total, label),
+                )
+            except FatalFetchError as exc:
+                fail(str(exc))
+        elif replay:
+            records = (r for path in replay for r in read_archive(path))
+            source = ", ".join(str(p) for p in replay)
+            with progress_bar(not quiet, None, "loading records") as advance:
+                result = runner.execute(
+                    chunked(records, cfg.chunk_size), cfg, source, progress=advance
+                )
+        else:
+            source = ", ".join(str(p) for p in inputs)
+            problems = [found.problems] if found.problems else []
+            chunks = chain(problems, read_chunks(found.paths, cfg.chunk_size))
+            with progress_bar(not quiet, None, "loading records") as advance:
+                result = runner.execute(chunks, cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
-    click.echo(run_summary(result, str(db)))
+    click.echo(redact(run_summary(result, str(db))))
+    if result.incomplete:
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @cli.command("sample")
@@ -339,7 +384,9 @@ def _print_rows(cur: Any, fmt: str) -> None:
     default=None,
     help="spend-by-provider: roll up by day, week or month.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N rows.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=None, help="At most N rows."
+)
 @friendly_errors
 def query_cmd(
     name: str,
@@ -382,7 +429,7 @@ def query_cmd(
         )
     if limit:
         body += f" limit {int(limit)}"
-    with reader(db) as con:
+    with reader(db, sandbox=True) as con:
         _print_rows(con.execute(body, dict(params)), fmt)
 
 
@@ -394,8 +441,25 @@ def query_cmd(
 )
 @friendly_errors
 def sql_cmd(statement: str, db: Path, fmt: str) -> None:
-    """Run ad-hoc read-only SQL against the database."""
-    with reader(db) as con:
+    """Run one read-only query (select, with, describe, show, summarize, explain).
+
+    The connection is read-only and sandboxed: no statement may write, attach, copy,
+    export, install, or read any file but the database.
+    """
+    if not statement.strip():
+        raise ConfigError("no SQL given: pass one query, e.g. \"select count(*) from batches\"")
+    with reader(db, sandbox=True) as con:
+        try:
+            statements = con.extract_statements(statement)
+        except duckdb.Error as exc:
+            raise ConfigError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        if len(statements) != 1:
+            raise ConfigError(f"pass exactly one query, got {len(statements)} statements")
+        kind = statements[0].type
+        if kind not in READ_ONLY_STATEMENTS:
+            raise ConfigError(
+                f"billing sql runs read-only queries only; got a {kind.name} statement"
+            )
         try:
             cur = con.execute(statement)
         except duckdb.Error as exc:
@@ -406,16 +470,23 @@ def sql_cmd(statement: str, db: Path, fmt: str) -> None:
         _print_rows(cur, fmt)
 
 
+READ_ONLY_STATEMENTS = frozenset(
+    (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+)
+
+
 @cli.command("runs")
 @db_option
 @click.option(
     "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
 )
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=20, show_default=True
+)
 @friendly_errors
 def runs_cmd(db: Path, fmt: str, limit: int) -> None:
     """List recent load runs, newest first."""
-    with reader(db) as con:
+    with reader(db, sandbox=True) as con:
         cur = con.execute(
             "select run_id, status, started_at, duration_s, records_read, batches_loaded,"
             " batches_new, batches_updated, lines_loaded, rejected, not_found,"

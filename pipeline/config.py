@@ -8,16 +8,24 @@ environment themselves. The API token lives in a :class:`Secret` whose ``repr`` 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from pipeline.redaction import redact, register_secret
 
 DEFAULT_BASE_URL = "https://api.phaseo.app/v1"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_RETRIES = 5
+DEFAULT_KEEP_SNAPSHOTS = 7
 TOKEN_ENV = "PHASEO_API_KEY"
 BASE_URL_ENV = "PHASEO_BASE_URL"
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header can carry
 
 
 class ConfigError(Exception):
@@ -64,9 +72,31 @@ class ApiConfig:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:
             raise ConfigError(f"no API token: set {TOKEN_ENV} to fetch batches from the gateway")
+        register_secret(token)
+        if not _TOKEN.fullmatch(token):
+            raise ConfigError(
+                f"{TOKEN_ENV} holds spaces, line breaks or control characters (a stray "
+                "newline from a file?); fix the variable, the token was not used"
+            )
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL must start with http:// or https://, got {url!r}")
+            raise ConfigError(
+                f"base URL must start with http:// or https://, got {redact(url)[:200]!r}"
+            )
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(f"base URL is not a valid URL: {redact(url)[:200]!r}") from None
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError(
+                "base URL must not hold credentials (user:password@): "
+                f"the token goes in {TOKEN_ENV}"
+            )
+        if parts.query or parts.fragment or not parts.hostname:
+            raise ConfigError(
+                f"base URL must be scheme://host[:port]/path, got {redact(url)[:200]!r}"
+            )
         conc = DEFAULT_CONCURRENCY if concurrency is None else concurrency
         if conc < 1:
             raise ConfigError("--concurrency must be at least 1")
@@ -88,3 +118,4 @@ class RunConfig:
     progress: bool = True
     memory_limit: str = "256MB"
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS

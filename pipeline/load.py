@@ -1,20 +1,34 @@
-"""Load stage: DuckDB, one transaction per run.
+"""Load stage: DuckDB, one transaction per run, published as an immutable snapshot.
 
-A :class:`Loader` opens the database (which also takes DuckDB's file lock, so two runs
-cannot write at once), begins a transaction, stages validated frames chunk by chunk into
-temporary tables, then merges them into the real tables by natural key and commits.
-Anything that goes wrong before :meth:`Loader.commit` rolls the whole run back; on a
-database file this run created, the file is removed again, so a failed run leaves the
-disk exactly as it found it.
+Readers and the nightly job never share a DuckDB file. The database path that readers
+open (``data/billing.duckdb``) is a *published snapshot*: nobody writes into it. A
+:class:`Loader` takes the writer lock (``.billing.duckdb.lock`` beside it, so two runs
+cannot interleave), copies the published snapshot to a private working file, begins a
+transaction there, stages validated frames chunk by chunk into temporary tables, merges
+them into the real tables by natural key, commits and checkpoints, and then *publishes*:
+the working file is renamed over the published path in one atomic step. A reader that
+had the old file open keeps reading the old snapshot; a reader that opens after the
+rename sees the new one. Anything that goes wrong before the rename (an error, Ctrl-C,
+kill -9) leaves the published snapshot exactly as it was; the working file is removed
+(or, after kill -9, by the next run).
+
+The last ``keep_snapshots`` published states stay in ``snapshots/<name>/<run_id>.duckdb``
+beside the database (hard links, so the newest costs no extra disk), answering "what did
+the report say after that run".
 
 All SQL here uses parameters for values; table and view names are constants.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
 import re
+import shutil
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +40,8 @@ from typing import Any
 
 import duckdb
 import polars as pl
+
+from pipeline.config import DEFAULT_KEEP_SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +116,10 @@ create table if not exists load_runs (
     reconciliation_issues bigint, new_fields varchar[]
 );
 create table if not exists pipeline_meta (key varchar, value varchar);
+alter table rejected_batches add column if not exists source_file varchar;
+alter table fetch_errors add column if not exists kind varchar;
+alter table load_runs add column if not exists not_fetched bigint;
+alter table load_runs add column if not exists unreadable_inputs bigint;
 """
 
 STAGE_DDL = """
@@ -108,7 +128,8 @@ create or replace temp table stage_batches as
 create or replace temp table stage_lines as
     select * exclude (run_id), 0::bigint as _seq from pricing_lines limit 0;
 create or replace temp table stage_rejects (
-    source varchar, line integer, batch_id varchar, reason varchar, raw_text varchar
+    source varchar, line integer, batch_id varchar, reason varchar, raw_text varchar,
+    source_file varchar
 );
 """
 
@@ -187,22 +208,29 @@ insert into pricing_lines by name
     where d.action in ('new', 'updated');
 """
 
-# A record quarantined again by a rerun is not a new reject: same source, line and text.
+# A record quarantined again by a rerun is not a new reject: same file (however its path
+# was spelled), line and text. Within one run the same reject counts once.
 REJECTS_SQL = """
+create or replace temp table run_rejects as
+    select distinct on (coalesce(source_file, source), line, md5(raw_text))
+        source, line, batch_id, reason, raw_text, md5(raw_text) as raw_md5,
+        coalesce(source_file, source) as source_file
+    from stage_rejects;
+
 update rejected_batches r
     set last_run_id = $run_id, times_seen = r.times_seen + 1
-    from (select distinct source, line, md5(raw_text) as raw_md5 from stage_rejects) s
-    where r.source is not distinct from s.source and r.line is not distinct from s.line
-      and r.raw_md5 = s.raw_md5;
+    from run_rejects s
+    where coalesce(r.source_file, r.source) is not distinct from s.source_file
+      and r.line is not distinct from s.line and r.raw_md5 = s.raw_md5;
 
-insert into rejected_batches
-    select $run_id, $now, s.source, s.line, s.batch_id, s.reason, s.raw_text,
-        md5(s.raw_text), $run_id, 1
-    from stage_rejects s
+insert into rejected_batches by name
+    select $run_id as run_id, $now as rejected_at, s.source, s.line, s.batch_id, s.reason,
+        s.raw_text, s.raw_md5, $run_id as last_run_id, 1 as times_seen, s.source_file
+    from run_rejects s
     where not exists (
         select 1 from rejected_batches r
-        where r.source is not distinct from s.source and r.line is not distinct from s.line
-          and r.raw_md5 = md5(s.raw_text)
+        where coalesce(r.source_file, r.source) is not distinct from s.source_file
+          and r.line is not distinct from s.line and r.raw_md5 = s.raw_md5
     )
 """
 
@@ -214,11 +242,15 @@ insert into reconciliation_results
 
 
 class LockedError(Exception):
-    """Another process holds the database."""
+    """Another process is writing the database."""
 
 
 class LoadError(Exception):
     """The load failed; nothing was committed."""
+
+
+class NotABillingDatabase(Exception):
+    """``--db`` names a file that is not this pipeline's database: never written into."""
 
 
 def sql_dir() -> Path:
@@ -242,40 +274,178 @@ _LOCK_PID = re.compile(r"PID (\d+)")
 
 
 def connect(
-    db_path: Path, *, read_only: bool = False, wait_s: float = 0.0, memory_limit: str = "1GB"
+    db_path: Path,
+    *,
+    read_only: bool = False,
+    memory_limit: str = "1GB",
+    sandbox: bool = False,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the database, turning DuckDB's lock conflict into :class:`LockedError`.
+    """Open a DuckDB file. New files are created owner-only (0600): they hold billing data.
 
-    New files are created owner-only (0600): the database holds billing data.
+    ``sandbox`` (read-only use by people: ``billing query``/``sql``) turns off every file
+    and network access but the database itself, and locks that setting.
     """
-    deadline = time.monotonic() + wait_s
     # new files stay readable by DuckDB 1.4+ (an analyst's stock CLI may be older)
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "memory_limit": memory_limit,
-        "storage_compatibility_version": STORAGE_COMPAT,
-    }
-    while True:
-        old_umask = os.umask(0o077)
-        try:
-            con = duckdb.connect(str(db_path), read_only=read_only, config=config)
-            break
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "lock" not in text.lower():
-                raise
-            if time.monotonic() >= deadline:
-                pid = _LOCK_PID.search(text)
-                who = f" (pid {pid.group(1)})" if pid else ""
-                raise LockedError(
-                    f"database {db_path} is in use by another process{who}: "
-                    "another billing run is writing; try again later or pass --wait"
-                ) from None
-            time.sleep(0.2)
-        finally:
-            os.umask(old_umask)
+    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit}
+    if not read_only:
+        config["storage_compatibility_version"] = STORAGE_COMPAT
+    old_umask = os.umask(0o077)
+    try:
+        con = duckdb.connect(str(db_path), read_only=read_only, config=config)
+    finally:
+        os.umask(old_umask)
     con.execute("set TimeZone = 'UTC'")
-    _chmod_private(db_path)
+    if sandbox:
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
     return con
+
+
+class Store:
+    """Where one database's files live, all beside the published path ``db``."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.folder = db.parent
+        self.lock = self.folder / f".{db.name}.lock"
+        self.snapshots = self.folder / "snapshots" / db.stem
+
+    def work(self, run_id: str) -> Path:
+        return self.folder / f".{self.db.name}.{run_id}.work"
+
+    def stale_work(self) -> list[Path]:
+        return sorted(self.folder.glob(f".{self.db.name}.*.work*"))
+
+
+class WriterLock:
+    """The one-writer lock: ``flock`` on a lock file beside the database, holding who
+    holds it. The kernel drops the lock when the process dies (kill -9 never leaves it
+    held); a run removes the file when it is done, so nothing is left behind."""
+
+    def __init__(self, store: Store, run_id: str, wait_s: float) -> None:
+        self.path = store.lock
+        deadline = time.monotonic() + wait_s
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _holder(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"database {store.db} is being written by another billing run "
+                        f"({holder}): try again later or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)
+                continue
+            try:  # the file we locked may have been removed by the run before us
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd = fd
+        info = {
+            "pid": os.getpid(),
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            self.path.unlink(missing_ok=True)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "a writer"
+    return (
+        f"writer pid {info.get('pid')}, run {info.get('run_id')}, "
+        f"started {info.get('started_at')}"
+    )
+
+
+def _check_published(db: Path, deadline: float) -> None:
+    """Refuse a published file that another process has open for writing (a ``duckdb``
+    session without ``-readonly``), or that is not this pipeline's database. Readers
+    (read-only connections) never stop a run."""
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            break
+        except duckdb.Error as exc:
+            text = str(exc)
+            lowered = text.lower()
+            if "lock" in lowered or "different configuration" in lowered:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                pid = _LOCK_PID.search(text)
+                who = f"pid {pid.group(1)}" if pid else "this process"
+                raise LockedError(
+                    f"database {db} is in use by another process ({who} has it open for "
+                    "writing, not read-only): readers must open it read-only; "
+                    "try again later or pass --wait SECONDS"
+                ) from None
+            raise NotABillingDatabase(
+                f"{db} is not a DuckDB database ({text.splitlines()[0]}); "
+                "refusing to replace it: pass a new or existing billing database to --db"
+            ) from None
+    try:
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+    finally:
+        con.close()
+    if tables and "pipeline_meta" not in tables:
+        raise NotABillingDatabase(
+            f"{db} is a DuckDB database but not a billing database "
+            f"(it has tables {', '.join(sorted(tables)[:5])}); refusing to write into it"
+        )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(store: Store, work: Path, run_id: str, keep_snapshots: int) -> None:
+    """Make ``work`` the published database in one atomic rename; keep a snapshot."""
+    _fsync(work)
+    wal = Path(f"{store.db}.wal")
+    if wal.exists():  # a write session someone opened on the old snapshot: not ours to replay
+        store.snapshots.mkdir(parents=True, exist_ok=True)
+        orphan = store.snapshots / f"orphaned-{run_id}.wal"
+        wal.rename(orphan)
+        log.warning("moved a stray %s (not written by billing) to %s", wal, orphan)
+    os.replace(work, store.db)
+    _fsync(store.folder)
+    if keep_snapshots <= 0:
+        return
+    try:
+        store.snapshots.mkdir(parents=True, exist_ok=True)
+        os.link(store.db, store.snapshots / f"{run_id}.duckdb")
+    except OSError as exc:
+        log.warning("could not keep a snapshot of run %s: %s", run_id, exc)
+        return
+    kept = sorted(store.snapshots.glob("*.duckdb"))
+    for old in kept[:-keep_snapshots]:
+        old.unlink(missing_ok=True)
 
 
 @dataclass
@@ -313,19 +483,33 @@ class Loader:
         *,
         wait_s: float = 0.0,
         memory_limit: str = "1GB",
+        keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
     ) -> None:
         self.db_path = db_path
         self.run_id = run_id
-        self._created = not db_path.exists()
+        self.keep_snapshots = keep_snapshots
+        self.store = Store(db_path)
         self.now = datetime.now(UTC)
-        self.con = connect(db_path, wait_s=wait_s, memory_limit=memory_limit)
         self._done = False
         self._drift: dict[str, tuple[str, str | None]] = {}
-        self.con.execute("begin transaction")
-        self.con.execute(TABLES_DDL)
-        self.con.execute(STAGE_DDL)
         self.rejected = 0
         self.staged_lines = 0
+        self._lock = WriterLock(self.store, run_id, wait_s)
+        self.work = self.store.work(run_id)
+        try:
+            for stale in self.store.stale_work():  # left by a killed run
+                stale.unlink(missing_ok=True)
+            if db_path.exists():
+                _check_published(db_path, time.monotonic() + wait_s)
+                shutil.copyfile(db_path, self.work)
+                self.work.chmod(0o600)
+            self.con = connect(self.work, memory_limit=memory_limit)
+            self.con.execute("begin transaction")
+            self.con.execute(TABLES_DDL)
+            self.con.execute(STAGE_DDL)
+        except BaseException:
+            self._discard()
+            raise
 
     def __enter__(self) -> Loader:
         return self
@@ -336,8 +520,15 @@ class Loader:
 
     # -- reads used before the load -------------------------------------------------
     def pending_ids(self) -> list[str]:
-        """Ids already loaded that are not final: refetched on every API run."""
-        rows = self.con.execute("select id from batches where not is_final order by id").fetchall()
+        """Refetched on every API run: ids loaded but not final, and ids an earlier run
+        could not fetch that have not loaded since (never silently missing)."""
+        rows = self.con.execute(
+            "select id from batches where not is_final"
+            " union select batch_id from fetch_errors"
+            " where coalesce(kind, '') <> 'invalid_id' and batch_id is not null"
+            " and batch_id not in (select id from batches)"
+            " order by 1"
+        ).fetchall()
         return [r[0] for r in rows]
 
     def total_cost_nanos(self) -> int:
@@ -354,17 +545,18 @@ class Loader:
         self.staged_lines += lines.height
 
     def reject(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Quarantine (source, line, batch_id, reason, raw_text) rows for this run."""
+        """Quarantine (source, line, batch_id, reason, raw_text, source_file) rows."""
         if not rows:
             return
-        self.con.executemany("insert into stage_rejects values ($1, $2, $3, $4, $5)", rows)
+        self.con.executemany("insert into stage_rejects values ($1, $2, $3, $4, $5, $6)", rows)
         self.rejected += len(rows)
 
-    def fetch_errors(self, rows: Sequence[tuple[str, str, int | None, str]]) -> None:
-        """Record (batch_id, url, http_status, reason) of ids the API could not give."""
+    def fetch_errors(self, rows: Sequence[tuple[str, str, int | None, str, str]]) -> None:
+        """Record (batch_id, url, http_status, reason, kind) of ids the API could not give."""
         if rows:
             self.con.executemany(
-                "insert into fetch_errors values ($1, $2, $3, $4, $5, $6)",
+                "insert into fetch_errors (run_id, batch_id, url, http_status, reason, kind,"
+                " occurred_at) values ($1, $2, $3, $4, $5, $6, $7)",
                 [(self.run_id, *r, self.now) for r in rows],
             )
 
@@ -424,15 +616,19 @@ class Loader:
         )
 
     def commit(self) -> None:
+        """Commit, checkpoint, and publish the working file as the new snapshot."""
         self.con.execute("delete from pipeline_meta where key = 'schema_version'")
         self.con.execute(
             "insert into pipeline_meta values ('schema_version', $1)", [str(SCHEMA_VERSION)]
         )
         self.con.execute("commit")
         self.con.execute("checkpoint")
-        self._done = True
         self.con.close()
-        _chmod_private(self.db_path)
+        self._done = True
+        try:
+            publish(self.store, self.work, self.run_id, self.keep_snapshots)
+        finally:
+            self._discard()
 
     def rollback(self) -> None:
         if self._done:
@@ -443,16 +639,13 @@ class Loader:
         except duckdb.Error:
             pass
         self.con.close()
-        if self._created:  # leave no trace of a run that committed nothing
-            for suffix in ("", ".wal"):
-                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        self._discard()
 
-
-def _chmod_private(db_path: Path) -> None:
-    for suffix in ("", ".wal"):
-        p = Path(f"{db_path}{suffix}")
-        if p.exists():
-            p.chmod(0o600)
+    def _discard(self) -> None:
+        """Remove the working file (if it was not published) and release the lock."""
+        for suffix in ("", ".wal"):
+            Path(f"{self.work}{suffix}").unlink(missing_ok=True)
+        self._lock.release()
 
 
 def run_script(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
@@ -469,11 +662,20 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int
 
 
 @contextmanager
-def reader(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for queries and exports."""
+def reader(db_path: Path, *, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the published snapshot (never blocks, never waits).
+
+    ``sandbox`` (people's queries: ``billing query``/``sql``/``runs``) allows no file or
+    network access beyond the database, and locks that setting.
+    """
     if not db_path.exists():
         raise FileNotFoundError(f"database not found: {db_path} (run `billing run` first)")
-    con = connect(db_path, read_only=True)
+    if not db_path.is_file():
+        raise FileNotFoundError(f"{db_path} is not a database file")
+    try:
+        con = connect(db_path, read_only=True, sandbox=sandbox)
+    except duckdb.Error as exc:
+        raise NotABillingDatabase(f"cannot open {db_path}: {str(exc).splitlines()[0]}") from None
     try:
         yield con
     finally:

@@ -57,6 +57,24 @@ def run_summary(result: RunResult, db: str) -> str:
         shown = ", ".join(result.not_found[:5])
         more = f" and {len(result.not_found) - 5} more" if len(result.not_found) > 5 else ""
         lines.append(f"  not found   {len(result.not_found):,}: {shown}{more} (see fetch_errors)")
+    if result.not_fetched:
+        lines.append(
+            f"  not fetched {len(result.not_fetched):,} batch(es) asked for (see fetch_errors;"
+            " refetched by the next API run):"
+        )
+        for batch_id, reason in result.not_fetched[:5]:
+            lines.append(f"    {batch_id}: {reason}")
+        if len(result.not_fetched) > 5:
+            lines.append(f"    … and {len(result.not_fetched) - 5:,} more")
+    if result.unreadable:
+        lines.append(
+            f"  unreadable  {len(result.unreadable):,} input(s) could not be read"
+            " (see rejected_batches):"
+        )
+        for source in result.unreadable[:5]:
+            lines.append(f"    {source}")
+        if len(result.unreadable) > 5:
+            lines.append(f"    … and {len(result.unreadable) - 5:,} more")
     if s.new_fields:
         lines.append(f"  new fields  {', '.join(s.new_fields)} (kept as JSON; see schema_drift)")
     lines.append(
@@ -67,6 +85,8 @@ def run_summary(result: RunResult, db: str) -> str:
         f"  total cost  {usd(s.total_after)} in the database "
         f"({signed_usd(s.total_after - s.total_before)} this run)"
     )
+    if result.incomplete:
+        lines.append("  INCOMPLETE  some batches asked for are missing (exit code 3)")
     return "\n".join(lines)
 
 

@@ -13,11 +13,13 @@ import logging
 import multiprocessing
 import os
 import secrets
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -37,7 +39,8 @@ from pipeline.extract import (
     read_archive,
 )
 from pipeline.load import Loader, MergeStats
-from pipeline.work import ChunkOut, exit_with_parent, process_chunk, process_numbered
+from pipeline.redaction import redact, registered_secrets
+from pipeline.work import ChunkOut, process_chunk, process_numbered, worker_init
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,47 @@ Progress = Callable[[int], None]
 
 
 class StrictFailure(Exception):
-    """--strict and the run found rejects or mismatches: rolled back."""
+    """--strict and the run found rejects, mismatches or missing input: rolled back."""
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+_interrupted = threading.Event()
+_committing = threading.Event()
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _interrupted.set()
+    if not _committing.is_set():
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C during a run: nothing is committed, however deep in the run it lands (even
+    inside a database call that swallows it), and once the commit has begun it finishes
+    (the run is then committed, and says so)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _commit(ldr: Loader) -> None:
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+    _committing.set()
+    try:
+        ldr.commit()
+    finally:
+        _committing.clear()
+    if _interrupted.is_set():
+        log.warning("interrupted while committing: the run was committed")
 
 
 @dataclass
@@ -57,9 +100,16 @@ class RunResult:
     rejected: int = 0
     reject_samples: list[tuple[str, int, str]] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
+    not_fetched: list[tuple[str, str]] = field(default_factory=list)  # (id, cause), 404s too
+    unreadable: list[str] = field(default_factory=list)  # inputs that could not be read
     stats: MergeStats = field(default_factory=MergeStats)
     duration_s: float = 0.0
     committed: bool = False
+
+    @property
+    def incomplete(self) -> bool:
+        """Something asked for is missing: a batch not fetched, an input not read."""
+        return bool(self.not_fetched or self.unreadable)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -87,19 +137,24 @@ def _chunk_outputs(chunks: Iterable[Chunk], workers: int) -> Iterator[ChunkOut]:
         yield from (process_chunk(chunk, seq) for chunk, seq in numbered)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
-        pending: deque[Future[ChunkOut]] = deque()
+        initializer=worker_init,
+        initargs=(os.getpid(), registered_secrets()),
+    )
+    pending: deque[Future[ChunkOut]] = deque()
+    try:
         for args in numbered:
             pending.append(pool.submit(process_numbered, args))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def execute(
@@ -110,6 +165,7 @@ def execute(
     loader: Loader | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
+    not_fetched: list[tuple[str, str]] | None = None,
     not_found: list[str] | None = None,
 ) -> RunResult:
     """Run one load. Commits only if everything succeeded (and --strict is satisfied).
@@ -124,8 +180,14 @@ def execute(
         run_id or new_run_id(started_at),
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
+        keep_snapshots=cfg.keep_snapshots,
     )
-    result = RunResult(run_id=ldr.run_id, source=source, not_found=list(not_found or []))
+    result = RunResult(
+        run_id=ldr.run_id,
+        source=redact(source),
+        not_found=list(not_found or []),
+        not_fetched=list(not_fetched or []),
+    )
     try:
         outputs = _chunk_outputs(chunks, cfg.workers)
         for n, out in enumerate(outputs, start=1):
@@ -135,8 +197,9 @@ def execute(
             ldr.note_drift(out.drift)
             result.records_read += out.records
             result.rejected += len(out.rejects)
-            for source, line, _, reason, _ in out.rejects[: 5 - len(result.reject_samples)]:
-                result.reject_samples.append((source, line, reason))
+            result.unreadable.extend(out.unreadable)
+            for rej in out.rejects[: 5 - len(result.reject_samples)]:
+                result.reject_samples.append((rej[0], rej[1], rej[3]))
             log.debug(
                 "staged chunk %d (%d records)", n, out.records, extra={"fields": {"chunk": n}}
             )
@@ -149,11 +212,16 @@ def execute(
             result.status = (
                 "ok_with_mismatches" if result.status == "ok" else result.status + "_mismatches"
             )
-        if cfg.strict and (result.rejected or result.stats.reconciliation_issues):
+        if result.incomplete:
+            result.status = "incomplete"
+        if cfg.strict and (
+            result.rejected or result.stats.reconciliation_issues or result.incomplete
+        ):
             raise StrictFailure(
-                f"--strict: {result.rejected} rejected record(s) and "
-                f"{result.stats.reconciliation_issues} reconciliation mismatch(es); "
-                "nothing was committed"
+                f"--strict: {result.rejected} rejected record(s), "
+                f"{result.stats.reconciliation_issues} reconciliation mismatch(es), "
+                f"{len(result.not_fetched)} batch(es) not fetched and "
+                f"{len(result.unreadable)} unreadable input(s); nothing was committed"
             )
         result.duration_s = time.monotonic() - started
         s = result.stats
@@ -163,7 +231,7 @@ def execute(
                 "started_at": started_at,
                 "finished_at": datetime.now(UTC),
                 "duration_s": round(result.duration_s, 3),
-                "source": source,
+                "source": result.source,
                 "status": result.status,
                 "pipeline_version": __version__,
                 "records_read": result.records_read,
@@ -176,6 +244,8 @@ def execute(
                 "lines_loaded": s.lines_loaded,
                 "rejected": result.rejected,
                 "not_found": len(result.not_found),
+                "not_fetched": len(result.not_fetched),
+                "unreadable_inputs": len(result.unreadable),
                 "cost_nanos_loaded": s.cost_nanos_loaded,
                 "total_cost_nanos_before": s.total_before,
                 "total_cost_nanos_after": s.total_after,
@@ -184,7 +254,7 @@ def execute(
                 "new_fields": s.new_fields,
             }
         )
-        ldr.commit()
+        _commit(ldr)
         result.committed = True
         return result
     finally:
@@ -211,7 +281,13 @@ def execute_api(
     answer (401/403/501) rolls everything back and removes the partial archive.
     """
     run_id = new_run_id()
-    loader = Loader(cfg.db_path, run_id, wait_s=cfg.wait_for_lock_s, memory_limit=cfg.memory_limit)
+    loader = Loader(
+        cfg.db_path,
+        run_id,
+        wait_s=cfg.wait_for_lock_s,
+        memory_limit=cfg.memory_limit,
+        keep_snapshots=cfg.keep_snapshots,
+    )
     archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"
     try:
         wanted = list(ids)
@@ -236,6 +312,7 @@ def execute_api(
             cfg,
             source,
             loader=loader,
+            not_fetched=report.not_fetched,
             not_found=report.not_found,
         )
     except BaseException:

@@ -22,7 +22,13 @@ import orjson
 import pandera.polars as pa
 import polars as pl
 
-from pipeline.redaction import redact
+from pipeline.redaction import (
+    MAYBE_PATTERN,
+    may_hold_secret,
+    redact,
+    redact_obj,
+    registered_secrets,
+)
 
 INT64_MAX = 2**63 - 1
 REC = "_rec"  # a row's record position in its chunk, on every frame of this stage
@@ -147,15 +153,34 @@ class Normalized:
 # --------------------------------------------------------------------------- scalars
 
 
-def _json(value: Any) -> str | None:
-    """JSON text of a value, credentials redacted."""
+def _json(value: Any, path: str) -> str | None:
+    """JSON text of a value, credentials redacted (see :mod:`pipeline.redaction`)."""
     if value is None:
         return None
-    return redact(orjson.dumps(value).decode())
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (254 levels)
+        raise RecordError(f"{path} cannot be stored: {exc}") from None
+    if may_hold_secret(text):
+        text = orjson.dumps(redact_obj(value)).decode()
+    return text
 
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _repr(value: Any) -> str:
+    """A scalar for a reason in words: clipped, never a secret."""
+    text = repr(value)
+    return redact(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _show(value: Any) -> str:
+    """A value with its type for a reason in words: never a container's contents."""
+    if isinstance(value, dict | list):
+        return f"{_type_name(value)} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return f"{_type_name(value)} {_repr(value)}"
 
 
 def to_int(path: str, value: Any) -> int | None:
@@ -172,7 +197,7 @@ def to_int(path: str, value: Any) -> int | None:
         if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
             return int(value)
         raise RecordError(f"{path} must be an integer, got {value!r}")
-    raise RecordError(f"{path} must be an integer, got {_type_name(value)} {value!r}")
+    raise RecordError(f"{path} must be an integer, got {_show(value)}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -201,7 +226,7 @@ def to_micros(path: str, value: Any) -> int | None:
                 dt = datetime.fromisoformat(text)
             except ValueError:
                 raise RecordError(
-                    f"{path} {value!r} is not a Unix time or an ISO-8601 timestamp"
+                    f"{path} {_repr(value)} is not a Unix time or an ISO-8601 timestamp"
                 ) from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
@@ -226,13 +251,13 @@ def _decimal_text(path: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise RecordError(f"{path} must be a decimal amount, got {value!r}")
+        raise RecordError(f"{path} must be a decimal amount, got {_show(value)}")
     if isinstance(value, int):
         return str(value)
     text = format(value, ".9f") if isinstance(value, float) else str(value).strip()
     if _DECIMAL.match(text):
         return text
-    raise RecordError(f"{path} must be a decimal amount like '0.200000000', got {value!r}")
+    raise RecordError(f"{path} must be a decimal amount like '0.200000000', got {_show(value)}")
 
 
 def _str(value: Any, path: str, drift: dict[str, str]) -> str | None:
@@ -241,7 +266,7 @@ def _str(value: Any, path: str, drift: dict[str, str]) -> str | None:
     if isinstance(value, bool | int | float):
         return str(value)
     drift[path] = f"expected string, got {_type_name(value)}"
-    return _json(value)
+    return _json(value, path)
 
 
 def _bool(value: Any, path: str, drift: dict[str, str]) -> bool | None:
@@ -263,6 +288,15 @@ def _number(value: Any, path: str, drift: dict[str, str]) -> float | None:
             pass
     drift[path] = f"expected number, got {_type_name(value)}"
     return None
+
+
+def _money_dict(value: Any, path: str) -> dict[str, Any]:
+    """An object that carries money: any other type would lose the bill, so it is a reject."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise RecordError(f"{path} must be an object or null, got {_show(value)}")
 
 
 def _dict(value: Any, path: str, drift: dict[str, str]) -> dict[str, Any]:
@@ -396,7 +430,7 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
         _str_fast(get("pricing_plan"), path, "pricing_plan", drift),
         _str_fast(get("service_tier"), path, "service_tier", drift),
         _str_fast(get("endpoint"), path, "endpoint", drift),
-        _json(extra) if extra else None,
+        _json(extra, f"{path} extra fields") if extra else None,
     )
 
 
@@ -413,7 +447,7 @@ def normalize_batch(obj: Any) -> Normalized:
     if raw_id is None:
         raise RecordError("id is missing")
     if not isinstance(raw_id, str):
-        raise RecordError(f"id must be a string, got {_type_name(raw_id)} {raw_id!r}")
+        raise RecordError(f"id must be a string, got {_show(raw_id)}")
     batch_id = raw_id.strip()
 
     get = obj.get
@@ -430,19 +464,20 @@ def normalize_batch(obj: Any) -> Normalized:
     ):
         drift["webhook.events"] = f"expected list of strings, got {_type_name(events)}"
         events = None
+    elif events and may_hold_secret(str(events)):
+        events = [redact(e) for e in events]
     has_secret = hook.get("has_secret")
     if not isinstance(has_secret, bool):
         has_secret = bool(hook.get("secret")) if hook else None
     hook_kept = {k: v for k, v in hook.items() if k != "secret"}
 
     billing_raw = obj.get("billing")
-    bill = _dict(billing_raw, "billing", drift)
-    bd = _dict(bill.get("pricing_breakdown"), "billing.pricing_breakdown", drift)
+    bill = _money_dict(billing_raw, "billing")
+    bd = _money_dict(bill.get("pricing_breakdown"), _BREAKDOWN)
 
     lines_raw = obj.get("pricing_lines")
     if lines_raw is not None and not isinstance(lines_raw, list):
-        drift["pricing_lines"] = f"expected array, got {_type_name(lines_raw)}"
-        lines_raw = None
+        raise RecordError(f"pricing_lines must be an array or null, got {_show(lines_raw)}")
     lines = [_line(batch_id, i, raw, drift) for i, raw in enumerate(lines_raw or [])]
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
@@ -463,12 +498,12 @@ def normalize_batch(obj: Any) -> Normalized:
         _int_fast(counts.get("total"), "request_counts", "total"),
         _int_fast(counts.get("completed"), "request_counts", "completed"),
         _int_fast(counts.get("failed"), "request_counts", "failed"),
-        *(_json(obj.get(name)) for name in JSON_FIELDS),
+        *(_json(obj.get(name), name) for name in JSON_FIELDS),
         _str(hook.get("url"), "webhook.url", drift),
         orjson.dumps(events).decode() if events is not None else None,
         _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
         has_secret,
-        _json(hook_kept) if hook else None,
+        _json(hook_kept, "webhook") if hook else None,
         isinstance(billing_raw, dict),
         _bool(bill.get("billed"), "billing.billed", drift),
         _bool(bill.get("charged"), "billing.charged", drift),
@@ -480,7 +515,7 @@ def normalize_batch(obj: Any) -> Normalized:
         _dec_fast(bd.get("total_usd_str"), _BREAKDOWN, "total_usd_str"),
         *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[1:]),
         len(lines),
-        _json(extra) if extra else None,
+        _json(extra, "extra fields") if extra else None,
     )
     return Normalized(batch, lines, drift)
 
@@ -514,9 +549,37 @@ def line_frame(rows: Sequence[tuple[Any, ...]], recs: Sequence[int]) -> pl.DataF
     return _columns(rows, recs, LINE_SCHEMA)
 
 
+# Free-text columns (JSON columns are redacted as objects in normalize_batch).
+BATCH_TEXT_COLUMNS = (
+    "id",
+    *STRING_FIELDS,
+    "webhook_url",
+    "webhook_endpoint_id",
+    "billing_reason",
+)
+LINE_TEXT_COLUMNS = ("batch_id", "dimension", "pricing_plan", "service_tier", "endpoint")
+
+
+def redact_text_columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """Credential-looking values in free-text columns blanked, column-wise: a vectorised
+    superset test first, the full rule only on the few values it flags."""
+    secrets = registered_secrets()
+    changed = []
+    for name in columns:
+        col = frame.get_column(name)
+        flagged = col.str.contains(MAYBE_PATTERN).fill_null(False)
+        for secret in secrets:
+            flagged = flagged | col.str.contains(secret, literal=True).fill_null(False)
+        if flagged.any():
+            changed.append(
+                pl.Series(name, [redact(v) if f else v for v, f in zip(col, flagged, strict=True)])
+            )
+    return frame.with_columns(changed) if changed else frame
+
+
 def build_batches(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
     """Typed batches frame: ``_rec`` + BATCH_COLUMNS, joined to per-record ``meta`` on ``_rec``."""
-    frame = frame.sort(REC)
+    frame = redact_text_columns(frame.sort(REC), BATCH_TEXT_COLUMNS)
     # content_hash tells an unchanged re-read from a real update (not a security hash)
     frame = frame.with_columns(content_hash=frame.select(BATCH_COLUMNS).hash_rows(seed=0))
     frame = frame.join(meta, on=REC, how="left", maintain_order="left")
@@ -545,7 +608,7 @@ def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
 
 def build_lines(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
     """Typed pricing-lines frame: ``_rec`` + LINE_COLUMNS, with ``meta``'s ``_seq``."""
-    frame = frame.sort(REC, "line_index")
+    frame = redact_text_columns(frame.sort(REC, "line_index"), LINE_TEXT_COLUMNS)
     frame = frame.join(meta.select(REC, "_seq"), on=REC, how="left", maintain_order="left")
     return frame.with_columns(pl.col("unit_price_usd", "line_cost_usd").cast(DECIMAL))
 

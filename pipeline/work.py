@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.extract.files import Chunk, LineSlice, RawRecord
-from pipeline.redaction import redact
+from pipeline.extract.files import Chunk, LineSlice, RawRecord, kept_text
+from pipeline.redaction import redact, register_secret
 from pipeline.transform import (
     REC,
     RecordError,
@@ -38,7 +39,7 @@ _INDEX = re.compile(r"\[\d+\]")
 
 def _guess_id(obj: Any) -> str | None:
     if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-        return str(obj["id"])[:200]
+        return redact(str(obj["id"])[:200])
     return None
 
 
@@ -56,10 +57,13 @@ class ChunkOut:
     lines: pl.DataFrame | None
     rejects: list[tuple[Any, ...]]
     drift: dict[str, tuple[str, str | None]]
+    unreadable: list[str]  # sources that could not be read at all
 
 
 def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
-    return (rec.source, rec.line, _guess_id(obj), _clip(reason), redact(rec.text))
+    """(source, line, batch_id, reason, raw_text, source_file): redacted, size-capped."""
+    real = os.path.realpath(rec.source) if os.path.exists(rec.source) else rec.source
+    return (rec.source, rec.line, _guess_id(obj), _clip(reason), redact(kept_text(rec.text)), real)
 
 
 @contextmanager
@@ -105,40 +109,58 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     rejects: list[tuple[Any, ...]] = []
     drift: dict[str, tuple[str, str | None]] = {}
     objs: dict[int, Any] = {}
+    unreadable: list[str] = []
     for i, rec in enumerate(chunk):
         rec = rec.parsed()
         objs[i] = rec.obj
         if rec.error is not None:
             rejects.append(_reject_row(rec, None, rec.error))
+            if rec.unreadable:
+                unreadable.append(rec.source)
             continue
         try:
             norm = normalize_batch(rec.obj)
         except RecordError as exc:
             rejects.append(_reject_row(rec, rec.obj, str(exc)))
             continue
+        except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
+            # one odd record must never sink the night: quarantine it with the cause
+            reason = f"could not be flattened ({type(exc).__name__}: {exc})"
+            rejects.append(_reject_row(rec, rec.obj, reason))
+            continue
         rows.append(norm.batch)
         recs.append(i)
         line_rows.extend(norm.lines)
         line_recs.extend([i] * len(norm.lines))
         for path, note in norm.drift.items():
-            drift.setdefault(_INDEX.sub("[]", path), (note, norm.batch[0]))
+            drift.setdefault(redact(_INDEX.sub("[]", path)), (note, redact(norm.batch[0])))
     if not rows:
-        return ChunkOut(len(chunk), None, None, rejects, drift)
+        return ChunkOut(len(chunk), None, None, rejects, drift, unreadable)
     meta = chunk_meta(chunk, seq0)
     batches = build_batches(batch_frame(rows, recs), meta)
     lines = build_lines(line_frame(line_rows, line_recs), meta)
     batches, lines, bad = split_valid(batches, lines)
     for rec_index, reason in sorted(bad.items()):
         rejects.append(_reject_row(chunk[rec_index], objs[rec_index], reason))
-    return ChunkOut(len(chunk), batches, lines, rejects, drift)
+    return ChunkOut(len(chunk), batches, lines, rejects, drift, unreadable)
 
 
 def process_numbered(args: tuple[Chunk, int]) -> ChunkOut:
     return process_chunk(*args)
 
 
+def worker_init(parent: int, secrets: list[str]) -> None:
+    """Worker start-up: Ctrl-C is the parent's to handle (one line, not one traceback per
+    worker); the parent's registered secrets are redacted here too; and the worker ends
+    when the run that started it is gone (kill -9)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for secret in secrets:
+        register_secret(secret)
+    exit_with_parent(parent)
+
+
 def exit_with_parent(parent: int) -> None:
-    """Worker start-up: end this worker when the run that started it is gone (kill -9)."""
+    """End this worker when the run that started it is gone (kill -9)."""
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -42,14 +42,14 @@ def test_faults_are_retried_and_every_batch_loads_exactly(run_cli: Any, db: Path
     })
     with serve(gw):
         result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [*ids, "batch_UNKNOWN"]), "-v")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # committed, but one id asked for is missing
     assert query(db, "select count(*), sum(cost_nanos) from batches") == [(5, 1500)]
-    assert query(db, "select batch_id, http_status, reason from fetch_errors") == [
-        ("batch_UNKNOWN", 404, "batch not found (not_found: batch_not_found_or_not_owned)")]
+    assert query(db, "select batch_id, http_status, reason, kind from fetch_errors") == [
+        ("batch_UNKNOWN", 404, "batch not found (not_found: batch_not_found_or_not_owned)", "not_found")]
     assert "not found   1: batch_UNKNOWN (see fetch_errors)" in result.output
     per_path = {p: sum(1 for q, _ in gw.requests if q == p) for p, _ in gw.requests}
     assert [per_path[f"/v1/batches/{i}"] for i in ids] == [2, 3, 2, 2, 1]
-    assert "authorization: Bearer [REDACTED]" in result.output  # --verbose logs the request, redacted
+    assert "(authorization header not logged)" in result.output  # --verbose logs the request, redacted
     no_token_anywhere(result, tmp_path)
     archive = next((tmp_path / "archive").glob("*.jsonl"))
     assert len(archive.read_text().splitlines()) == 5
@@ -65,14 +65,17 @@ def test_a_body_that_is_not_json_or_not_a_batch_is_quarantined(run_cli: Any, db:
     with serve(gw):
         result = api_run(run_cli, gw, db, "--ids-file",
                          ids_file(tmp_path, [batch(1)["id"], "batch_HTML", "batch_CUT", "batch_ODD"]))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # three ids asked for are missing
     assert scalar(db, "select count(*) from batches") == 1
     rows = query(db, "select reason, raw_text from rejected_batches order by raw_text")
     assert [r[1] for r in rows] == ['<html>maintenance</html>', '{"hello":"world"}',
                                     '{"id": "batch_CUT", "status": "compl']
     assert rows[0][0].startswith("response body is not JSON")
-    assert rows[1][0] == "id is missing"
+    assert rows[1][0] == "response body is not a batch object (no id)"
     assert rows[2][0].startswith("response body is not JSON")
+    assert query(db, "select batch_id, kind from fetch_errors order by 1") == [
+        ("batch_CUT", "wrong_body"), ("batch_HTML", "wrong_body"), ("batch_ODD", "wrong_body")]
+    assert "not fetched 3 batch(es) asked for" in result.output
 
 
 def test_501_stops_the_run_and_leaves_the_database_unchanged(run_cli: Any, db: Path, tmp_path: Path) -> None:

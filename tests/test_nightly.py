@@ -57,25 +57,48 @@ def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _hold(code: str, *args: str | Path) -> subprocess.Popen[str]:
+    holder = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
 def test_a_second_run_cannot_write_while_one_holds_the_database(db: Path, tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
     subprocess.run(billing("run", "--input", f, "--db", db, "-q"), check=True, capture_output=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-         " time.sleep(float(sys.argv[2]))", str(db), "2"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    writer = _hold("import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+                   " WriterLock(Store(Path(sys.argv[1])), 'RUN-A', 0); print('held', flush=True); time.sleep(2)", db)
     second = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
     assert second.returncode == 1
-    assert second.stderr.startswith(f"billing: error: database {db} is in use by another process (pid ")
-    assert second.stderr.endswith("another billing run is writing; try again later or pass --wait\n")
+    assert second.stderr.startswith(
+        f"billing: error: database {db} is being written by another billing run (writer pid {writer.pid}, run RUN-A, started ")
+    assert second.stderr.endswith("): try again later or pass --wait SECONDS\n")
     waited = subprocess.run(billing("run", "--input", f, "--db", db, "-q", "--wait", "60"),
                             capture_output=True, text=True)
-    holder.wait(timeout=30)
+    writer.wait(timeout=30)
     assert waited.returncode == 0, waited.stderr
     assert scalar(db, "select count(*) from load_runs") == 2
+    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []  # no lock or work file left
+
+
+def test_a_process_writing_the_published_file_is_named_and_a_reader_is_not_in_the_way(db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    subprocess.run(billing("run", "--input", f, "--db", db, "-q"), check=True, capture_output=True)
+    rw = _hold("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(2)", db)
+    second = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
+    assert second.returncode == 1
+    assert second.stderr == (
+        f"billing: error: database {db} is in use by another process (pid {rw.pid} has it open for writing, "
+        "not read-only): readers must open it read-only; try again later or pass --wait SECONDS\n")
+    rw.wait(timeout=30)
+    ro = _hold("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True);"
+               " time.sleep(30)", db)
+    try:
+        third = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
+        assert third.returncode == 0, third.stderr
+    finally:
+        ro.kill()
+        ro.wait()
 
 
 def test_restated_bill_shows_in_history_and_load_runs(run_cli: Any, db: Path, tmp_path: Path) -> None:
@@ -109,7 +132,7 @@ def test_reconciliation_mismatches_are_reported_and_strict_fails(run_cli: Any, d
     f = write_jsonl(tmp_path / "in.jsonl", [off, batch(2)])
     strict = run_cli("run", "--input", f, "--db", db, "--strict")
     assert strict.exit_code == 1
-    assert "--strict: 0 rejected record(s) and 3 reconciliation mismatch(es); nothing was committed" in strict.output
+    assert "--strict: 0 rejected record(s), 3 reconciliation mismatch(es), 0 batch(es) not fetched and 0 unreadable input(s); nothing was committed" in strict.output
     assert not db.exists()
     result = run_cli("run", "--input", f, "--db", db)
     assert result.exit_code == 0

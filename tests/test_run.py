@@ -148,8 +148,8 @@ def test_strict_turns_rejects_into_a_failed_run_that_commits_nothing(
     result = run_cli("run", "--input", f, "--db", db, "--strict")
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "billing: error: --strict: 1 rejected record(s) and 0 reconciliation mismatch(es); "
-        "nothing was committed"
+        "billing: error: --strict: 1 rejected record(s), 0 reconciliation mismatch(es), "
+        "0 batch(es) not fetched and 0 unreadable input(s); nothing was committed"
     )
     assert not db.exists()  # a failed first run leaves no file behind
 

@@ -108,13 +108,13 @@ def test_both_pricing_line_shapes_map_to_the_same_columns() -> None:
 def test_webhook_secret_is_never_kept_and_unknown_keys_are() -> None:
     obj = batch(1, brand_new_field={"x": 1})
     obj["pricing_lines"][0]["surprise"] = 7
-    obj["billing"]["new_billing_key"] = "v"
+    obj["billing"]["new_billing_field"] = "v"
     b, lines = frames(obj)
     row = b.row(0, named=True)
     assert "whsec" not in str(b.rows()) and row["webhook_has_secret"] is True
     assert row["webhook_url"] == "https://hooks.example.com/x"
     assert row["webhook_events"] == ["batch.completed"]
-    assert row["extra"] == '{"brand_new_field":{"x":1},"billing.new_billing_key":"v"}'
+    assert row["extra"] == '{"brand_new_field":{"x":1},"billing.new_billing_field":"v"}'
     assert lines["extra"][0] == '{"surprise":7}'
     assert b.drop("_rec").columns[: len(BATCH_COLUMNS)] == list(BATCH_COLUMNS)
 

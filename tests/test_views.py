@@ -148,7 +148,7 @@ def test_query_errors_are_one_line(run_cli: Any, loaded: Path, tmp_path: Path) -
     assert "database not found" in missing.output
     write = run_cli("sql", "delete from batches", "--db", loaded)
     assert write.exit_code == 2
-    assert "read-only mode" in write.output
+    assert write.output == "billing: error: billing sql runs read-only queries only; got a DELETE statement\n"
     assert query(loaded, "select count(*) from batches") == [(4,)]
 
 

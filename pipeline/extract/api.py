@@ -5,20 +5,29 @@ Every response body is archived before any transformation, one envelope a line
 can be replayed with ``billing run --replay FILE`` without refetching.
 
 Faults: 429 waits ``Retry-After``; 5xx, timeouts, connection errors and truncated bodies
-retry with exponential backoff and jitter (tenacity), a bounded number of times. 404 is
-recorded and the run goes on. 401, 403 and 501 stop the run (:class:`FatalFetchError`).
-The token only ever travels in the ``Authorization`` header; it is never logged.
+retry with exponential backoff and jitter (tenacity), a bounded number of times. Every
+attempt has a total deadline (``--timeout``, the whole response, not each read) and a
+body cap (:data:`MAX_BODY_BYTES`, counted after decompression, so a gzip bomb stops at
+the cap). A 200 must be a batch object with the id that was asked for. Any id that is
+not fetched in the end (404, another error status, retries exhausted, an oversize or
+wrong body, an id that is not one) is recorded with its cause and kind, and the run
+says it is incomplete. 401, 403 and 501 stop the run (:class:`FatalFetchError`).
+The token only ever travels in the ``Authorization`` header; it is never logged, and
+any echo of it in a response is redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -31,13 +40,41 @@ from tenacity import (
 )
 
 from pipeline.config import ApiConfig
-from pipeline.extract.files import RawRecord
-from pipeline.redaction import redact
+from pipeline.extract.files import MAX_RECORD_BYTES, RawRecord, kept_text
+from pipeline.redaction import redact, redact_json
 
 log = logging.getLogger(__name__)
 
 MAX_LIST_PAGES = 10_000
 POOL_SHARD_SIZE = 8
+MAX_BODY_BYTES = MAX_RECORD_BYTES  # one batch object; a list page may be 4x this
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
+
+
+def valid_id(batch_id: str) -> bool:
+    """A batch id we may put in a URL path: letters, digits, ``_ . : -``, no dot segments."""
+    return _ID.fullmatch(batch_id) is not None and batch_id.strip(".") != ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole HTTP response, read within its deadline and size cap."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    url: str
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="backslashreplace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class BodyTooLarge(Exception):
+    """The response body (after decompression) is over the cap: not retried."""
 
 
 class FatalFetchError(Exception):
@@ -57,37 +94,48 @@ class _Transient(Exception):
 class FetchReport:
     archive: Path
     fetched: int = 0
-    errors: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+    # (batch_id, url, http_status, reason, kind): kind is not_found, http_error, failed,
+    # too_large, wrong_body or invalid_id
+    errors: list[tuple[str, str, int | None, str, str]] = field(default_factory=list)
 
     @property
     def not_found(self) -> list[str]:
         return [e[0] for e in self.errors if e[2] == 404]
 
+    @property
+    def not_fetched(self) -> list[tuple[str, str]]:
+        return [(e[0], e[3]) for e in self.errors]
 
-def _error_reason(resp: httpx.Response) -> str:
+    def error(self, batch_id: str, url: str, status: int | None, reason: str, kind: str) -> None:
+        reason = redact(reason)
+        self.errors.append((redact(batch_id), redact(url), status, reason, kind))
+        log.warning("could not fetch %s: %s", batch_id, reason)
+
+
+def _error_reason(resp: Answer) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text[:200]
+        return redact(resp.text[:200])
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
-        return str(err.get("reason") or err.get("type") or err)
+        return redact(str(err.get("reason") or err.get("type") or err)[:200])
     reason = body.get("reason") if isinstance(body, dict) else None
-    return f"{err}: {reason}" if reason else str(err or body)[:200]
+    return redact(f"{err}: {reason}" if reason else str(err or body)[:200])
 
 
-def _fatal(resp: httpx.Response) -> FatalFetchError | None:
+def _fatal(resp: Answer) -> FatalFetchError | None:
     reason = _error_reason(resp)
-    if resp.status_code == 401:
+    if resp.status == 401:
         return FatalFetchError(
             f"the gateway rejected the API token (401 {reason}); check PHASEO_API_KEY"
         )
-    if resp.status_code == 403:
+    if resp.status == 403:
         return FatalFetchError(
             f"the API token may not use the batch API (403 {reason}); "
             "ask for the batch feature to be enabled on this key"
         )
-    if resp.status_code == 501:
+    if resp.status == 501:
         return FatalFetchError(
             "the gateway's batch routes are disabled (501 not_implemented: "
             f"{reason.removeprefix('not_implemented: ')}); "
@@ -96,18 +144,40 @@ def _fatal(resp: httpx.Response) -> FatalFetchError | None:
     return None
 
 
-def _retry_after(resp: httpx.Response, cap: float) -> float | None:
+def _retry_after(resp: Answer, cap: float) -> float | None:
     value = resp.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, min(float(value), cap))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, min(seconds, cap)) if seconds == seconds else None  # NaN: no wish
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, _Transient | httpx.TimeoutException | httpx.TransportError)
+    return isinstance(
+        exc, _Transient | httpx.TimeoutException | httpx.TransportError | TimeoutError
+    )
+
+
+def _cause(state: RetryCallState) -> str:
+    exc = state.outcome.exception() if state.outcome else None
+    if exc is None:
+        return "?"
+    return str(exc) or type(exc).__name__
+
+
+def _decoder(encoding: str) -> Any:
+    """A streaming decompressor for a Content-Encoding (None for identity)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
 
 
 class Client:
@@ -132,6 +202,7 @@ class Client:
                 headers={
                     "Authorization": f"Bearer {api.token.reveal()}",
                     "Accept": "application/json",
+                    "Accept-Encoding": "gzip, deflate",
                 },
                 timeout=httpx.Timeout(api.timeout_s),
                 limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
@@ -142,7 +213,7 @@ class Client:
         ]
 
     async def _log_request(self, request: httpx.Request) -> None:
-        log.debug("GET %s (authorization: Bearer [REDACTED])", request.url)
+        log.debug("GET %s (authorization header not logged)", request.url)
 
     async def __aenter__(self) -> Client:
         return self
@@ -157,16 +228,46 @@ class Client:
             return exc.retry_after
         return float(self._backoff(state))
 
-    async def get(
-        self, path: str, params: dict[str, Any] | None = None, *, shard: int = 0
-    ) -> httpx.Response:
-        """GET with retries on transient faults; returns the final non-transient response."""
+    async def _read(self, http: httpx.AsyncClient, path: str, params: Any, cap: int) -> Answer:
+        """One attempt: the whole response within the deadline, at most ``cap`` bytes of
+        body after decompression (decompressed here, bounded, not by httpx)."""
+        async with asyncio.timeout(self.api.timeout_s):
+            request = http.build_request("GET", path, params=params)
+            resp = await http.send(request, stream=True)
+            try:
+                decoder = _decoder(resp.headers.get("content-encoding", ""))
+                body = bytearray()
+                too_large = BodyTooLarge(f"response body over the {cap // 1024 // 1024} MiB limit")
+                async for raw in resp.aiter_raw():  # a truncated body raises: retried
+                    data = decoder.decompress(raw, cap + 1 - len(body)) if decoder else raw
+                    body += data
+                    if len(body) > cap or (decoder is not None and decoder.unconsumed_tail):
+                        raise too_large
+                if decoder is not None:
+                    body += decoder.flush(cap + 1 - len(body))
+                    if len(body) > cap:
+                        raise too_large
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"bad compressed body: {exc}") from None
+            finally:
+                await resp.aclose()
+        return Answer(resp.status_code, resp.headers, bytes(body), str(resp.request.url))
 
-        async def attempt() -> httpx.Response:
-            resp = await self._shards[shard % len(self._shards)].get(path, params=params)
-            await resp.aread()  # a truncated body raises here and is retried
-            if resp.status_code == 429 or (resp.status_code >= 500 and resp.status_code != 501):
-                raise _Transient(resp.status_code, _retry_after(resp, self.api.max_retry_after_s))
+    async def get(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        shard: int = 0,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> Answer:
+        """GET with retries on transient faults; returns the final non-transient answer."""
+
+        async def attempt() -> Answer:
+            http = self._shards[shard % len(self._shards)]
+            resp = await self._read(http, path, params, max_bytes)
+            if resp.status == 429 or (resp.status >= 500 and resp.status != 501):
+                raise _Transient(resp.status, _retry_after(resp, self.api.max_retry_after_s))
             return resp
 
         retrying = AsyncRetrying(
@@ -174,9 +275,7 @@ class Client:
             stop=stop_after_attempt(self.api.max_retries + 1),
             wait=self._wait,
             reraise=True,
-            before_sleep=lambda s: log.info(
-                "retrying %s after %s", path, s.outcome.exception() if s.outcome else "?"
-            ),
+            before_sleep=lambda s: log.info("retrying %s after %s", path, _cause(s)),
         )
         async for try_ in retrying:
             with try_:
@@ -196,14 +295,19 @@ async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
                 params["status"] = status
             if after:
                 params["after"] = after
-            resp = await client.get("batches", params)
+            resp = await client.get("batches", params, max_bytes=4 * MAX_BODY_BYTES)
             if (fatal := _fatal(resp)) is not None:
                 raise fatal
-            if resp.status_code != 200:
+            if resp.status != 200:
                 raise FatalFetchError(
-                    f"listing batches failed: HTTP {resp.status_code} {_error_reason(resp)}"
+                    f"listing batches failed: HTTP {resp.status} {_error_reason(resp)}"
                 )
-            page = resp.json()
+            try:
+                page = resp.json()
+            except orjson.JSONDecodeError:
+                raise FatalFetchError("listing batches failed: the answer is not JSON") from None
+            if not isinstance(page, dict):
+                raise FatalFetchError("listing batches failed: the answer is not a list object")
             data = page.get("data") or []
             ids.extend(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
             last = page.get("last_id") or (data[-1].get("id") if data else None)
@@ -213,16 +317,35 @@ async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
     return ids
 
 
-def _envelope(batch_id: str, resp: httpx.Response) -> bytes:
-    return orjson.dumps(
-        {
-            "batch_id": batch_id,
-            "url": str(resp.request.url),
-            "status": resp.status_code,
-            "fetched_at": datetime.now(UTC).isoformat(),
-            "body": redact(resp.text),
-        }
-    )
+def _check_body(batch_id: str, resp: Answer) -> str | None:
+    """Why a 200 body is not the batch that was asked for (None when it is)."""
+    try:
+        body = resp.json()
+    except orjson.JSONDecodeError as exc:
+        return f"response body is not JSON: {exc}"
+    if not isinstance(body, dict):
+        return "response body is not a batch object"
+    if "id" not in body and "error" in body:
+        return f"the gateway answered 200 with an error body ({_error_reason(resp)})"
+    got = body.get("id")
+    if not isinstance(got, str):
+        return "response body is not a batch object (no id)"
+    if got.strip() != batch_id:
+        return f"the gateway answered with batch {redact(got[:200])!r} instead of {batch_id!r}"
+    return None
+
+
+def _envelope(batch_id: str, resp: Answer, error: str | None) -> bytes:
+    env: dict[str, Any] = {
+        "batch_id": batch_id,
+        "url": redact(resp.url),
+        "status": resp.status,
+        "fetched_at": datetime.now(UTC).isoformat(),
+        "body": redact_json(resp.text),
+    }
+    if error is not None:
+        env["error"] = error
+    return orjson.dumps(env)
 
 
 async def fetch_to_archive(
@@ -234,31 +357,50 @@ async def fetch_to_archive(
     """Fetch every id (bounded concurrency) and archive each 200 body as it arrives."""
     unique = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
     report = FetchReport(archive)
+    for bad in [i for i in unique if not valid_id(i)]:
+        report.error(bad, "", None, f"not a valid batch id: {bad[:200]!r}", "invalid_id")
+    unique = [i for i in unique if valid_id(i)]
     archive.parent.mkdir(parents=True, exist_ok=True)
     pending = iter(unique)  # shared by the workers: bounded concurrency, no task per id
     with archive.open("wb") as fh:
         archive.chmod(0o600)
 
         async def one(batch_id: str, shard: int) -> None:
-            url = f"batches/{batch_id}"
+            url = f"batches/{quote(batch_id, safe='')}"
             try:
                 resp = await client.get(url, shard=shard)
-            except (_Transient, httpx.HTTPError) as exc:
-                reason = f"gave up after {client.api.max_retries + 1} attempts: {exc}"
+            except BodyTooLarge as exc:
+                report.error(batch_id, url, 200, str(exc), "too_large")
+                return
+            except (_Transient, httpx.HTTPError, TimeoutError) as exc:
+                cause = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    cause = f"no whole response within {client.api.timeout_s:g} s"
+                reason = f"gave up after {client.api.max_retries + 1} attempts: {cause}"
                 status = exc.status if isinstance(exc, _Transient) else None
-                report.errors.append((batch_id, url, status, reason))
-                log.warning("could not fetch %s: %s", batch_id, reason)
+                report.error(batch_id, url, status, reason, "failed")
                 return
             if (fatal := _fatal(resp)) is not None:
                 raise fatal
-            if resp.status_code == 200:
-                fh.write(_envelope(batch_id, resp) + b"\n")
-                report.fetched += 1
+            if resp.status == 200:
+                problem = _check_body(batch_id, resp)
+                fh.write(_envelope(batch_id, resp, problem) + b"\n")
+                if problem is None:
+                    report.fetched += 1
+                else:
+                    report.error(batch_id, url, 200, problem, "wrong_body")
+            elif resp.status == 404:
+                reason = f"batch not found ({_error_reason(resp)})"
+                report.error(batch_id, url, 404, reason, "not_found")
             else:
-                reason = _error_reason(resp)
-                if resp.status_code == 404:
-                    reason = f"batch not found ({reason})"
-                report.errors.append((batch_id, url, resp.status_code, reason))
+                reason = f"HTTP {resp.status}: {_error_reason(resp)}"
+                if 300 <= resp.status < 400:
+                    where = redact(resp.headers.get("location", "")[:200])
+                    reason = (
+                        f"HTTP {resp.status} redirect to {where!r} "
+                        "(not followed; check --base-url)"
+                    )
+                report.error(batch_id, url, resp.status, reason, "http_error")
 
         async def worker(shard: int) -> None:
             for batch_id in pending:
@@ -288,14 +430,21 @@ def read_archive(path: Path) -> Iterator[RawRecord]:
             try:
                 env = orjson.loads(line)
                 body = env["body"]
+                if not isinstance(body, str):
+                    raise TypeError
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                text = line.decode("utf-8", errors="replace").strip()
+                text = kept_text(line.decode("utf-8", errors="backslashreplace").strip())
                 yield RawRecord(source, n, text, None, "archive line is not a response envelope")
+                continue
+            error = env.get("error")
+            if isinstance(error, str):
+                yield RawRecord(source, n, kept_text(body), None, error)
                 continue
             try:
                 yield RawRecord(source, n, body, orjson.loads(body))
             except orjson.JSONDecodeError as exc:
-                yield RawRecord(source, n, body, None, f"response body is not JSON: {exc}")
+                reason = f"response body is not JSON: {exc}"
+                yield RawRecord(source, n, kept_text(body), None, reason)
 
 
 def read_ids_file(path: Path) -> list[str]:

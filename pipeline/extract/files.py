@@ -1,11 +1,20 @@
 """Read batch objects from ``.json`` / ``.jsonl`` files as a stream of raw records.
 
-Nothing is dropped here: a line that does not parse becomes a :class:`RawRecord`
-with ``error`` set, so the runner can quarantine it with its raw text and location.
+Nothing is dropped here, and nothing is skipped silently: a line that does not parse,
+is not UTF-8 or is over the size limit becomes a :class:`RawRecord` with ``error`` set,
+and a file or folder that cannot be read becomes one with ``unreadable`` set, so the
+runner can quarantine it with its location and say the night is incomplete.
+
+Limits (documented in the README): one record (a JSONL line, an item of a JSON array, or
+a whole ``.json`` file holding one object) is at most :data:`MAX_RECORD_BYTES`; a
+``.json`` file is at most :data:`MAX_JSON_FILE_BYTES` (use JSONL beyond that). A
+quarantined record keeps at most :data:`MAX_RAW_KEPT` characters of its raw text.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -15,6 +24,11 @@ from typing import Any
 import orjson
 
 SUFFIXES = (".json", ".jsonl", ".ndjson")
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
+MAX_RAW_KEPT = 64 * 1024
+SMALL_FILE_BYTES = 1024 * 1024  # JSONL files below this are read whole, many to a chunk
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +36,10 @@ class RawRecord:
     """One input record before transformation.
 
     ``line`` is the 1-based line of a JSONL file, or the 1-based item number in a JSON
-    array (1 for a file holding one object). ``obj`` is the parsed value, or ``None``
-    with ``error`` saying why it could not be parsed.
+    array (1 for a file holding one object; 0 for a whole file that could not be read).
+    ``obj`` is the parsed value, or ``None`` with ``error`` saying why it could not be
+    parsed; ``unreadable`` marks input that could not be read at all (the night is
+    incomplete).
     """
 
     source: str
@@ -32,45 +48,207 @@ class RawRecord:
     obj: Any = None
     error: str | None = None
     pending: bool = False  # text not parsed yet (parsed later, in a worker)
+    unreadable: bool = False
 
     def parsed(self) -> RawRecord:
         return _parse(self.source, self.line, self.text) if self.pending else self
 
 
+def kept_text(text: str) -> str:
+    """The raw text a quarantined record keeps: all of it up to MAX_RAW_KEPT characters."""
+    if len(text) <= MAX_RAW_KEPT:
+        return text
+    return text[:MAX_RAW_KEPT] + f"… [truncated: {len(text):,} characters in all]"
+
+
+def unreadable(source: str, why: str) -> RawRecord:
+    return RawRecord(source, 0, "", None, f"cannot read: {why}", unreadable=True)
+
+
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+@dataclass
+class Inputs:
+    """The files to read, and what could not be read or was not a file (never skipped
+    silently: each becomes an ``unreadable`` record)."""
+
+    paths: list[Path]
+    problems: list[RawRecord]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def iter_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into the list of input files."""
+    """The input files (see :func:`find_inputs`); raises if any could not be read."""
+    found = find_inputs(inputs)
+    if found.problems:
+        raise FileNotFoundError(str(found.problems[0].error))
+    return found.paths
+
+
+def find_inputs(inputs: Iterable[str | Path]) -> Inputs:
+    """Expand files and folders (recursively, sorted, following links once) into files.
+
+    The same file named twice, or by two spellings of its path, is read once. A folder
+    entry with a JSON suffix that is not a readable regular file (a broken link, a
+    FIFO, a folder named ``x.json``), and a folder that cannot be listed, are problems.
+    An input that does not exist, a file without a JSON suffix and a folder without
+    JSON files are usage errors (raised as ``FileNotFoundError``/``ValueError``).
+    """
     paths: list[Path] = []
+    problems: list[RawRecord] = []
+    seen: set[tuple[int, int]] = set()
+
+    def add(path: Path) -> None:
+        ident = _identity(path)
+        if ident is not None and ident in seen:
+            return
+        if ident is not None:
+            seen.add(ident)
+        paths.append(path)
+
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+            found = list(_walk(p))
             if not found:
                 raise FileNotFoundError(f"no .json or .jsonl files in folder {p}")
-            paths.extend(found)
+            for path, problem in found:
+                if problem is not None:
+                    problems.append(unreadable(str(path), problem))
+                else:
+                    add(path)
         elif p.is_file():
-            paths.append(p)
+            if p.suffix.lower() not in SUFFIXES:
+                raise ValueError(
+                    f"{p} is not a .json, .jsonl or .ndjson file (pass batch files or folders)"
+                )
+            add(p)
+        elif p.exists() or p.is_symlink():
+            if p.suffix.lower() in SUFFIXES:
+                problems.append(unreadable(str(p), _not_regular(p)))
+            else:
+                raise ValueError(f"{p} is not a file or folder that can be read")
         else:
             raise FileNotFoundError(f"input not found: {p}")
-    return paths
+    return Inputs(paths, problems)
+
+
+def _not_regular(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"{_os_error(exc)} (a broken link?)" if path.is_symlink() else _os_error(exc)
+    if stat.S_ISDIR(mode):
+        return "a folder with a file suffix"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe, not a regular file"
+    return "not a regular file"
+
+
+def _walk(top: Path) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for every JSON file under ``top``, (path, why) for what cannot be read."""
+    errors: list[OSError] = []
+    visited: set[str] = set()
+    found: list[tuple[Path, str | None]] = []
+    for folder, dirs, files in os.walk(top, onerror=errors.append, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a link loop: each folder once
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs.sort()
+        for name in files + [d for d in dirs if d.lower().endswith(SUFFIXES)]:
+            if not name.lower().endswith(SUFFIXES):
+                continue
+            path = Path(folder, name)
+            if path.is_file():
+                found.append((path, None if os.access(path, os.R_OK) else "permission denied"))
+            else:
+                found.append((path, _not_regular(path)))
+        # links to folders that are gone show up as files that are not files
+    for exc in errors:
+        found.append((Path(exc.filename or top), f"cannot list folder: {_os_error(exc)}"))
+    yield from sorted(found, key=lambda item: str(item[0]))
+
+
+# --------------------------------------------------------------------------- records
 
 
 def _parse(source: str, line: int, text: str) -> RawRecord:
     try:
         return RawRecord(source, line, text, orjson.loads(text))
     except orjson.JSONDecodeError as exc:
-        return RawRecord(source, line, text, None, f"invalid JSON: {exc}")
+        return RawRecord(source, line, kept_text(text), None, f"invalid JSON: {exc}")
+
+
+def _decode(source: str, line: int, raw: bytes) -> RawRecord | None:
+    """One JSONL line as a pending record, or a quarantined one (not UTF-8, too large)."""
+    if raw.startswith(_BOM):
+        raw = raw[3:]
+    raw = raw.strip()
+    if not raw:
+        return None
+    if len(raw) > MAX_RECORD_BYTES:
+        return _oversize(source, line, raw[:MAX_RAW_KEPT], len(raw))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawRecord(
+            source,
+            line,
+            kept_text(raw.decode("utf-8", errors="backslashreplace")),
+            None,
+            f"invalid UTF-8 at byte {exc.start + 1} of the record: {exc.reason}",
+        )
+    return RawRecord(source, line, text, pending=True)
+
+
+def _oversize(source: str, line: int, head: bytes, size: int) -> RawRecord:
+    text = head.decode("utf-8", errors="backslashreplace")
+    return RawRecord(
+        source,
+        line,
+        text[:MAX_RAW_KEPT] + f"… [truncated: {size:,} bytes in all]",
+        None,
+        f"record is {size:,} bytes, over the {MAX_RECORD_BYTES // 1024 // 1024} MiB limit",
+    )
 
 
 def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iterator[RawRecord]:
     for n, raw in enumerate(lines, start=first_line):
-        text = raw.decode("utf-8", errors="replace").strip()
-        if text:
-            yield RawRecord(source, n, text, pending=True)
+        rec = _decode(source, n, raw)
+        if rec is not None:
+            yield rec
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRecord]:
-    with path.open("rb") as fh:
-        yield from _jsonl_records(str(path), 1, fh)
+def _lines(fh: Any) -> Iterator[tuple[bytes, int]]:
+    """(line, size) for each line, never holding more than MAX_RECORD_BYTES of one line:
+    an oversize line yields its head and its full size."""
+    while True:
+        raw = fh.readline(MAX_RECORD_BYTES + 1)
+        if not raw:
+            return
+        size = len(raw)
+        if size > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+            head = raw[:MAX_RAW_KEPT]
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(1024 * 1024)
+                size += len(raw)
+            yield head, size
+        else:
+            yield raw, size
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +263,12 @@ class LineSlice:
     lines: int
 
     def records(self) -> list[RawRecord]:
-        with open(self.source, "rb") as fh:
-            fh.seek(self.start)
-            data = fh.read(self.end - self.start)
+        try:
+            with open(self.source, "rb") as fh:
+                fh.seek(self.start)
+                data = fh.read(self.end - self.start)
+        except OSError as exc:
+            return [unreadable(self.source, _os_error(exc))]
         parts = data.split(b"\n")
         if data.endswith(b"\n"):
             parts.pop()
@@ -97,15 +278,40 @@ class LineSlice:
 Chunk = list[RawRecord] | LineSlice
 
 
-def _jsonl_slices(path: Path, size: int) -> Iterator[LineSlice]:
+def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            for n, (raw, size) in enumerate(_lines(fh), start=1):
+                if size > MAX_RECORD_BYTES:
+                    yield _oversize(source, n, raw, size)
+                elif (rec := _decode(source, n, raw)) is not None:
+                    yield rec
+    except OSError as exc:
+        yield unreadable(source, _os_error(exc))
+
+
+def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
+    """Byte slices of ``size`` lines; an oversize line is cut out as its own record."""
     source, start, first, n, pos = str(path), 0, 1, 0, 0
-    with path.open("rb") as fh:
-        for raw in fh:
-            pos += len(raw)
-            n += 1
-            if n == size:
-                yield LineSlice(source, start, pos, first, n)
-                start, first, n = pos, first + n, 0
+    try:
+        with path.open("rb") as fh:
+            for raw, length in _lines(fh):
+                if length > MAX_RECORD_BYTES:
+                    if n:
+                        yield LineSlice(source, start, pos, first, n)
+                    yield [_oversize(source, first + n, raw, length)]
+                    pos += length
+                    start, first, n = pos, first + n + 1, 0
+                    continue
+                pos += length
+                n += 1
+                if n == size:
+                    yield LineSlice(source, start, pos, first, n)
+                    start, first, n = pos, first + n, 0
+    except OSError as exc:
+        yield [unreadable(source, _os_error(exc))]
+        return
     if n:
         yield LineSlice(source, start, pos, first, n)
 
@@ -116,22 +322,68 @@ def chunked(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]
         yield chunk
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def read_chunks(paths: Iterable[Path], size: int) -> Iterator[Chunk]:
-    """Chunks of about ``size`` records: JSONL files as byte slices (read by the worker
-    that transforms them), JSON files as parsed records."""
+    """Chunks of about ``size`` records. Large JSONL files go as byte slices (read by the
+    worker that transforms them); small files and JSON files are read here and packed
+    many to a chunk, so a thousand one-batch files cost about what one file does."""
+    pending: list[RawRecord] = []
     for path in paths:
-        if path.suffix.lower() == ".json":
-            yield from chunked(_read_json(path), size)
-        else:
+        if path.suffix.lower() != ".json" and _file_size(path) > SMALL_FILE_BYTES:
+            yield from chunked(pending, size)
+            pending = []
             yield from _jsonl_slices(path, size)
+            continue
+        for rec in _read_json(path) if path.suffix.lower() == ".json" else _read_jsonl(path):
+            pending.append(rec)
+            if len(pending) >= size:
+                yield pending
+                pending = []
+    if pending:
+        yield pending
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
     source = str(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    if not text.strip():
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_JSON_FILE_BYTES + 1)
+    except OSError as exc:
+        yield unreadable(source, _os_error(exc))
         return
-    whole = _parse(source, 1, text.strip())
+    if len(data) > MAX_JSON_FILE_BYTES:
+        yield RawRecord(
+            source,
+            0,
+            data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
+            None,
+            f"a .json file over {MAX_JSON_FILE_BYTES // 1024 // 1024} MiB: "
+            "write it as JSONL (one batch a line)",
+            unreadable=True,
+        )
+        return
+    if data.startswith(_BOM):
+        data = data[3:]
+    if not data.strip():
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield RawRecord(
+            source,
+            1,
+            kept_text(data.decode("utf-8", errors="backslashreplace")),
+            None,
+            f"invalid UTF-8 at byte {exc.start + 1} of the file: {exc.reason}",
+        )
+        return
+    whole = _parse(source, 1, text)
     obj = whole.obj
     if whole.error is not None:
         yield whole
@@ -139,11 +391,13 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     # A saved list response ({"object": "list", "data": [...]}) or a bare array.
     if isinstance(obj, dict) and obj.get("object") == "list" and isinstance(obj.get("data"), list):
         obj = obj["data"]
-    if isinstance(obj, list):
-        for i, item in enumerate(obj, start=1):
-            yield RawRecord(source, i, orjson.dumps(item).decode(), item)
-    else:
-        yield whole
+    single = not isinstance(obj, list)
+    for i, item in enumerate([obj] if single else obj, start=1):
+        item_text = text if single else orjson.dumps(item).decode()
+        if len(item_text) > MAX_RECORD_BYTES:
+            yield _oversize(source, i, item_text[:MAX_RAW_KEPT].encode(), len(item_text))
+        else:
+            yield RawRecord(source, i, item_text.strip(), pending=True)
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[RawRecord]:
