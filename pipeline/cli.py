@@ -34,6 +34,7 @@ from pipeline.config import (
     ConfigError,
     RunConfig,
 )
+from pipeline.export import ExportRefused
 from pipeline.extract import (
     FatalFetchError,
     chunked,
@@ -101,7 +102,7 @@ def friendly_errors(fn: F) -> F:
         register_secret(os.environ.get(TOKEN_ENV, "").strip())
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, NotABillingDatabase) as exc:
+        except (ConfigError, FileNotFoundError, NotABillingDatabase, ExportRefused) as exc:
             fail(str(exc).strip("'\""), EXIT_USAGE)
         except (LockedError, runner.StrictFailure) as exc:
             fail(str(exc))
@@ -120,7 +121,7 @@ def friendly_errors(fn: F) -> F:
 db_option = click.option(
     "--db",
     "db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=lambda: os.environ.get("BILLING_DB", DEFAULT_DB),
     show_default=f"$BILLING_DB or {DEFAULT_DB}",
     help="DuckDB database file.",
@@ -341,7 +342,11 @@ def sample_cmd(out: Path, batches: int, seed: int) -> None:
     """Write the deterministic sample data set (same seed, same bytes)."""
     from pipeline.sample import write_sample
 
-    for name, n in write_sample(out, batches, seed).items():
+    try:
+        counts = write_sample(out, batches, seed)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    for name, n in counts.items():
         click.echo(f"{out / name}: {n} records")
 
 
@@ -447,7 +452,7 @@ def sql_cmd(statement: str, db: Path, fmt: str) -> None:
     export, install, or read any file but the database.
     """
     if not statement.strip():
-        raise ConfigError("no SQL given: pass one query, e.g. \"select count(*) from batches\"")
+        raise ConfigError("no SQL given: pass one query (e.g. select count(*) from batches)")
     with reader(db, sandbox=True) as con:
         try:
             statements = con.extract_statements(statement)

@@ -4,6 +4,10 @@ The export is written into a temporary sibling folder and swapped into place wit
 renames, so a reader never sees half an export. Money stays exact: ``BIGINT`` nanos and
 ``DECIMAL(38, 9)`` dollars. A ``manifest.json`` lists rows and total nanos per dataset
 (as strings, so no JSON reader turns them into floats).
+
+An export writes only what it owns: ``--out`` must be a new or empty folder, or an
+earlier export of its own (its ``manifest.json`` says so and it holds nothing else).
+Anything else is refused before a byte is written, and nothing else is ever deleted.
 """
 
 from __future__ import annotations
@@ -57,6 +61,41 @@ DATASETS: dict[str, tuple[str, str]] = {
 }
 
 
+GENERATOR = "llm-gateway-billing export"
+
+
+class ExportRefused(Exception):
+    """``--out`` holds something the export does not own."""
+
+
+def _check_out(out: Path) -> None:
+    """Refuse any ``out`` but a new or empty folder or an earlier export of our own."""
+    if not out.exists():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise ExportRefused(f"--out {out} is not a folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        shown = ", ".join(entries[:5]) + more
+        raise ExportRefused(
+            f"--out {out} is not empty and is not an earlier billing export ({shown}); "
+            "choose a new or empty folder: an export replaces its folder whole"
+        )
+    foreign = [e for e in entries if e not in (*DATASETS, "manifest.json")]
+    if foreign:
+        raise ExportRefused(
+            f"--out {out} is an earlier export but also holds {', '.join(foreign[:5])}, "
+            "which the export did not write; move it away first"
+        )
+
+
 @dataclass
 class ExportResult:
     out: Path
@@ -66,7 +105,8 @@ class ExportResult:
 
 def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
     """Write every dataset under ``out`` atomically (temp folder + rename)."""
-    out = out.resolve()
+    out = out.absolute()
+    _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     tmp = out.parent / f".{out.name}.tmp-{token}"
@@ -84,6 +124,7 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
             else:
                 (tmp / name).mkdir()
         manifest = {
+            "generator": GENERATOR,
             "exported_at": datetime.now(UTC).isoformat(),
             "pipeline_version": __version__,
             "partitioning": "hive: " + "/".join(f"{p}=..." for p in PARTITIONS),
@@ -92,10 +133,13 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
             },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _check_out(out)  # again, just before the swap
         if out.exists():
             out.rename(old)
         tmp.rename(out)
+        if old.exists():
+            shutil.rmtree(old)  # an earlier export of ours, checked above
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return ExportResult(out, rows, nanos)

@@ -89,7 +89,7 @@ _VALUE = re.compile(
     r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
 )
 _SCHEME_TOKEN = re.compile(
-    r"(?i)\b(bearer|token|digest)(\s+)[A-Za-z0-9._~+/=\-]{4,}|\b(Basic)(\s+)[A-Za-z0-9+/]{6,}=*"
+    r"(?i)\b(bearer|digest)(\s+)[A-Za-z0-9._~+/=\-]{4,}|\b(Basic)(\s+)[A-Za-z0-9+/]{6,}=*"
 )
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@\"'<>]*@")
 # key=value (query strings, logs), 'key': value (Python reprs), Key: value (headers); one

@@ -208,8 +208,28 @@ BAD_LINES = [
 ]
 
 
+SAMPLE_FILES = (
+    "batches-2026-10.jsonl",
+    "batches-2026-11.jsonl",
+    "list-page.json",
+    "bad-records.jsonl",
+)
+
+
 def write_sample(out: Path, n: int = 300, seed: int = 7) -> dict[str, int]:
-    """The bundled sample set: monthly JSONL, a list page, late snapshots and bad records."""
+    """The bundled sample set: monthly JSONL, a list page, late snapshots and bad records.
+
+    ``out`` must be new, empty or an earlier sample folder: other files are never touched
+    and a folder holding them is refused (ValueError)."""
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out} is not a folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in SAMPLE_FILES)
+        if foreign:
+            raise ValueError(
+                f"--out {out} holds files that are not the sample's ({', '.join(foreign[:5])}); "
+                "choose a new or empty folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     names = [f"sess_{i:03d}" for i in range(24)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     truncate: bool = False  # announce a longer Content-Length, then hang up
+    raw: Callable[[BaseHTTPRequestHandler], None] | None = None  # writes the whole response
 
 
 NOT_IMPLEMENTED = Reply(501, {"error": "not_implemented", "reason": "feature_temporarily_disabled",
@@ -80,6 +81,13 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
             reply = gw.reply_for(parsed.path, parse_qs(parsed.query), self.headers.get("Authorization"))
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            if reply.raw is not None:
+                try:
+                    reply.raw(self)
+                except OSError:
+                    pass  # the client gave up on us: expected for endless bodies
+                self.close_connection = True
+                return
             body = reply.body
             raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else orjson.dumps(body)
             try:

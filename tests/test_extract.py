@@ -1,11 +1,8 @@
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from pipeline.extract import files
-from pipeline.extract import LineSlice, iter_paths, read_chunks, read_records
+from pipeline.extract import LineSlice, files, iter_paths, read_chunks, read_records
 from tests.conftest import batch, write_jsonl
 
 

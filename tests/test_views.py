@@ -169,8 +169,10 @@ def test_views_work_in_the_plain_duckdb_cli(loaded: Path) -> None:
 
 def test_parquet_export_reads_back_with_the_same_totals(run_cli: Any, loaded: Path, tmp_path: Path) -> None:
     out = tmp_path / "lake"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older export")
+    assert run_cli("export", "--db", loaded, "--out", out).exit_code == 0
+    stale = out / "batches" / "month=1999-01"
+    stale.mkdir()
+    (stale / "old.parquet").write_text("from an older export")
     result = run_cli("export", "--db", loaded, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
@@ -178,7 +180,7 @@ def test_parquet_export_reads_back_with_the_same_totals(run_cli: Any, loaded: Pa
         f"pricing_lines: 3 rows, $0.900000000 -> {out / 'pricing_lines'}",
         f"focus_charges: 5 rows, $1.350000000 -> {out / 'focus_charges'}",
     ]
-    assert not (out / "stale.txt").exists()  # replaced as a whole
+    assert not stale.exists()  # its own earlier export is replaced as a whole
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert sorted(str(p.relative_to(out / "batches")) for p in (out / "batches").glob("*/*")) == [
         "month=2026-11/provider=anthropic", "month=2026-11/provider=openai"]

@@ -233,9 +233,9 @@ def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iter
             yield rec
 
 
-def _lines(fh: Any) -> Iterator[tuple[bytes, int]]:
-    """(line, size) for each line, never holding more than MAX_RECORD_BYTES of one line:
-    an oversize line yields its head and its full size."""
+def _lines(fh: Any) -> Iterator[tuple[bytes, int, int]]:
+    """(line, bytes with its newline, bytes of the record) for each line, never holding
+    more than MAX_RECORD_BYTES of one line: an oversize line yields only its head."""
     while True:
         raw = fh.readline(MAX_RECORD_BYTES + 1)
         if not raw:
@@ -246,9 +246,9 @@ def _lines(fh: Any) -> Iterator[tuple[bytes, int]]:
             while raw and not raw.endswith(b"\n"):
                 raw = fh.readline(1024 * 1024)
                 size += len(raw)
-            yield head, size
+            yield head, size, size - raw.endswith(b"\n")
         else:
-            yield raw, size
+            yield raw, size, size - raw.endswith(b"\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +282,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     source = str(path)
     try:
         with path.open("rb") as fh:
-            for n, (raw, size) in enumerate(_lines(fh), start=1):
+            for n, (raw, _, size) in enumerate(_lines(fh), start=1):
                 if size > MAX_RECORD_BYTES:
                     yield _oversize(source, n, raw, size)
                 elif (rec := _decode(source, n, raw)) is not None:
@@ -296,11 +296,11 @@ def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
     source, start, first, n, pos = str(path), 0, 1, 0, 0
     try:
         with path.open("rb") as fh:
-            for raw, length in _lines(fh):
-                if length > MAX_RECORD_BYTES:
+            for raw, length, record_bytes in _lines(fh):
+                if record_bytes > MAX_RECORD_BYTES:
                     if n:
                         yield LineSlice(source, start, pos, first, n)
-                    yield [_oversize(source, first + n, raw, length)]
+                    yield [_oversize(source, first + n, raw, record_bytes)]
                     pos += length
                     start, first, n = pos, first + n + 1, 0
                     continue

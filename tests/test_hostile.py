@@ -1,0 +1,578 @@
+"""The hostile-input battery: odd encodings, huge and deep values, credentials in every
+spelling, HTTP bodies that never end, options pointed at the wrong place, Ctrl-C and
+kill -9. Every case asserts what was loaded, what was kept aside (with which reason)
+and what the user was shown. Grow it with every bug."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import psutil
+import pytest
+
+from pipeline.extract import read_chunks
+from pipeline.extract.files import MAX_RAW_KEPT, find_inputs
+from pipeline.sample import iter_batches
+from pipeline.sample import write_jsonl as write_sample_jsonl
+from tests.conftest import batch, query, scalar, write_jsonl
+from tests.gateway import TOKEN, Gateway, Reply, serve
+
+ENV = {"PHASEO_API_KEY": TOKEN}
+
+
+def billing(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
+
+
+def everything_stored(db: Path) -> str:
+    """Every value of every table and view of the database, as one text."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "select table_name from duckdb_tables() union all select view_name from duckdb_views()"
+            " where not internal").fetchall()]
+        return "\n".join(str(con.execute(f'select * from "{n}"').fetchall()) for n in names)
+    finally:
+        con.close()
+
+
+def all_files_text(folder: Path) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*")
+                     if p.is_file() and p.suffix in (".jsonl", ".json", ".txt", ".log"))
+
+
+def rejects(db: Path) -> list[tuple[Any, ...]]:
+    return query(db, "select line, reason from rejected_batches order by source, line")
+
+
+# --------------------------------------------------------------------------- encodings, sizes
+
+
+def test_a_utf8_bom_is_stripped_from_jsonl_and_json_files(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + orjson.dumps(batch(1)) + b"\n" + orjson.dumps(batch(2)))
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + orjson.dumps(batch(3)))
+    result = run_cli("run", "--input", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 3
+    assert rejects(db) == []
+    assert "rejected    0" in result.output
+
+
+def test_invalid_utf8_is_rejected_not_replaced(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    bad = orjson.dumps(batch(2)).replace(b"batch_000", b"batch_\xff\xfe0", 1)
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), bad, batch(3)])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select id from batches order by id") == [(batch(1)["id"],), (batch(3)["id"],)]
+    assert scalar(db, "select count(*) from batches where id like '%\ufffd%'") == 0
+    [(line, reason, raw)] = query(db, "select line, reason, raw_text from rejected_batches")
+    assert (line, reason) == (2, "invalid UTF-8 at byte 14 of the record: invalid start byte")
+    assert "batch_\\xff\\xfe0" in raw  # the raw bytes stay visible
+    assert "in.jsonl:2: invalid UTF-8 at byte 14" in result.output
+
+
+@pytest.mark.parametrize(("depth", "reason"), [
+    (300, "metadata cannot be stored: Recursion limit reached"),
+    (2000, "invalid JSON: depth limit exceeded"),
+])
+def test_deeply_nested_values_quarantine_one_record_not_the_night(
+    run_cli: Any, db: Path, tmp_path: Path, depth: int, reason: str
+) -> None:
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    record = orjson.dumps(batch(2)).replace(b'"metadata":{"team":"search"}', b'"metadata":' + deep)
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), record, batch(3)])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 2
+    [(line, got)] = rejects(db)
+    assert line == 2 and got.startswith(reason), got
+
+
+def test_an_oversize_record_and_an_endless_garbage_line_are_rejected_with_their_size(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    big = batch(2, metadata={"blob": "x" * (9 * 1024 * 1024)})
+    f = tmp_path / "in.jsonl"
+    with f.open("wb") as fh:
+        fh.write(orjson.dumps(batch(1)) + b"\n" + orjson.dumps(big) + b"\n" + orjson.dumps(batch(3)) + b"\n")
+        fh.write(b"garbage" * (2 * 1024 * 1024))  # 14 MB, no newline at the end
+    result = run_cli("run", "--input", f, "--db", db, "--workers", "2", "--chunk-size", "1")
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 2
+    got = query(db, "select line, reason, length(raw_text) from rejected_batches order by line")
+    assert [(line, reason) for line, reason, _ in got] == [
+        (2, f"record is {len(orjson.dumps(big)):,} bytes, over the 8 MiB limit"),
+        (4, "record is 14,680,064 bytes, over the 8 MiB limit"),
+    ]
+    assert all(length <= MAX_RAW_KEPT + 60 for _, _, length in got)
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("billing", "charged", "billing must be an object or null, got str 'charged'"),
+    ("billing", [1, 2], "billing must be an object or null, got list of 2 items"),
+    ("pricing_lines", {"dimension": "x"}, "pricing_lines must be an array or null, got dict of 1 item"),
+    ("cost_nanos", "2**64", "billing.cost_nanos must be an integer, got 1.8446744073709552e+19"),
+    ("cost_nanos", {"token": "sk-LEAKLEAKLEAK"}, "billing.cost_nanos must be an integer, got dict of 1 item"),
+    ("id", ["batch_X"], "id must be a string, got list of 1 item"),
+])
+def test_money_in_the_wrong_shape_is_rejected_never_loaded_as_unbilled(
+    run_cli: Any, db: Path, tmp_path: Path, field: str, value: Any, reason: str
+) -> None:
+    record = batch(2)
+    if field == "pricing_breakdown":
+        record["billing"]["pricing_breakdown"] = value
+    else:
+        record = batch(2, **{field: value})
+    text = orjson.dumps(record).replace(b'"2**64"', str(2**64).encode())  # beyond 64 bits
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), text])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select id from batches") == [(batch(1)["id"],)]
+    assert rejects(db) == [(2, reason)]
+    assert "LEAK" not in result.output and "LEAK" not in everything_stored(db)
+
+
+def test_nul_characters_and_odd_unicode_load_as_they_are(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, session_id="s\u0000\u202e\U0001f600", metadata={"k\u0000": "v"})])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select session_id from batches") == "s\u0000\u202e\U0001f600"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+SECRET_FIELDS: dict[str, Any] = {
+    "webhookSecret": "LEAK01", "clientSecret": "LEAK02", "signingSecret": "LEAK03",
+    "bearerToken": "LEAK04", "sessionToken": "LEAK05", "secret_key": "LEAK06",
+    "aws_secret_access_key": "LEAK07", "openai_key": "LEAK08", "signing_key": "LEAK09",
+    "credentials": {"user": "u", "password": "LEAK10"}, "bearer": ["LEAK11", "LEAK11b"],
+    "API-KEY": 987654321012, "note": "Authorization: Bearer LEAK23abc",
+    "jwt_like": "eyJhbGciOiJIUzI1NiJ9LEAK.eyJzdWIiOiIxMjM0NTY3ODkwIn0LEAK.sigLEAK",
+}  # fmt: skip
+
+
+def test_credentials_in_every_spelling_reach_no_table_view_archive_export_or_output(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    loud = batch(1, metadata=SECRET_FIELDS, apiKey="LEAK12", webhook="whsec_LEAK13",
+                 session_id="sk-LEAK15abcdef", endpoint="https://user:LEAK16@host.example/v1",
+                 polling_url="https://x.example/poll?token=LEAK17&x=1")
+    loud["pricing_lines"][0]["auth"] = "Bearer LEAK18xyz"
+    loud["pricing_lines"][1]["dimension"] = "sk-LEAK19abcdef"
+    loud["billing"]["client_secret"] = {"nested": ["LEAK24"]}
+    text = orjson.dumps(loud).decode().replace('"apiKey"', '"s\\u0065cret_\\u006bey"')  # an escaped key
+    bad_json = '{"id": "batch_BROKEN", "password": "LEAK21", "webhook": {"secret": "whsec_LEAK22'
+    bad_type = orjson.dumps(batch(3, request_counts={"total": {"secret": "LEAK25"}})).decode()
+    bad_money = orjson.dumps(batch(4, cost_nanos={"token": "sk-LEAK20abcdef"})).decode()
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join([text, bad_json, bad_type, bad_money]) + "\n")
+    result = run_cli("run", "--input", f, "--db", db, "-v", "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert scalar(db, "select count(*) from rejected_batches") == 3
+    assert scalar(db, "select cost_nanos from batches") == 300_000_000
+    assert scalar(db, "select endpoint from batches") == "https://[REDACTED]@host.example/v1"
+    assert scalar(db, "select polling_url from batches") == "https://x.example/poll?token=[REDACTED]&x=1"
+    assert json.loads(scalar(db, "select metadata from batches"))["credentials"] == "[REDACTED]"
+    exported = run_cli("export", "--db", db, "--out", tmp_path / "lake")
+    assert exported.exit_code == 0, exported.output
+    lake = duckdb.connect().execute(
+        f"select * from read_parquet('{tmp_path / 'lake'}/**/*.parquet', union_by_name = true)").fetchall()
+    shown = [result.output]
+    for name in ("focus-charges", "spend-by-session", "spend-by-model"):
+        shown.append(run_cli("query", name, "--db", db, "--format", "json").output)
+    shown.append(run_cli("sql", "select * from rejected_batches", "--db", db, "--format", "csv").output)
+    for where in (everything_stored(db), str(lake), *shown, all_files_text(tmp_path / "lake")):
+        assert "LEAK" not in where
+        assert "987654321012" not in where
+
+
+def test_a_reject_reason_never_shows_a_secret_held_in_a_value(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, created_at="sk-LEAKLEAKLEAK"),
+                                            batch(2, created_at={"token": "LEAK"})])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert rejects(db) == [
+        (1, "created_at '[REDACTED]' is not a Unix time or an ISO-8601 timestamp"),
+        (2, "created_at is not a timestamp: dict"),
+    ]
+    assert "LEAK" not in result.output and "LEAK" not in everything_stored(db)
+
+
+# --------------------------------------------------------------------------- wrong folders, wrong files
+
+
+def test_unreadable_entries_are_reported_and_the_night_is_incomplete(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    data = tmp_path / "in"
+    data.mkdir()
+    write_jsonl(data / "good.jsonl", [batch(1)])
+    (data / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")  # a broken link
+    os.mkfifo(data / "pipe.jsonl")  # reading it would hang
+    (data / "folder.json").mkdir()
+    result = run_cli("run", "--input", data, "--db", db)
+    assert result.exit_code == 3, result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    got = query(db, "select source, reason from rejected_batches order by source")
+    assert got == [
+        (str(data / "folder.json"), "cannot read: a folder with a file suffix"),
+        (str(data / "gone.jsonl"), "cannot read: No such file or directory (a broken link?)"),
+        (str(data / "pipe.jsonl"), "cannot read: a named pipe, not a regular file"),
+    ]
+    assert "unreadable  3 input(s) could not be read" in result.output
+    assert "INCOMPLETE" in result.output
+    assert query(db, "select status, unreadable_inputs from load_runs") == [("incomplete", 3)]
+
+
+def test_the_same_file_twice_or_by_two_spellings_counts_once(run_cli: Any, db: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1), b"{broken"])
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("run", "--input", f, "--input", "in.jsonl", "--input", "./in.jsonl", "--input", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "read        2 records" in result.output
+    again = run_cli("run", "--input", "./in.jsonl", "--db", db)
+    assert again.exit_code == 0, again.output
+    assert query(db, "select line, times_seen from rejected_batches") == [(2, 2)]
+
+
+@pytest.mark.parametrize("target", ["db_as_input", "jsonl_as_db", "foreign_duckdb_as_db", "folder_as_db"])
+def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
+    run_cli: Any, db: Path, tmp_path: Path, target: str
+) -> None:
+    good = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    assert run_cli("run", "--input", good, "--db", db).exit_code == 0
+    foreign = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(foreign)).execute("create table sales as select 42 as amount").close()
+    (tmp_path / "afolder").mkdir()
+    args, message = {
+        "db_as_input": (("--input", db, "--db", db),
+                        f"billing: error: {db} is not a .json, .jsonl or .ndjson file (pass batch files or folders)\n"),
+        "jsonl_as_db": (("--input", good, "--db", good), f"billing: error: {good} is not a DuckDB database ("),
+        "foreign_duckdb_as_db": (("--input", good, "--db", foreign),
+                                 f"billing: error: {foreign} is a DuckDB database but not a billing database "
+                                 "(it has tables sales); refusing to write into it\n"),
+        "folder_as_db": (("--input", good, "--db", tmp_path / "afolder"),
+                         f"billing: error: --db {tmp_path / 'afolder'} is a folder, not a database file\n"),
+    }[target]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    result = run_cli("run", *args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(message)
+    assert result.output.count("\n") == 1
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_export_never_deletes_what_it_does_not_own(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out in (tmp_path, db.parent, Path(".")):
+        result = run_cli("export", "--db", db, "--out", out)
+        assert result.exit_code == 2, result.output
+        assert "is not empty and is not an earlier billing export" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and precious.read_text() == "mine"
+    lake = tmp_path / "lake"
+    assert run_cli("export", "--db", db, "--out", lake).exit_code == 0
+    assert run_cli("export", "--db", db, "--out", lake).exit_code == 0  # its own earlier export: replaced
+    (lake / "mine.csv").write_text("a,b")
+    refused = run_cli("export", "--db", db, "--out", lake)
+    assert refused.exit_code == 2
+    assert "also holds mine.csv, which the export did not write" in refused.output
+    assert (lake / "mine.csv").read_text() == "a,b"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_sample_refuses_a_folder_holding_other_files(run_cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    result = run_cli("sample", "--out", tmp_path, "--batches", "5")
+    assert result.exit_code == 2
+    assert "holds files that are not the sample's (keep.txt)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_many_small_files_are_packed_into_few_chunks(tmp_path: Path) -> None:
+    for i in range(1, 1001):
+        (tmp_path / f"b{i:04d}.json").write_bytes(orjson.dumps(batch(i)))
+    chunks = list(read_chunks(find_inputs([tmp_path]).paths, 10_000))
+    assert [len(c) for c in chunks] == [1000]  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- billing sql, odd options
+
+
+@pytest.mark.parametrize("statement", [
+    "copy batches to '{tmp}/out.csv'",
+    "export database '{tmp}/dump'",
+    "attach '{tmp}/other.duckdb' as o (read_only false)",
+    "attach '{tmp}/link.duckdb' as l (read_only false)",
+    "select * from read_csv('/etc/passwd')",
+    "select * from read_text('/etc/hostname')",
+    "select * from glob('/root/*')",
+    "select * from read_json_auto('{tmp}/in.jsonl')",
+    "set enable_external_access = true",
+    "install httpfs",
+    "load httpfs",
+    "pragma database_list",
+    "create table t as select 1",
+    "delete from batches",
+    "select 1; delete from batches",
+    "checkpoint",
+    "detach billing",
+])
+def test_billing_sql_cannot_write_or_read_anything_but_the_database(
+    run_cli: Any, db: Path, tmp_path: Path, statement: str
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    assert run_cli("run", "--input", src, "--db", db).exit_code == 0
+    os.link(db, tmp_path / "link.duckdb")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = run_cli("sql", statement.format(tmp=tmp_path), "--db", db)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("billing: error: ") and result.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert scalar(db, "select count(*) from batches") == 1
+
+
+def test_odd_option_values_get_one_line_not_a_traceback(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    empty = run_cli("sql", "", "--db", db)
+    assert (empty.exit_code, empty.output) == (2, "billing: error: no SQL given: pass one query (e.g. select count(*) from batches)\n")
+    huge = run_cli("query", "spend-by-provider", "--db", db, "--limit", "99999999999999999999")
+    assert huge.exit_code == 2 and "Traceback" not in huge.output
+    assert "99999999999999999999 is not in the range 1<=x<=1000000000" in huge.output
+    runs = run_cli("runs", "--db", db, "--limit", "-1")
+    assert runs.exit_code == 2 and "Traceback" not in runs.output
+
+
+def test_a_malformed_replay_line_is_quarantined(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive.jsonl"
+    archive.write_bytes(b"\n".join([
+        orjson.dumps({"batch_id": "b1", "body": orjson.dumps(batch(1)).decode()}),
+        orjson.dumps({"batch_id": "b2", "body": 5}),
+        b"not json at all",
+        orjson.dumps({"batch_id": "b3", "body": '{"id": "batch_3", "password": "LEAK'}),
+        orjson.dumps([1, 2]),
+    ]) + b"\n")
+    result = run_cli("run", "--replay", archive, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert [r[1] for r in rejects(db)] == [
+        "archive line is not a response envelope", "archive line is not a response envelope",
+        "response body is not JSON: unexpected end of data: line 1 column 36 (char 35)",
+        "archive line is not a response envelope",
+    ]
+    assert "LEAK" not in everything_stored(db)
+
+
+# --------------------------------------------------------------------------- Ctrl-C and kill -9
+
+
+def _start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
+    big = tmp_path / "big.jsonl"
+    write_sample_jsonl(big, iter_batches(30_000, seed=3))
+    proc = subprocess.Popen(
+        billing("run", "--input", big, "--db", db, "--chunk-size", "1000", "--workers", "2", "-v",
+                "--log-format", "json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if json.loads(line).get("chunk") == 3:  # three chunks staged, more to come
+            return proc
+    raise AssertionError("the run never reached chunk 3")
+
+
+def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "first.jsonl", [batch(1)])
+    subprocess.run(billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True)
+    before = query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches")
+    proc = _start_big_run(tmp_path, db)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if not line.startswith("{")]  # json debug logs aside
+    assert lines == ["billing: error: interrupted; nothing was committed"]
+    assert "Traceback" not in err and out == ""
+    assert (query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work or lock file left
+
+
+def test_kill_9_on_a_first_run_leaves_no_half_made_database(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    proc = _start_big_run(tmp_path, db)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    psutil.wait_procs(workers, timeout=15)
+    assert not db.exists()
+    missing = run_cli("query", "spend-by-provider", "--db", db)
+    assert (missing.exit_code, missing.output) == (2, f"billing: error: database not found: {db} (run `billing run` first)\n")
+    done = run_cli("run", "--input", write_jsonl(tmp_path / "one.jsonl", [batch(1)]), "--db", db)
+    assert done.exit_code == 0, done.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".work")]  # the leftover is cleaned
+
+
+# --------------------------------------------------------------------------- the gateway misbehaving
+
+
+def ids_file(tmp_path: Path, ids: list[str]) -> Path:
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(ids) + "\n")
+    return path
+
+
+def api_run(run_cli: Any, gw: Gateway, db: Path, *args: Any, env: dict[str, str] = ENV) -> Any:
+    return run_cli("run", "--base-url", gw.url, "--db", db, "--timeout", "0.5", "--retries", "1", *args, env=env)
+
+
+def no_token_anywhere(result: Any, tmp_path: Path) -> None:
+    assert TOKEN not in result.output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
+def test_a_body_echoing_the_token_is_never_printed_or_stored(run_cli: Any, db: Path, tmp_path: Path, status: int) -> None:
+    echo = Reply(status, {"error": "bad", "reason": f"token {TOKEN} / Bearer {TOKEN}", "auth": TOKEN})
+    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ECHO": [echo, echo]})
+    if status == 401:
+        gw = Gateway(everything=echo)
+    with serve(gw):
+        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ECHO"]), "-v")
+    assert result.exit_code == (1 if status == 401 else 3), result.output
+    no_token_anywhere(result, tmp_path)
+    if status != 401:
+        assert "SUPERSECRET" not in everything_stored(db)
+        assert query(db, "select batch_id, http_status from fetch_errors") == [("batch_ECHO", status)]
+
+
+def test_a_token_with_a_newline_and_credentials_in_the_base_url_are_refused_unprinted(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    ids = ids_file(tmp_path, ["batch_X"])
+    newline = run_cli("run", "--ids-file", ids, "--db", db, env={"PHASEO_API_KEY": "tokPARTONE\ntokPARTTWO"})
+    assert newline.exit_code == 2
+    assert newline.output == ("billing: error: PHASEO_API_KEY holds spaces, line breaks or control characters "
+                              "(a stray newline from a file?); fix the variable, the token was not used\n")
+    userinfo = run_cli("run", "--ids-file", ids, "--db", db, "--base-url", "https://bob:PWLEAK@api.example/v1", env=ENV)
+    assert userinfo.exit_code == 2
+    assert userinfo.output == ("billing: error: base URL must not hold credentials (user:password@): "
+                               "the token goes in PHASEO_API_KEY\n")
+    query_key = run_cli("run", "--ids-file", ids, "--db", db, "--base-url", "https://api.example/v1?api_key=QLEAK", env=ENV)
+    assert query_key.exit_code == 2 and "QLEAK" not in query_key.output
+    assert not db.exists()
+
+
+def _endless(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    chunk = b" " * 65536
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # bounded: stops by itself
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+
+def _drip(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100")
+    handler.end_headers()
+    for _ in range(40):  # a byte every 0.1 s: each read is quick, the whole never is
+        handler.wfile.write(b" ")
+        handler.wfile.flush()
+        time.sleep(0.1)
+
+
+_BOMB: list[bytes] = []
+
+
+def _bomb_body() -> bytes:
+    """300 MB of zeros, gzipped to about 300 KB (made once, before the server answers)."""
+    if not _BOMB:
+        comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+        _BOMB.append(b"".join(comp.compress(b"\0" * 1024 * 1024) for _ in range(300)) + comp.flush())
+    return _BOMB[0]
+
+
+def _bomb(handler: BaseHTTPRequestHandler) -> None:
+    body = _bomb_body()
+    handler.send_response(200)
+    handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize(("reply", "kind", "reason"), [
+    (Reply(raw=_endless), "too_large", "response body over the 8 MiB limit"),
+    (Reply(raw=_bomb), "too_large", "response body over the 8 MiB limit"),
+    (Reply(raw=_drip), "failed", "gave up after 2 attempts: no whole response within 0.5 s"),
+])
+def test_bodies_that_never_end_drip_or_explode_are_bounded_and_recorded(
+    run_cli: Any, db: Path, tmp_path: Path, reply: Reply, kind: str, reason: str
+) -> None:
+    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_EVIL": [reply, reply]})
+    _bomb_body()
+    rss = psutil.Process().memory_info().rss
+    started = time.monotonic()
+    with serve(gw):
+        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_EVIL"]))
+    assert time.monotonic() - started < 15
+    assert psutil.Process().memory_info().rss - rss < 200 * 1024 * 1024
+    assert result.exit_code == 3, result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert query(db, "select batch_id, kind, reason from fetch_errors") == [("batch_EVIL", kind, reason)]
+    assert f"batch_EVIL: {reason}" in result.output
+
+
+@pytest.mark.parametrize(("reply", "kind", "reason"), [
+    (Reply(200, batch(2)), "wrong_body",
+     "the gateway answered with batch 'batch_00000000000000000000000002' instead of 'batch_00000000000000000000000001'"),
+    (Reply(200, {"error": {"type": "invalid_request_error", "message": "provider said no"}}), "wrong_body",
+     "the gateway answered 200 with an error body (invalid_request_error)"),
+    (Reply(301, "", {"Location": "https://elsewhere.example/v1/batches/x"}), "http_error",
+     "HTTP 301 redirect to 'https://elsewhere.example/v1/batches/x' (not followed; check --base-url)"),
+    (Reply(400, {"error": "bad_request", "reason": "nope"}), "http_error", "HTTP 400: bad_request: nope"),
+    (Reply(503, "down"), "failed", "gave up after 2 attempts: HTTP 503"),
+])
+def test_an_id_not_fetched_is_recorded_counted_exit_3_and_refetched_next_night(
+    run_cli: Any, db: Path, tmp_path: Path, reply: Reply, kind: str, reason: str
+) -> None:
+    wanted = batch(1)
+    attempts = 2 if reply.status >= 500 else 1  # --retries 1: a transient answer is asked twice
+    gw = Gateway(batches={wanted["id"]: wanted}, scripts={f"/v1/batches/{wanted['id']}": [reply] * attempts})
+    with serve(gw):
+        first = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [wanted["id"]]))
+        assert first.exit_code == 3, first.output
+        assert scalar(db, "select count(*) from batches") == 0  # nothing else loaded in its place
+        assert query(db, "select batch_id, kind, reason from fetch_errors") == [(wanted["id"], kind, reason)]
+        assert query(db, "select status, not_fetched from load_runs") == [("incomplete", 1)]
+        assert "not fetched 1 batch(es) asked for" in first.output
+        second = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, []))  # the id is not asked again
+    assert second.exit_code == 0, second.output
+    assert query(db, "select id, cost_nanos from batches") == [(wanted["id"], 300_000_000)]
+
+
+def test_ids_are_validated_and_url_encoded(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    gw = Gateway(batches={batch(1)["id"]: batch(1)})
+    with serve(gw):
+        result = api_run(run_cli, gw, db, "--ids-file",
+                         ids_file(tmp_path, [batch(1)["id"], "../../admin", "..", "a/b", "x?y=1", "batch:ok.1"]))
+    assert result.exit_code == 3, result.output
+    paths = [p for p, _ in gw.requests]
+    assert sorted(paths) == sorted([f"/v1/batches/{batch(1)['id']}", "/v1/batches/batch%3Aok.1"])
+    assert query(db, "select batch_id, kind from fetch_errors order by 1") == [
+        ("..", "invalid_id"), ("../../admin", "invalid_id"), ("a/b", "invalid_id"),
+        ("batch:ok.1", "not_found"), ("x?y=1", "invalid_id")]
