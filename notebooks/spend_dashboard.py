@@ -25,13 +25,19 @@ def _():
         not db_path.exists(),
         mo.md(f"**No database at `{db_path}`.** Run `make demo` (or `billing run`) first."),
     )
-    con = duckdb.connect(str(db_path), read_only=True)
-    con.execute("set TimeZone = 'UTC'")
 
     def frame(sql):
         """A view as a polars frame. Dollars are DECIMAL(38,9); charts get a float copy
-        (``cost_usd_plot``) for drawing only, never for totals."""
-        return con.sql(sql).pl()
+        (``cost_usd_plot``) for drawing only, never for totals.
+
+        One short read-only connection per query: an open dashboard never holds the file,
+        and each refresh reads the snapshot the nightly job last published."""
+        con = duckdb.connect(str(db_path), read_only=True)
+        try:
+            con.execute("set TimeZone = 'UTC'")
+            return con.sql(sql).pl()
+        finally:
+            con.close()
 
     return alt, db_path, frame, mo
 

@@ -443,7 +443,7 @@ def publish(store: Store, work: Path, run_id: str, keep_snapshots: int) -> None:
     except OSError as exc:
         log.warning("could not keep a snapshot of run %s: %s", run_id, exc)
         return
-    kept = sorted(store.snapshots.glob("*.duckdb"))
+    kept = sorted(store.snapshots.glob("*.duckdb"), key=lambda p: (p.stat().st_mtime_ns, p.name))
     for old in kept[:-keep_snapshots]:
         old.unlink(missing_ok=True)
 

@@ -91,3 +91,27 @@ def test_notebook_exports_to_html_with_four_charts(sample_db: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert "Failed" not in proc.stderr
     assert out.read_text().count("vega-lite/v") >= 4
+
+
+def test_an_open_notebook_never_blocks_the_nightly_run_and_shows_it_next_refresh(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    pytest.importorskip("marimo")
+    from tests.conftest import batch, write_jsonl
+
+    db = tmp_path / "billing.duckdb"
+    first = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--db", str(db), "-q"],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    monkeypatch.setenv("BILLING_DB", str(db))
+    monkeypatch.syspath_prepend(str(REPO / "notebooks"))
+    from spend_dashboard import app
+
+    _, defs = app.run()  # the dashboard is open (its module and app stay alive)
+    assert defs["totals"]["cost_nanos"] == 690_661_169_561
+    extra = write_jsonl(tmp_path / "extra.jsonl", [batch(999, cost_nanos=1)])
+    run = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(extra), "--db", str(db), "-q"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    _, defs = app.run()  # a refresh reads the newly published snapshot
+    assert defs["totals"]["cost_nanos"] == 690_661_169_562

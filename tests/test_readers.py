@@ -1,0 +1,154 @@
+"""The nightly job and its readers share one database path without blocking each other:
+the job publishes immutable snapshots with an atomic rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import batch, query, scalar, write_jsonl
+
+
+def billing(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
+
+
+HOLD = """
+import duckdb, sys
+con = duckdb.connect(sys.argv[1], read_only=True)
+q = "select count(*), sum(cost_nanos) from batches"
+print(*con.execute(q).fetchone(), flush=True)
+sys.stdin.readline()
+print(*con.execute(q).fetchone(), flush=True)
+"""
+
+
+def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: Path, tmp_path: Path) -> None:
+    one = write_jsonl(tmp_path / "one.jsonl", [batch(1)])
+    two = write_jsonl(tmp_path / "two.jsonl", [batch(2, cost_nanos=5)])
+    subprocess.run(billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True)
+    python = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    cli = shutil.which("duckdb") or str(Path(sys.executable).parent / "duckdb")
+    duck = subprocess.Popen([cli, "-readonly", "-csv", "-noheader", str(db)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True) if Path(cli).exists() else None
+    try:
+        assert python.stdout is not None and python.stdin is not None
+        assert python.stdout.readline() == "1 300000000\n"
+        if duck is not None:
+            assert duck.stdin is not None and duck.stdout is not None
+            duck.stdin.write("select count(*) from batches;\n")
+            duck.stdin.flush()
+            assert duck.stdout.readline() == "1\n"
+        run = subprocess.run(billing("run", "--input", two, "--db", db, "-q"), capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        # a reader that opens now sees the new totals
+        assert query(db, "select count(*), sum(cost_nanos) from batches") == [(2, 300_000_005)]
+        # the open readers still see the snapshot they opened, unchanged under them
+        python.stdin.write("\n")
+        python.stdin.flush()
+        assert python.stdout.readline() == "1 300000000\n"
+        if duck is not None:
+            assert duck.stdin is not None and duck.stdout is not None
+            duck.stdin.write("select count(*) from batches;\n")
+            duck.stdin.flush()
+            assert duck.stdout.readline() == "1\n"
+    finally:
+        python.kill()
+        if duck is not None:
+            duck.kill()
+
+
+def test_billing_query_never_waits_for_a_run(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+         " WriterLock(Store(Path(sys.argv[1])), 'RUN-B', 0); print('held', flush=True); time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run_cli("query", "spend-by-session", "--db", db, "--format", "csv")
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[1].startswith("sess_a,openai,1,1,300000000,0.300000000,")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+CRASH = """
+import os, shutil, signal, sys
+import pipeline.load as load
+where = sys.argv[1]
+real_replace, real_copy = os.replace, shutil.copyfile
+
+def replace(src, dst):
+    if where == "before-rename":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+    if where == "after-rename":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def copy(src, dst):
+    real_copy(src, dst)
+    if where == "after-copy":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+load.os.replace = replace
+load.shutil.copyfile = copy
+from pipeline.cli import main
+sys.argv = ["billing", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(("where", "expected", "runs"), [
+    ("after-copy", [(1, 300_000_000)], 1),
+    ("before-rename", [(1, 300_000_000)], 1),
+    ("after-rename", [(2, 300_000_005)], 2),
+])
+def test_kill_9_at_any_moment_of_publishing_leaves_a_complete_state(
+    db: Path, tmp_path: Path, where: str, expected: list[tuple[int, int]], runs: int
+) -> None:
+    one = write_jsonl(tmp_path / "one.jsonl", [batch(1)])
+    two = write_jsonl(tmp_path / "two.jsonl", [batch(2, cost_nanos=5)])
+    subprocess.run(billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", CRASH, where, "run", "--input", str(two), "--db", str(db), "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == expected
+    assert scalar(db, "select count(*) from load_runs") == runs
+    again = subprocess.run(billing("run", "--input", two, "--db", db, "-q"), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == [(2, 300_000_005)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_snapshots_are_kept_pruned_and_readable(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    for n in range(1, 5):
+        f = write_jsonl(tmp_path / f"in{n}.jsonl", [batch(n, cost_nanos=n)])
+        assert run_cli("run", "--input", f, "--db", db, "--keep-snapshots", "2").exit_code == 0
+    runs = [r[0] for r in query(db, "select run_id from load_runs order by started_at")]
+    kept = sorted((tmp_path / "snapshots" / "billing").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.name for p in kept] == [f"{runs[2]}.duckdb", f"{runs[3]}.duckdb"]
+    assert [scalar(p, "select sum(cost_nanos) from batches") for p in kept] == [6, 10]
+    assert os.stat(kept[-1]).st_ino == os.stat(db).st_ino  # the newest shares the published file
+    f = write_jsonl(tmp_path / "in5.jsonl", [batch(5, cost_nanos=5)])
+    assert run_cli("run", "--input", f, "--db", db, "--keep-snapshots", "0").exit_code == 0
+    assert len(list((tmp_path / "snapshots" / "billing").iterdir())) == 2  # 0 keeps no new one
+
+
+def test_a_stray_write_ahead_log_beside_the_published_file_is_moved_aside(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    assert run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    Path(f"{db}.wal").write_bytes(b"not ours")
+    result = run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [batch(2)]), "--db", db)
+    assert result.exit_code == 0, result.output
+    assert not Path(f"{db}.wal").exists()
+    assert [p.read_bytes() for p in (tmp_path / "snapshots" / "billing").glob("orphaned-*.wal")] == [b"not ours"]
+    assert scalar(db, "select count(*) from batches") == 2
