@@ -108,20 +108,22 @@ def _(alt, frame):
 @app.cell
 def _(alt, frame):
     models = frame(
-        "select model, dimension, sum(cost_nanos) as cost_nanos,"
+        "select model, attribution, sum(cost_nanos) as cost_nanos,"
         " (cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001)::double as cost_usd_plot"
         " from spend_by_model group by all order by cost_nanos desc"
     )
     model_mix = (
-        alt.Chart(models.select("model", "dimension", "cost_usd_plot"))
+        alt.Chart(models.select("model", "attribution", "cost_usd_plot"))
         .mark_bar()
         .encode(
             x=alt.X("sum(cost_usd_plot):Q", title="spend (USD)"),
             y=alt.Y("model:N", sort="-x"),
-            color=alt.Color("dimension:N"),
-            tooltip=["model:N", "dimension:N", "cost_usd_plot:Q"],
+            color=alt.Color("attribution:N"),
+            tooltip=["model:N", "attribution:N", "cost_usd_plot:Q"],
         )
-        .properties(title="Model mix (by pricing dimension)", width=640, height=220)
+        .properties(
+            title="Model mix (request rows where the gateway gave them)", width=640, height=220
+        )
     )
     model_mix
     return model_mix, models

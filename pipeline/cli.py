@@ -355,6 +355,8 @@ QUERY_DATES = {
     "spend_by_provider": "day",
     "spend_by_session": "last_activity_at",
     "spend_by_model": "day",
+    "spend_by_dimension": "day",
+    "spend_by_request_status": "day",
     "batch_outcomes": "day",
     "billing_reconciliation": None,
     "focus_charges": "ChargePeriodStart",

@@ -116,35 +116,84 @@ create table if not exists load_runs (
     reconciliation_issues bigint, new_fields varchar[]
 );
 create table if not exists pipeline_meta (key varchar, value varchar);
+create table if not exists batch_requests (
+    batch_id varchar not null, request_id varchar not null, custom_id varchar,
+    request_index bigint, provider varchar, model varchar, method varchar, endpoint varchar,
+    status varchar, response_status bigint, cost_nanos bigint, cost_usd double,
+    input_tokens bigint, output_tokens bigint, total_tokens bigint,
+    usage json, error json, meta json,
+    created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
+    run_id varchar, loaded_at timestamptz
+);
+create table if not exists request_fetches (
+    batch_id varchar not null, cost_nanos bigint, rows bigint, run_id varchar,
+    fetched_at timestamptz
+);
+alter table batches add column if not exists lifecycle_group varchar;
+alter table batches add column if not exists billing_reason_base varchar;
+alter table batches add column if not exists billing_reason_detail varchar;
+alter table batches add column if not exists usage_requests bigint;
+alter table batches add column if not exists usage_input_tokens bigint;
+alter table batches add column if not exists usage_output_tokens bigint;
+alter table batches add column if not exists usage_total_tokens bigint;
+alter table batches add column if not exists usage_cost_nanos bigint;
+alter table batches add column if not exists usage_cost_usd double;
+alter table batches add column if not exists usage_currency varchar;
+alter table batches add column if not exists captured boolean;
+alter table batches add column if not exists captured_at timestamptz;
+alter table batches add column if not exists capture_reason varchar;
 alter table rejected_batches add column if not exists source_file varchar;
 alter table fetch_errors add column if not exists kind varchar;
 alter table load_runs add column if not exists not_fetched bigint;
+alter table load_runs add column if not exists batches_reread bigint;
 alter table load_runs add column if not exists unreadable_inputs bigint;
 """
 
 STAGE_DDL = """
 create or replace temp table stage_batches as
-    select * exclude (first_run_id, run_id, loaded_at), 0::bigint as _seq from batches limit 0;
+    select * exclude (first_run_id, run_id, loaded_at, captured, captured_at, capture_reason),
+        0::bigint as _seq
+    from batches limit 0;
 create or replace temp table stage_lines as
     select * exclude (run_id), 0::bigint as _seq from pricing_lines limit 0;
+create or replace temp table stage_requests as
+    select * exclude (run_id, loaded_at), 0::bigint as _seq from batch_requests limit 0;
+create or replace temp table stage_request_sets (batch_id varchar);
 create or replace temp table stage_rejects (
     source varchar, line integer, batch_id varchar, reason varchar, raw_text varchar,
     source_file varchar
 );
 """
 
-# Snapshot order: a final snapshot beats a non-final one, then the later billing
-# finalisation, then the later lifecycle event, then the further status. Ties go to the
-# snapshot read later, so a restatement with the same timestamps still replaces.
+# Every GET of a finished batch re-runs the gateway's finalization: the first answers
+# charged=true ("charged:captured"), every later one charged=false, "already_billed", a
+# new finalized_at and the same money. Such a re-read is not a change: the capture (its
+# reason and time) is kept, nothing is rewritten and no history is written. A change of
+# cost_nanos is a restatement (history with its delta).
+#
+# Snapshot order: a final snapshot beats a non-final one, then a capture beats a re-read
+# of the same money, then the later billing finalisation, then the later lifecycle event,
+# then the further status. Ties go to the snapshot read later, so a restatement with the
+# same timestamps still replaces.
 MERGE_SQL = """
+create or replace temp table captures as
+    select id,
+        arg_min(cost_nanos, _seq) as capture_cost,
+        arg_min(billing_finalized_at, _seq) as captured_at,
+        arg_min(billing_reason, _seq) as capture_reason
+    from stage_batches where charged group by id;
+
 create or replace temp table winners as
     select id, _seq from (
-        select id, _seq, row_number() over (
-            partition by id
-            order by is_final desc, billing_finalized_at desc nulls last,
-                     last_event_at desc nulls last, status_rank desc, _seq desc
+        select s.id, s._seq, row_number() over (
+            partition by s.id
+            order by s.is_final desc,
+                     coalesce(s.billing_reason_base = 'already_billed'
+                              and s.cost_nanos is not distinct from c.capture_cost, false) asc,
+                     s.billing_finalized_at desc nulls last,
+                     s.last_event_at desc nulls last, s.status_rank desc, s._seq desc
         ) as _rn
-        from stage_batches
+        from stage_batches s left join captures c on c.id = s.id
     ) where _rn = 1;
 
 create or replace temp table incoming as
@@ -154,6 +203,8 @@ create or replace temp table decisions as
     select i.id, i._seq,
         case
             when e.id is null then 'new'
+            when i.billing_reason_base = 'already_billed' and e.is_final
+                 and i.cost_nanos is not distinct from e.cost_nanos then 'reread'
             when (i.is_final::int, coalesce(i.billing_finalized_at, 'epoch'::timestamptz),
                   coalesce(i.last_event_at, 'epoch'::timestamptz), i.status_rank)
                < (e.is_final::int, coalesce(e.billing_finalized_at, 'epoch'::timestamptz),
@@ -164,6 +215,11 @@ create or replace temp table decisions as
         e.cost_nanos as previous_cost_nanos,
         e.billing_finalized_at as previous_billing_finalized_at,
         e.first_run_id as previous_first_run_id,
+        coalesce(e.captured, false) or c.id is not null or coalesce(i.charged, false) as captured,
+        coalesce(e.captured_at, c.captured_at,
+                 case when i.charged then i.billing_finalized_at end) as captured_at,
+        coalesce(e.capture_reason, c.capture_reason,
+                 case when i.charged then i.billing_reason end) as capture_reason,
         (e.id is null
          or i.cost_nanos is distinct from e.cost_nanos
          or i.billing_finalized_at is distinct from e.billing_finalized_at
@@ -171,7 +227,7 @@ create or replace temp table decisions as
          or i.charged is distinct from e.charged
          or i.billing_reason is distinct from e.billing_reason
          or i.status is distinct from e.status) as billing_changed
-    from incoming i left join batches e on e.id = i.id;
+    from incoming i left join batches e on e.id = i.id left join captures c on c.id = i.id;
 
 insert into batch_history
     select i.id, $run_id, $now,
@@ -198,7 +254,8 @@ delete from batches
 insert into batches by name
     select i.* exclude (_seq),
         coalesce(d.previous_first_run_id, $run_id) as first_run_id,
-        $run_id as run_id, $now as loaded_at
+        $run_id as run_id, $now as loaded_at,
+        d.captured, d.captured_at, d.capture_reason
     from incoming i join decisions d on d.id = i.id
     where d.action in ('new', 'updated');
 
@@ -206,6 +263,21 @@ insert into pricing_lines by name
     select l.* exclude (_seq), $run_id as run_id
     from stage_lines l join decisions d on d.id = l.batch_id and d._seq = l._seq
     where d.action in ('new', 'updated');
+"""
+
+# Request rows come as a batch's whole set (a batch object's "requests", a saved list, an
+# API fetch of every page): a set replaces that batch's rows; within a run the latest
+# read of a (batch_id, request_id) wins.
+REQUESTS_SQL = """
+delete from batch_requests where batch_id in (select batch_id from stage_request_sets);
+
+insert into batch_requests by name
+    select * exclude (_seq, _rn), $run_id as run_id, $now as loaded_at
+    from (
+        select *, row_number() over (
+            partition by batch_id, request_id order by _seq desc) as _rn
+        from stage_requests
+    ) where _rn = 1
 """
 
 # A record quarantined again by a rerun is not a new reject: same file (however its path
@@ -453,6 +525,7 @@ class MergeStats:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    reread: int = 0  # a GET of a captured bill: same money, not a change
     stale: int = 0
     incoming: int = 0
     staged: int = 0
@@ -466,7 +539,7 @@ class MergeStats:
 
     @property
     def loaded(self) -> int:
-        return self.new + self.updated + self.unchanged
+        return self.new + self.updated + self.unchanged + self.reread
 
     @property
     def duplicates(self) -> int:
@@ -544,6 +617,41 @@ class Loader:
         self.con.execute("insert into stage_lines by name select * from ln")
         self.staged_lines += lines.height
 
+    def stage_requests(self, requests: pl.DataFrame | None, sets: Sequence[str]) -> None:
+        """Append request rows, and the batches whose whole set of rows they are."""
+        if sets:
+            self.con.executemany(
+                "insert into stage_request_sets values ($1)", [(b,) for b in sets]
+            )
+        if requests is not None and requests.height:
+            r = requests.drop("_rec", strict=False)  # noqa: F841 - referenced by name in SQL
+            self.con.execute("insert into stage_requests by name select * from r")
+
+    def record_request_fetches(self, rows: Sequence[tuple[str, int | None, int]]) -> None:
+        """(batch_id, cost_nanos at fetch time, rows) for request sets fetched from the API."""
+        if rows:
+            self.con.executemany(
+                "delete from request_fetches where batch_id = $1", [(r[0],) for r in rows]
+            )
+            self.con.executemany(
+                "insert into request_fetches values ($1, $2, $3, $4, $5)",
+                [(*r, self.run_id, self.now) for r in rows],
+            )
+
+    def request_fetch_needed(self) -> dict[str, int | None]:
+        """Final batches whose request rows were never fetched, or fetched for another
+        cost (restated): batch id -> current cost."""
+        rows = self.con.execute(
+            "select b.id, b.cost_nanos from batches b left join request_fetches f"
+            " on f.batch_id = b.id where b.is_final and b.source like '%archive%'"
+            " and (f.batch_id is null or f.cost_nanos is distinct from b.cost_nanos)"
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def known_request_fetches(self) -> dict[str, int | None]:
+        rows = self.con.execute("select batch_id, cost_nanos from request_fetches").fetchall()
+        return {r[0]: r[1] for r in rows}
+
     def reject(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Quarantine (source, line, batch_id, reason, raw_text, source_file) rows."""
         if not rows:
@@ -569,6 +677,7 @@ class Loader:
         con, params = self.con, {"run_id": self.run_id, "now": self.now}
         stats = MergeStats(total_before=self.total_cost_nanos())
         run_script(con, MERGE_SQL, params)
+        run_script(con, REQUESTS_SQL, params)
         run_script(con, REJECTS_SQL, params)
         for action, n, cost in con.execute(
             "select d.action, count(*), coalesce(sum(i.cost_nanos), 0)"
@@ -601,6 +710,8 @@ class Loader:
             return []
         known = {r[0] for r in self.con.execute("select field from schema_drift").fetchall()}
         new = sorted(set(self._drift) - known)
+        if not new:
+            return []
         self.con.executemany(
             "insert into schema_drift values ($1, $2, $3, $4, $5)",
             [(f, self._drift[f][0], self.run_id, self.now, self._drift[f][1]) for f in new],

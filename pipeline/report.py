@@ -39,6 +39,10 @@ def run_summary(result: RunResult, db: str) -> str:
         f"{s.unchanged:,} unchanged), {s.lines_loaded:,} pricing lines "
         f"({s.lines_written:,} written)",
     ]
+    if s.reread:
+        lines.append(
+            f"  re-read     {s.reread:,} captured bills read again (same money: not a change)"
+        )
     if s.duplicates:
         lines.append(
             f"  duplicates  {s.duplicates:,} repeated batch ids in the input, counted once"

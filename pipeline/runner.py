@@ -193,6 +193,7 @@ def execute(
         for n, out in enumerate(outputs, start=1):
             if out.batches is not None and out.lines is not None:
                 ldr.stage(out.batches, out.lines)
+            ldr.stage_requests(out.requests, list(out.request_sets))
             ldr.reject(out.rejects)
             ldr.note_drift(out.drift)
             result.records_read += out.records
@@ -239,6 +240,7 @@ def execute(
                 "batches_new": s.new,
                 "batches_updated": s.updated,
                 "batches_unchanged": s.unchanged,
+                "batches_reread": s.reread,
                 "batches_stale": s.stale,
                 "duplicates_in_input": s.duplicates,
                 "lines_loaded": s.lines_loaded,

@@ -172,11 +172,122 @@ def make_batch(
                 "total_requests": total,
             },
         }
+    if "billing" in obj:
+        obj["usage"] = _usage(obj, lines)
     if iso_times:
         for key, value in list(obj.items()):
             if key.endswith("_at") and isinstance(value, int):
                 obj[key] = datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
     return obj
+
+
+def _usage(obj: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gateway's usage object after pricing (its own random stream: the rest of the
+    batch stays byte for byte what it was)."""
+    tokens = {line["dimension"]: int(line.get("quantity", 0)) for line in lines}
+    inp = tokens.get("input_text_tokens", 0) + tokens.get("cached_read_text_tokens", 0)
+    out = tokens.get("output_text_tokens", 0)
+    cost = obj["billing"]["cost_nanos"]
+    return {
+        "requests": obj["request_counts"]["completed"],
+        "input_tokens": inp,
+        "output_tokens": out,
+        "total_tokens": inp + out,
+        "cost_nanos": cost,
+        "cost_usd": cost / 1e9,
+        "currency": "USD",
+    }
+
+
+def _request_rows(obj: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
+    """Per-request rows (GET /batches/{id}/requests) whose costs add up to the bill."""
+    provider = obj["provider"]
+    models = [m for m, _, _ in PRICE_CARD[provider]]
+    done, failed = obj["request_counts"]["completed"], obj["request_counts"]["failed"]
+    cost = obj["billing"]["cost_nanos"]
+    shares = [rng.randint(1, 100) for _ in range(done)]
+    costs = [cost * s // sum(shares) for s in shares]
+    costs[-1] += cost - sum(costs)
+    created = datetime.fromtimestamp(obj["created_at"], UTC).isoformat().replace("+00:00", "Z")
+    rows = []
+    for i in range(done + failed):
+        ok = i < done
+        rows.append(
+            {
+                "id": f"breq_{obj['id'][6:]}_{i:04d}",
+                "custom_id": f"task-{i}",
+                "request_index": i,
+                "provider": provider,
+                "native_batch_id": None,
+                "method": "POST",
+                "endpoint": obj["endpoint"],
+                "model": rng.choice(models),
+                "status": "completed" if ok else "failed",
+                "request_body_hash": None,
+                "response_status": 200 if ok else 400,
+                "response_body": None,
+                "error_body": None if ok else {"error": {"message": "invalid request"}},
+                "usage": {
+                    "input_tokens": rng.randint(100, 3000),
+                    "output_tokens": rng.randint(10, 900),
+                }
+                if ok
+                else None,
+                "cost_nanos": costs[i] if ok else 0,
+                "cost_usd": costs[i] / 1e9 if ok else 0,
+                "meta": None,
+                "created_at": created,
+                "updated_at": created,
+                "completed_at": created if ok else None,
+            }
+        )
+    return rows
+
+
+def gateway_snapshots(objs: list[dict[str, Any]], seed: int = 11) -> list[dict[str, Any]]:
+    """What the real gateway adds (docs/gateway-api.md): a second GET of finished batches
+    (charged=false, "already_billed", a new finalized_at, the same money), some carrying
+    their request rows; the gateway's own statuses; an unmapped provider status."""
+    rng = random.Random(seed)
+    billed = [o for o in objs if (o.get("billing") or {}).get("charged")]
+    out: list[dict[str, Any]] = []
+    small = sorted(billed, key=lambda o: (sum(o["request_counts"].values()), o["id"]))
+    for i, obj in enumerate(rng.sample(billed, min(12, len(billed)))):
+        again = orjson.loads(orjson.dumps(obj))
+        again["billing"].update(charged=False, reason="already_billed")
+        again["billing"]["finalized_at"] = f"2026-11-28T02:15:0{i % 10}Z"
+        out.append(again)
+    for obj in small[:6]:
+        again = orjson.loads(orjson.dumps(obj))
+        again["billing"].update(
+            charged=False, reason="already_billed", finalized_at="2026-11-28T02:15:30Z"
+        )
+        again["requests"] = _request_rows(obj, rng)
+        out.append(again)
+    names = [f"sess_{i:03d}" for i in range(24)]
+    for status, lifecycle in (
+        ("submission_unknown", "pending"),
+        ("submitting", "pending"),
+        ("batch_state_running", None),  # a provider status the gateway passes through
+        ("canceling_requested", None),
+    ):
+        obj = make_batch(rng, names)
+        for key in (
+            "in_progress_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelled_at",
+        ):
+            obj.pop(key, None)
+        obj.pop("billing", None)
+        obj.pop("usage", None)
+        obj.update(status=status, pricing_lines=[])
+        if lifecycle:
+            obj["lifecycle_status"] = lifecycle
+        out.append(obj)
+    return out
 
 
 def iter_batches(n: int, seed: int = 7, sessions: int = 40) -> Iterator[dict[str, Any]]:
@@ -202,7 +313,7 @@ BAD_LINES = [
     b'"billing": {"cost_nanos": -5000, "finalized_at": "2026-11-02T00:00:00Z"}}',
     b'{"id": "batch_BADTIMESTAMP00000000000000000", "status": "completed", '
     b'"created_at": "yesterday-ish"}',
-    b'{"id": "batch_UNKNOWNSTATUS0000000000000000", "status": "exploded"}',
+    b'{"id": "batch_BILLINGSTRING0000000000000000", "status": "completed", "billing": "charged"}',
     b'{"id": "batch_FLOATNANOS000000000000000000", "status": "completed", '
     b'"billing": {"cost_nanos": 12.5}}',
 ]
@@ -211,6 +322,7 @@ BAD_LINES = [
 SAMPLE_FILES = (
     "batches-2026-10.jsonl",
     "batches-2026-11.jsonl",
+    "gateway-2026-11.jsonl",
     "list-page.json",
     "bad-records.jsonl",
 )
@@ -239,6 +351,7 @@ def write_sample(out: Path, n: int = 300, seed: int = 7) -> dict[str, int]:
     counts = {
         "batches-2026-10.jsonl": write_jsonl(out / "batches-2026-10.jsonl", oct_),
         "batches-2026-11.jsonl": write_jsonl(out / "batches-2026-11.jsonl", nov + nov[:3]),
+        "gateway-2026-11.jsonl": write_jsonl(out / "gateway-2026-11.jsonl", gateway_snapshots(nov)),
     }
     page = [make_batch(rng, names, iso_times=True) for _ in range(20)]
     (out / "list-page.json").write_bytes(

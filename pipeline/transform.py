@@ -33,7 +33,11 @@ from pipeline.redaction import (
 INT64_MAX = 2**63 - 1
 REC = "_rec"  # a row's record position in its chunk, on every frame of this stage
 
+# Statuses are an OPEN set (the gateway passes provider statuses through): these are the
+# ones documented; any other value is loaded as it is and announced once as drift.
 KNOWN_STATUSES = (
+    "submitting",
+    "submission_unknown",
     "validating",
     "queued",
     "pending",
@@ -48,7 +52,14 @@ KNOWN_STATUSES = (
     "cancelled",
 )
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+RUNNING_STATUSES = ("in_progress", "processing", "running")
+# The gateway's lifecycle_status: terminal statuses as themselves; in_progress and
+# processing -> running; everything else (validating, finalizing, cancelling,
+# submission_unknown, an unmapped provider status...) -> pending.
+_LIFECYCLE = {**{s: s for s in TERMINAL_STATUSES}, "running": "running", "pending": "pending"}
 _STATUS_RANK = {
+    "submitting": 0,
+    "submission_unknown": 0,
     "validating": 0,
     "queued": 0,
     "pending": 0,
@@ -62,6 +73,7 @@ _STATUS_RANK = {
     "expired": 3,
     "cancelled": 3,
 }
+USAGE_INT_FIELDS = ("requests", "input_tokens", "output_tokens", "total_tokens")
 
 TIMESTAMP_FIELDS = (
     "created_at",
@@ -96,6 +108,7 @@ JSON_FIELDS = ("metadata", "errors", "usage")
 KNOWN_TOP_LEVEL = frozenset(
     (
         "id",
+        "requests",  # per-request rows carried by a file input (GET /batches/{id}/requests)
         "request_counts",
         "webhook",
         "pricing_lines",
@@ -143,11 +156,14 @@ class RecordError(ValueError):
 
 @dataclass
 class Normalized:
-    """One batch object, flattened: ``batch`` matches BATCH_COLUMNS, ``lines`` LINE_COLUMNS."""
+    """One batch object, flattened: ``batch`` matches BATCH_COLUMNS, ``lines`` LINE_COLUMNS,
+    ``requests`` REQUEST_COLUMNS (None: the object carried no request rows)."""
 
     batch: tuple[Any, ...]
     lines: list[tuple[Any, ...]]
     drift: dict[str, str] = field(default_factory=dict)  # field path -> note
+    requests: list[tuple[Any, ...]] | None = None
+    request_errors: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw JSON)
 
 
 # --------------------------------------------------------------------------- scalars
@@ -371,9 +387,14 @@ BATCH_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "breakdown_total_requests": pl.Int64,
     "pricing_line_count": pl.Int32,
     "extra": pl.String,
+    **{f"usage_{name}": pl.Int64 for name in USAGE_INT_FIELDS},
+    "usage_cost_nanos": pl.Int64,
+    "usage_cost_usd": pl.Float64,
+    "usage_currency": pl.String,
 }
 BATCH_COLUMNS = tuple(BATCH_SCHEMA)
 _TS_COLUMNS = (*TIMESTAMP_FIELDS, "billing_finalized_at")
+_STATUS_AT = STRING_FIELDS.index("status")
 
 LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "batch_id": pl.String,
@@ -479,6 +500,15 @@ def normalize_batch(obj: Any) -> Normalized:
     if lines_raw is not None and not isinstance(lines_raw, list):
         raise RecordError(f"pricing_lines must be an array or null, got {_show(lines_raw)}")
     lines = [_line(batch_id, i, raw, drift) for i, raw in enumerate(lines_raw or [])]
+    requests_raw = obj.get("requests")
+    if requests_raw is not None and not isinstance(requests_raw, list):
+        raise RecordError(f"requests must be an array or null, got {_show(requests_raw)}")
+    requests, request_errors = request_rows(batch_id, requests_raw)
+
+    usage = _dict(obj.get("usage"), "usage", drift)
+    status = strings[_STATUS_AT]
+    if status is not None and status not in KNOWN_STATUSES:
+        drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
     extra.update({f"billing.{k}": v for k, v in bill.items() if k not in KNOWN_BILLING})
@@ -516,8 +546,123 @@ def normalize_batch(obj: Any) -> Normalized:
         *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[1:]),
         len(lines),
         _json(extra, "extra fields") if extra else None,
+        *(_int_fast(usage.get(k), "usage", k) for k in USAGE_INT_FIELDS),
+        _int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
+        _num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
+        _str(usage.get("currency"), "usage.currency", drift),
     )
-    return Normalized(batch, lines, drift)
+    return Normalized(batch, lines, drift, requests, request_errors)
+
+
+# --------------------------------------------------------------------------- request rows
+
+# The provider's raw usage object, in the spellings seen: OpenAI, Anthropic, Google.
+_TOKENS = {
+    "input_tokens": ("input_tokens", "prompt_tokens", "promptTokenCount"),
+    "output_tokens": ("output_tokens", "completion_tokens", "candidatesTokenCount"),
+    "total_tokens": ("total_tokens", "totalTokenCount"),
+}
+REQUEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "batch_id": pl.String,
+    "request_id": pl.String,
+    "custom_id": pl.String,
+    "request_index": pl.Int64,
+    "provider": pl.String,
+    "model": pl.String,
+    "method": pl.String,
+    "endpoint": pl.String,
+    "status": pl.String,
+    "response_status": pl.Int64,
+    "cost_nanos": pl.Int64,
+    "cost_usd": pl.Float64,
+    "input_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+    "total_tokens": pl.Int64,
+    "usage": pl.String,
+    "error": pl.String,
+    "meta": pl.String,
+    "created_at": pl.Int64,
+    "updated_at": pl.Int64,
+    "completed_at": pl.Int64,
+}
+REQUEST_COLUMNS = tuple(REQUEST_SCHEMA)
+REQUEST_TEXT_COLUMNS = ("request_id", "custom_id", "model", "method", "endpoint", "status")
+_REQUEST_TS = ("created_at", "updated_at", "completed_at")
+
+
+def request_row(batch_id: str, raw: Any, path: str) -> tuple[Any, ...]:
+    """One row of ``GET /v1/batches/{id}/requests``, flattened (REQUEST_COLUMNS order)."""
+    if not isinstance(raw, dict):
+        raise RecordError(f"{path} must be an object, got {_show(raw)}")
+    own = raw.get("batch_id")
+    if own is not None and own != batch_id:
+        raise RecordError(f"{path} belongs to batch {_repr(own)}, not {batch_id!r}")
+    rid = raw.get("id")
+    if rid is None and raw.get("request_index") is not None:
+        rid = f"#{raw.get('request_index')}"
+    if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid).strip() == "":
+        raise RecordError(f"{path}.id is missing")
+    drift: dict[str, str] = {}
+    usage = raw.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    tokens = [
+        next((to_int(f"{path}.usage.{k}", usage[k]) for k in keys if k in usage), None)
+        for keys in _TOKENS.values()
+    ]
+    cost = to_int(f"{path}.cost_nanos", raw.get("cost_nanos"))
+    if cost is not None and cost < 0:
+        raise RecordError(f"{path}.cost_nanos must be >= 0, got {cost}")
+    return (
+        batch_id,
+        str(rid).strip(),
+        _str(raw.get("custom_id"), f"{path}.custom_id", drift),
+        to_int(f"{path}.request_index", raw.get("request_index")),
+        _str(raw.get("provider"), f"{path}.provider", drift),
+        _str(raw.get("model"), f"{path}.model", drift),
+        _str(raw.get("method"), f"{path}.method", drift),
+        _str(raw.get("endpoint"), f"{path}.endpoint", drift),
+        _str(raw.get("status"), f"{path}.status", drift),
+        to_int(f"{path}.response_status", raw.get("response_status")),
+        cost,
+        _number(raw.get("cost_usd"), f"{path}.cost_usd", drift),
+        *tokens,
+        _json(raw.get("usage"), f"{path}.usage"),
+        _json(raw.get("error_body"), f"{path}.error_body"),
+        _json(raw.get("meta"), f"{path}.meta"),
+        *(to_micros(f"{path}.{k}", raw.get(k)) for k in _REQUEST_TS),
+    )
+
+
+def request_rows(
+    batch_id: str, raw: list[Any] | None, prefix: str = "requests"
+) -> tuple[list[tuple[Any, ...]] | None, list[tuple[str, str]]]:
+    """A batch's request rows; a row that cannot be represented is set aside with its
+    reason and raw JSON, never sinking its batch (its cost shows as unattributed)."""
+    if raw is None:
+        return None, []
+    rows: list[tuple[Any, ...]] = []
+    errors: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        try:
+            rows.append(request_row(batch_id, item, f"{prefix}[{i}]"))
+        except RecordError as exc:
+            try:
+                text = orjson.dumps(item).decode()
+            except orjson.JSONEncodeError:
+                text = repr(item)[:1000]
+            errors.append((str(exc), text))
+    return rows, errors
+
+
+def request_frame(rows: Sequence[tuple[Any, ...]], recs: Sequence[int]) -> pl.DataFrame:
+    return _columns(rows, recs, REQUEST_SCHEMA)
+
+
+def build_requests(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    """Typed request-rows frame: ``_rec`` + REQUEST_COLUMNS, with ``meta``'s ``_seq``."""
+    frame = redact_text_columns(frame.sort(REC, "request_index"), REQUEST_TEXT_COLUMNS)
+    frame = frame.join(meta.select(REC, "_seq"), on=REC, how="left", maintain_order="left")
+    return frame.with_columns(pl.col(*_REQUEST_TS).cast(TIMESTAMP))
 
 
 # --------------------------------------------------------------------------- frames
@@ -596,13 +741,38 @@ def cast_batches(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """Columns computed from others: finality and the snapshot order used by upserts."""
-    terminal = pl.col("status").is_in(TERMINAL_STATUSES)
+    """Columns computed from others: the lifecycle group (the gateway's own mapping; its
+    ``lifecycle_status`` wins when present), finality, the billing reason split into its
+    base and its reservation/wallet detail, and the snapshot order used by upserts."""
+    status = pl.col("status")
+    derived = (
+        pl.when(status.is_in(TERMINAL_STATUSES))
+        .then(pl.lit("terminal"))
+        .when(status.is_in(RUNNING_STATUSES))
+        .then(pl.lit("running"))
+        .when(status.is_not_null())
+        .then(pl.lit("pending"))
+    )
+    given = pl.col("lifecycle_status").replace_strict(
+        {k: "terminal" if v in TERMINAL_STATUSES else v for k, v in _LIFECYCLE.items()},
+        default=None,
+        return_dtype=pl.String,
+    )
+    group = pl.coalesce(given, derived)
+    terminal = group == "terminal"
+    reason = pl.col("billing_reason").str.splitn(":", 2)
+    rank = status.replace_strict(_STATUS_RANK, default=None, return_dtype=pl.Int8)
+    by_group = group.replace_strict(
+        {"pending": 0, "running": 1, "terminal": 3}, default=-1, return_dtype=pl.Int8
+    )
     return frame.with_columns(
+        lifecycle_group=group,
         is_terminal=terminal.fill_null(False),
         is_final=(terminal & pl.col("billing_finalized_at").is_not_null()).fill_null(False),
-        status_rank=pl.col("status").replace_strict(_STATUS_RANK, default=-1, return_dtype=pl.Int8),
+        status_rank=pl.coalesce(rank, by_group),
         last_event_at=pl.max_horizontal(*TIMESTAMP_FIELDS),
+        billing_reason_base=reason.struct.field("field_0"),
+        billing_reason_detail=reason.struct.field("field_1"),
     )
 
 
@@ -619,7 +789,8 @@ def build_lines(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
 BatchesSchema = pa.DataFrameSchema(
     {
         "id": pa.Column(pl.String, pa.Check.str_matches(r"^\S+$"), nullable=False),
-        "status": pa.Column(pl.String, pa.Check.isin(list(KNOWN_STATUSES)), nullable=True),
+        "status": pa.Column(pl.String, nullable=True),
+        "usage_cost_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
         "cost_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
         "breakdown_total_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
         "request_counts_total": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),

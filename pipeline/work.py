@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
 
-from pipeline.extract.files import Chunk, LineSlice, RawRecord, kept_text
+from pipeline.extract.files import REQUEST_FILE_SUFFIXES, Chunk, LineSlice, RawRecord, kept_text
 from pipeline.redaction import redact, register_secret
 from pipeline.transform import (
     REC,
@@ -28,8 +28,11 @@ from pipeline.transform import (
     batch_frame,
     build_batches,
     build_lines,
+    build_requests,
     line_frame,
     normalize_batch,
+    request_frame,
+    request_rows,
 )
 from pipeline.validate import split_valid
 
@@ -58,6 +61,8 @@ class ChunkOut:
     rejects: list[tuple[Any, ...]]
     drift: dict[str, tuple[str, str | None]]
     unreadable: list[str]  # sources that could not be read at all
+    requests: pl.DataFrame | None = None  # request rows (GET /batches/{id}/requests)
+    request_sets: dict[str, int] = field(default_factory=dict)  # batches whose rows came
 
 
 def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
@@ -101,11 +106,36 @@ def chunk_meta(chunk: list[RawRecord], seq0: int) -> pl.DataFrame:
     )
 
 
+def is_requests_record(rec: RawRecord) -> bool:
+    """Request rows, not batches: an API archive's requests envelope, or a file named
+    ``*.requests.jsonl`` / ``*.requests.json`` (rows carrying ``batch_id``, or a saved
+    ``{"object": "list", "batch_id": ..., "data": [...]}`` response)."""
+    return rec.kind == "requests" or rec.source.lower().endswith(REQUEST_FILE_SUFFIXES)
+
+
+def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
+    """(batch id, rows) of a request-rows record; raises RecordError."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"not a request row or list: got a JSON {type(obj).__name__}")
+    batch_id = obj.get("batch_id")
+    if not isinstance(batch_id, str) or not batch_id.strip():
+        raise RecordError("batch_id is missing (request rows name their batch)")
+    if obj.get("object") == "list":
+        data = obj.get("data")
+        if not isinstance(data, list):
+            raise RecordError("a request list without a data array")
+        return batch_id.strip(), data
+    return batch_id.strip(), [obj]
+
+
 def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     rows: list[tuple[Any, ...]] = []
     line_rows: list[tuple[Any, ...]] = []
+    request_rows_: list[tuple[Any, ...]] = []
     recs: list[int] = []
     line_recs: list[int] = []
+    request_recs: list[int] = []
+    request_sets: dict[str, int] = {}  # batch id -> the record that delivered its rows
     rejects: list[tuple[Any, ...]] = []
     drift: dict[str, tuple[str, str | None]] = {}
     objs: dict[int, Any] = {}
@@ -119,7 +149,13 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
                 unreadable.append(rec.source)
             continue
         try:
-            norm = normalize_batch(rec.obj)
+            if is_requests_record(rec):
+                batch_id, raw_rows = _requests_of(rec.obj)
+                found, errors = request_rows(batch_id, raw_rows)
+                norm = None
+            else:
+                norm = normalize_batch(rec.obj)
+                batch_id, found, errors = norm.batch[0], norm.requests, norm.request_errors
         except RecordError as exc:
             rejects.append(_reject_row(rec, rec.obj, str(exc)))
             continue
@@ -128,21 +164,37 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
             reason = f"could not be flattened ({type(exc).__name__}: {exc})"
             rejects.append(_reject_row(rec, rec.obj, reason))
             continue
+        for reason, text in errors:
+            rejects.append(_reject_row(replace(rec, text=text), {"id": batch_id}, reason))
+        if found is not None:
+            request_sets[batch_id] = i
+            request_rows_.extend(found)
+            request_recs.extend([i] * len(found))
+        if norm is None:
+            continue
         rows.append(norm.batch)
         recs.append(i)
         line_rows.extend(norm.lines)
         line_recs.extend([i] * len(norm.lines))
         for path, note in norm.drift.items():
             drift.setdefault(redact(_INDEX.sub("[]", path)), (note, redact(norm.batch[0])))
-    if not rows:
-        return ChunkOut(len(chunk), None, None, rejects, drift, unreadable)
     meta = chunk_meta(chunk, seq0)
+    requests = None
+    if request_sets:
+        requests = build_requests(request_frame(request_rows_, request_recs), meta)
+    if not rows:
+        return ChunkOut(
+            len(chunk), None, None, rejects, drift, unreadable, requests, request_sets
+        )
     batches = build_batches(batch_frame(rows, recs), meta)
     lines = build_lines(line_frame(line_rows, line_recs), meta)
     batches, lines, bad = split_valid(batches, lines)
     for rec_index, reason in sorted(bad.items()):
         rejects.append(_reject_row(chunk[rec_index], objs[rec_index], reason))
-    return ChunkOut(len(chunk), batches, lines, rejects, drift, unreadable)
+    if bad and requests is not None:  # a rejected batch takes its request rows with it
+        requests = requests.filter(~pl.col(REC).is_in(list(bad)))
+        request_sets = {k: v for k, v in request_sets.items() if v not in bad}
+    return ChunkOut(len(chunk), batches, lines, rejects, drift, unreadable, requests, request_sets)
 
 
 def process_numbered(args: tuple[Chunk, int]) -> ChunkOut:

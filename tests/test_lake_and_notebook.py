@@ -48,7 +48,7 @@ def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: 
     )
     try:
         batches = spark.read.parquet(str(tmp_path / "lake" / "batches"))
-        assert batches.count() == 320
+        assert batches.count() == 324
         assert batches.agg(F.sum("cost_nanos")).collect()[0][0] == expected_total
         by_provider = {r["provider"]: r["s"] for r in
                        batches.groupBy("provider").agg(F.sum("cost_nanos").alias("s")).collect()}

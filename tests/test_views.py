@@ -19,6 +19,16 @@ D = Decimal
 
 def fixture_batches() -> list[dict[str, Any]]:
     a = batch(1, metadata={"model": "gpt-5"})  # openai, sess_a, 300M = lines 200M + 100M
+    a["requests"] = [  # the models the provider reported: 250M + 40M, 10M unattributed
+        {"id": "r1", "request_index": 0, "model": "gpt-5", "status": "completed", "response_status": 200,
+         "cost_nanos": 200_000_000, "usage": {"prompt_tokens": 10, "completion_tokens": 5}},
+        {"id": "r2", "request_index": 1, "model": "gpt-5", "status": "completed", "response_status": 200,
+         "cost_nanos": 50_000_000, "usage": {"input_tokens": 3, "output_tokens": 1}},
+        {"id": "r3", "request_index": 2, "model": "gpt-5-mini", "status": "completed", "response_status": 200,
+         "cost_nanos": 40_000_000},
+        {"id": "r4", "request_index": 3, "model": "gpt-5-mini", "status": "failed", "response_status": 400,
+         "cost_nanos": 0, "error_body": {"error": "bad"}},
+    ]
     b = batch(2, provider="anthropic", session_id="sess_b", cost_nanos=1_000_000_000)
     b["pricing_lines"] = [dict(b["pricing_lines"][0], line_nanos=600_000_000, line_cost_usd="0.600000000")]
     b["billing"]["pricing_breakdown"]["total_nanos"] = 1_000_000_000
@@ -57,9 +67,30 @@ def test_spend_by_session(loaded: Path) -> None:
     ]
 
 
-def test_spend_by_model_explains_every_nano(loaded: Path) -> None:
-    assert query(loaded, "select day::varchar, provider, model, dimension, batches, lines, quantity,"
+def test_spend_by_model_comes_from_request_rows_exact_to_the_nano(loaded: Path) -> None:
+    assert query(loaded, "select day::varchar, provider, model, attribution, batches, requests, input_tokens,"
                          " cost_nanos from spend_by_model") == [
+        ("2026-11-02", "anthropic", "unknown", "none", 1, None, None, 1_000_000_000),
+        ("2026-11-02", "openai", "gpt-5", "requests", 1, 2, 13, 250_000_000),
+        ("2026-11-02", "openai", "gpt-5-mini", "requests", 1, 2, 0, 40_000_000),
+        ("2026-11-02", "openai", "unattributed", "unattributed", 1, 0, 0, 10_000_000),
+        ("2026-11-03", "openai", "unknown", "none", 1, None, None, 50_000_000),
+    ]
+    assert query(loaded, "select sum(cost_nanos) from spend_by_model") == query(
+        loaded, "select sum(cost_nanos) from batches")
+    assert query(loaded, "select model, request_status, requests, error_responses, cost_nanos"
+                         " from spend_by_request_status") == [
+        ("gpt-5", "completed", 2, 0, 250_000_000),
+        ("gpt-5-mini", "completed", 1, 0, 40_000_000),
+        ("gpt-5-mini", "failed", 1, 1, 0),
+    ]
+    assert query(loaded, "select request_id, input_tokens, output_tokens from batch_requests order by 1") == [
+        ("r1", 10, 5), ("r2", 3, 1), ("r3", None, None), ("r4", None, None)]
+
+
+def test_spend_by_dimension_explains_every_nano(loaded: Path) -> None:
+    assert query(loaded, "select day::varchar, provider, model, dimension, batches, lines, quantity,"
+                         " cost_nanos from spend_by_dimension") == [
         ("2026-11-02", "anthropic", "unknown", "adjustment", 1, 1, None, 400_000_000),
         ("2026-11-02", "anthropic", "unknown", "input_text_tokens", 1, 1, 100000.0, 600_000_000),
         ("2026-11-02", "openai", "gpt-5", "batch_requests", 1, 1, 2.0, 100_000_000),
@@ -141,7 +172,8 @@ def test_query_errors_are_one_line(run_cli: Any, loaded: Path, tmp_path: Path) -
     assert unknown.exit_code == 2
     assert unknown.output == (
         "billing: error: unknown query 'spend-by-planet'; choose from: batch-outcomes, "
-        "billing-reconciliation, focus-charges, spend-by-model, spend-by-provider, spend-by-session\n"
+        "billing-reconciliation, focus-charges, spend-by-dimension, spend-by-model, spend-by-provider, "
+        "spend-by-request-status, spend-by-session\n"
     )
     missing = run_cli("query", "spend-by-provider", "--db", tmp_path / "none.duckdb")
     assert missing.exit_code == 2

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 SUFFIXES = (".json", ".jsonl", ".ndjson")
+# request rows (GET /batches/{id}/requests) saved beside batch files
+REQUEST_FILE_SUFFIXES = (".requests.json", ".requests.jsonl", ".requests.ndjson")
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
 MAX_RAW_KEPT = 64 * 1024
@@ -49,6 +51,7 @@ class RawRecord:
     error: str | None = None
     pending: bool = False  # text not parsed yet (parsed later, in a worker)
     unreadable: bool = False
+    kind: str = "batch"  # or "requests": request rows of one batch
 
     def parsed(self) -> RawRecord:
         return _parse(self.source, self.line, self.text) if self.pending else self
@@ -388,9 +391,13 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     if whole.error is not None:
         yield whole
         return
-    # A saved list response ({"object": "list", "data": [...]}) or a bare array.
+    # A saved list response ({"object": "list", "data": [...]}) or a bare array. A saved
+    # request list names its batch once: each row is given it.
     if isinstance(obj, dict) and obj.get("object") == "list" and isinstance(obj.get("data"), list):
+        owner = obj.get("batch_id")
         obj = obj["data"]
+        if isinstance(owner, str):
+            obj = [{"batch_id": owner, **r} if isinstance(r, dict) else r for r in obj]
     single = not isinstance(obj, list)
     for i, item in enumerate([obj] if single else obj, start=1):
         item_text = text if single else orjson.dumps(item).decode()

@@ -83,6 +83,27 @@ checks as (
         'cost_nanos > 0 on a final batch with billed = false (' || coalesce(b.billing_reason, 'no reason') || ')'
     from stg_batches as b
     where b.is_final and b.cost_nanos > 0 and b.billed = false
+
+    union all
+    select
+        b.batch_id,
+        'usage_vs_cost',
+        b.cost_nanos,
+        b.usage_cost_nanos,
+        'usage.cost_nanos <> billing.cost_nanos'
+    from stg_batches as b
+    where b.usage_cost_nanos <> b.cost_nanos
+      and coalesce(upper(b.usage_currency), 'USD') = 'USD'
+
+    union all
+    select
+        b.batch_id,
+        'non_usd_currency',
+        null,
+        b.usage_cost_nanos,
+        'usage.currency is ' || b.usage_currency || ': not added to any USD total'
+    from stg_batches as b
+    where upper(b.usage_currency) <> 'USD'
 )
 
 select * from checks

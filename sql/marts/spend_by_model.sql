@@ -1,29 +1,33 @@
--- spend per UTC day, provider, model and pricing dimension, from the charge lines.
--- model comes from the batch's metadata.model where present (the batch object carries no
--- per-request model); the 'adjustment' dimension holds what the lines do not explain.
+-- spend per UTC day, provider and model. The model is the one the provider reported on
+-- each request (request rows); batches without request rows count under metadata.model
+-- or 'unknown', and what request rows do not explain under 'unattributed'
+-- (attribution says which). Sums exactly to the bill.
 create or replace view spend_by_model as
-with lines as (
+with charges as (
     select
         (charged_at at time zone 'UTC')::date as day,
         provider,
-        coalesce(model, 'unknown') as model,
-        coalesce(dimension, 'adjustment') as dimension,
+        model,
+        attribution,
         batch_id,
-        quantity,
-        charge_nanos
-    from int_charge_lines
+        requests,
+        input_tokens,
+        output_tokens,
+        cost_nanos
+    from int_model_charges
 )
 
 select
     day,
     provider,
     model,
-    dimension,
+    attribution,
     count(distinct batch_id) as batches,
-    count(*) as lines,
-    sum(quantity) as quantity,
-    sum(charge_nanos)::hugeint as cost_nanos,
-    cast(sum(charge_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd
-from lines
-group by day, provider, model, dimension
-order by day, provider, model, dimension
+    sum(requests)::bigint as requests,
+    sum(input_tokens)::bigint as input_tokens,
+    sum(output_tokens)::bigint as output_tokens,
+    sum(cost_nanos)::hugeint as cost_nanos,
+    cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd
+from charges
+group by day, provider, model, attribution
+order by day, provider, model, attribution
