@@ -46,6 +46,7 @@ from pipeline.extract.files import find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import FORMATS, run_summary
+from pipeline.transform import KNOWN_STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MAX_LIMIT = 10**9
@@ -173,7 +174,12 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Fetch these batch ids from the API (one a line, # comments ok).",
 )
-@click.option("--list", "list_all", is_flag=True, help="Fetch every batch GET /batches lists.")
+@click.option(
+    "--list",
+    "list_all",
+    is_flag=True,
+    help="Also fetch the batches GET /batches lists (at most the 100 most recently updated).",
+)
 @click.option(
     "--status", "statuses", multiple=True, help="With --list: only this status (repeatable)."
 )
@@ -277,6 +283,12 @@ def run_cmd(
         raise ConfigError("choose one of --input, --ids-file/--list, or --replay")
     if statuses and not list_all:
         raise ConfigError("--status goes with --list")
+    for status in statuses:
+        if status not in KNOWN_STATUSES:
+            raise ConfigError(
+                f"--status {status!r} is not a status the gateway filters on (it would silently "
+                f"list every batch); choose from: {', '.join(KNOWN_STATUSES)}"
+            )
     if db.exists() and not db.is_file():
         raise ConfigError(f"--db {db} is a folder, not a database file")
     cfg = RunConfig(

@@ -80,7 +80,9 @@ def run_summary(result: RunResult, db: str) -> str:
         if len(result.unreadable) > 5:
             lines.append(f"    … and {len(result.unreadable) - 5:,} more")
     if s.new_fields:
-        lines.append(f"  new fields  {', '.join(s.new_fields)} (kept as JSON; see schema_drift)")
+        lines.append(
+            f"  new fields  {', '.join(s.new_fields)} (first seen; loaded, see schema_drift)"
+        )
     lines.append(
         f"  mismatches  {s.reconciliation_issues:,}"
         + (" (see view billing_reconciliation)" if s.reconciliation_issues else "")

@@ -38,6 +38,7 @@ from pipeline.extract import (
     list_ids,
     read_archive,
 )
+from pipeline.extract.api import fetch_requests_to_archive
 from pipeline.load import Loader, MergeStats
 from pipeline.redaction import redact, registered_secrets
 from pipeline.work import ChunkOut, process_chunk, process_numbered, worker_init
@@ -302,12 +303,25 @@ def execute_api(
                 unique = list(dict.fromkeys([*wanted, *pending]))
                 log.info("fetching %d batches (%d not yet final)", len(unique), len(pending))
                 if progress is None:
-                    return await fetch_to_archive(unique, client, archive)
-                with progress(len(unique), "fetching batches") as advance:
-                    return await fetch_to_archive(unique, client, archive, advance)
+                    report = await fetch_to_archive(unique, client, archive)
+                else:
+                    with progress(len(unique), "fetching batches") as advance:
+                        report = await fetch_to_archive(unique, client, archive, advance)
+                # request rows: for final batches, once, and again when the bill changes
+                known = loader.known_request_fetches()
+                rows_wanted = {
+                    i: c for i, c in report.final.items() if i not in known or known[i] != c
+                }
+                for i, c in loader.request_fetch_needed().items():
+                    rows_wanted.setdefault(i, report.final.get(i, c))
+                if rows_wanted:
+                    log.info("fetching request rows of %d final batches", len(rows_wanted))
+                    await fetch_requests_to_archive(rows_wanted, client, archive, report)
+                return report
 
         report = asyncio.run(fetch())
         loader.fetch_errors(report.errors)
+        loader.record_request_fetches(report.request_sets)
         source = f"{api.base_url} ({report.fetched} fetched, archive {archive})"
         return execute(
             chunked(read_archive(archive), cfg.chunk_size),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import batch, query, scalar, write_jsonl
@@ -52,7 +53,8 @@ def test_faults_are_retried_and_every_batch_loads_exactly(run_cli: Any, db: Path
     assert "(authorization header not logged)" in result.output  # --verbose logs the request, redacted
     no_token_anywhere(result, tmp_path)
     archive = next((tmp_path / "archive").glob("*.jsonl"))
-    assert len(archive.read_text().splitlines()) == 5
+    envelopes = [orjson.loads(line) for line in archive.read_text().splitlines()]
+    assert sorted(e.get("kind", "batch") for e in envelopes) == ["batch"] * 5 + ["requests"] * 5
     assert "whsec_TOPSECRET" not in archive.read_text()
 
 

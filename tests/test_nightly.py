@@ -150,7 +150,7 @@ def test_new_fields_are_kept_and_announced_once(run_cli: Any, db: Path, tmp_path
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1, shiny={"a": 1}), batch(2, request_counts=[1, 2])])
     first = run_cli("run", "--input", f, "--db", db)
     assert first.exit_code == 0
-    assert "new fields  request_counts, shiny (kept as JSON; see schema_drift)" in first.output
+    assert "new fields  request_counts, shiny (first seen; loaded, see schema_drift)" in first.output
     second = run_cli("run", "--input", f, "--db", db)
     assert "new fields" not in second.output
     assert query(db, "select field, note from schema_drift order by field") == [

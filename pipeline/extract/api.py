@@ -97,6 +97,8 @@ class FetchReport:
     # (batch_id, url, http_status, reason, kind): kind is not_found, http_error, failed,
     # too_large, wrong_body or invalid_id
     errors: list[tuple[str, str, int | None, str, str]] = field(default_factory=list)
+    final: dict[str, int | None] = field(default_factory=dict)  # final batch id -> cost_nanos
+    request_sets: list[tuple[str, int | None, int]] = field(default_factory=list)  # fetched
 
     @property
     def not_found(self) -> list[str]:
@@ -283,8 +285,14 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+LIST_LIMIT = 100
+
+
 async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
-    """Ids from ``GET /batches``, following ``has_more``/``after`` while it makes progress."""
+    """Ids from ``GET /batches``. The gateway's list has no cursor (``has_more`` is always
+    false, ``after`` ignored): one call sees at most the 100 most recently updated
+    batches, so a full page is announced as possibly incomplete. ``has_more``/``after``
+    are still followed, while they make progress, should a later gateway page."""
     ids: list[str] = []
     wanted: list[str | None] = [*statuses] or [None]
     for status in wanted:
@@ -309,12 +317,38 @@ async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
             if not isinstance(page, dict):
                 raise FatalFetchError("listing batches failed: the answer is not a list object")
             data = page.get("data") or []
+            if not isinstance(data, list):
+                raise FatalFetchError("listing batches failed: the answer has no data array")
             ids.extend(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
             last = page.get("last_id") or (data[-1].get("id") if data else None)
             if not page.get("has_more") or not data or not last or last == after:
+                if len(data) >= LIST_LIMIT and not page.get("has_more"):
+                    log.warning(
+                        "GET /batches%s returned a full page of %d: the gateway lists only the "
+                        "%d most recently updated batches, so older ones may be missing from "
+                        "--list (use --ids-file; batches already loaded and not final are "
+                        "refetched anyway)",
+                        f"?status={status}" if status else "",
+                        len(data),
+                        LIST_LIMIT,
+                    )
                 break  # no cursor, or a cursor that does not move: stop safely
             after = last
     return ids
+
+
+_TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def final_cost(body: Any) -> tuple[bool, int | None]:
+    """(is the batch final: terminal and its billing finalized, its billing.cost_nanos)."""
+    bill = body.get("billing") if isinstance(body, dict) else None
+    if not isinstance(bill, dict) or not bill.get("finalized_at"):
+        return False, None
+    status, lifecycle = body.get("status"), body.get("lifecycle_status")
+    terminal = lifecycle in _TERMINAL if isinstance(lifecycle, str) else status in _TERMINAL
+    cost = bill.get("cost_nanos")
+    return terminal, cost if isinstance(cost, int) and not isinstance(cost, bool) else None
 
 
 def _check_body(batch_id: str, resp: Answer) -> str | None:
@@ -387,6 +421,9 @@ async def fetch_to_archive(
                 fh.write(_envelope(batch_id, resp, problem) + b"\n")
                 if problem is None:
                     report.fetched += 1
+                    final, cost = final_cost(resp.json())
+                    if final:
+                        report.final[batch_id] = cost
                 else:
                     report.error(batch_id, url, 200, problem, "wrong_body")
             elif resp.status == 404:
@@ -420,6 +457,88 @@ async def fetch_to_archive(
     return report
 
 
+REQUEST_PAGE = 1000
+MAX_REQUEST_PAGES = 10_000
+
+
+async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list[Any], str | None]:
+    """Every request row of a batch: ``limit``/``offset`` pages until a short page (the
+    route has no ``has_more`` and no total). (rows, None) or (partial rows, why not all)."""
+    rows: list[Any] = []
+    url = f"batches/{quote(batch_id, safe='')}/requests"
+    for page_no in range(MAX_REQUEST_PAGES):
+        params = {"limit": REQUEST_PAGE, "offset": page_no * REQUEST_PAGE}
+        try:
+            resp = await client.get(url, params, shard=shard, max_bytes=4 * MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return rows, str(exc)
+        except (_Transient, httpx.HTTPError, TimeoutError) as exc:
+            return rows, f"gave up after {client.api.max_retries + 1} attempts: {_cause_of(exc)}"
+        if (fatal := _fatal(resp)) is not None:
+            raise fatal
+        if resp.status != 200:
+            return rows, f"HTTP {resp.status}: {_error_reason(resp)}"
+        try:
+            page = resp.json()
+        except orjson.JSONDecodeError as exc:
+            return rows, f"request rows are not JSON: {exc}"
+        data = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(data, list):
+            return rows, "request rows: not a list object"
+        owner = page.get("batch_id")
+        if owner is not None and owner != batch_id:
+            return rows, f"request rows of batch {redact(str(owner)[:200])!r}, not {batch_id!r}"
+        rows.extend(data)
+        if len(data) < REQUEST_PAGE:
+            return rows, None
+    return rows, f"more than {MAX_REQUEST_PAGES} pages of request rows"
+
+
+async def fetch_requests_to_archive(
+    wanted: dict[str, int | None], client: Client, archive: Path, report: FetchReport
+) -> None:
+    """Each final batch's request rows, archived as one ``requests`` envelope a batch (a
+    whole set, or nothing: a batch whose pages did not all arrive is a fetch error and
+    is asked again by the next run)."""
+    pending = iter(sorted(wanted))
+    with archive.open("ab") as fh:
+
+        async def worker(shard: int) -> None:
+            for batch_id in pending:
+                rows, problem = await _request_rows(client, batch_id, shard)
+                url = f"batches/{quote(batch_id, safe='')}/requests"
+                if problem is not None:
+                    report.error(batch_id, url, None, f"request rows: {problem}", "requests")
+                    continue
+                body = orjson.dumps({"object": "list", "batch_id": batch_id, "data": rows})
+                env = {
+                    "batch_id": batch_id,
+                    "kind": "requests",
+                    "url": redact(f"{client.api.base_url}/{url}"),
+                    "status": 200,
+                    "fetched_at": datetime.now(UTC).isoformat(),
+                    "body": redact_json(body.decode()),
+                }
+                fh.write(orjson.dumps(env) + b"\n")
+                report.request_sets.append((batch_id, wanted[batch_id], len(rows)))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for n in range(min(client.api.concurrency, len(wanted))):
+                    tg.create_task(worker(n))
+        except ExceptionGroup as group:
+            fatal_group = group.subgroup(FatalFetchError)
+            if fatal_group is not None:
+                raise fatal_group.exceptions[0] from None
+            raise
+
+
+def _cause_of(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no whole response within the deadline"
+    return str(exc) or type(exc).__name__
+
+
 def read_archive(path: Path) -> Iterator[RawRecord]:
     """Replay an archive: each envelope's body becomes a raw record (source = archive)."""
     source = str(path)
@@ -440,8 +559,9 @@ def read_archive(path: Path) -> Iterator[RawRecord]:
             if isinstance(error, str):
                 yield RawRecord(source, n, kept_text(body), None, error)
                 continue
+            kind = "requests" if env.get("kind") == "requests" else "batch"
             try:
-                yield RawRecord(source, n, body, orjson.loads(body))
+                yield RawRecord(source, n, body, orjson.loads(body), kind=kind)
             except orjson.JSONDecodeError as exc:
                 reason = f"response body is not JSON: {exc}"
                 yield RawRecord(source, n, kept_text(body), None, reason)
