@@ -459,6 +459,10 @@ def normalize_batch(obj: Any) -> Normalized:
     """Flatten one batch object. Raises RecordError when it cannot be represented."""
     if not isinstance(obj, dict):
         raise RecordError(f"not a batch object: got a JSON {_type_name(obj)}")
+    if "body" in obj and "fetched_at" in obj and "id" not in obj:
+        raise RecordError(
+            "an API response archive line, not a batch object: load archives with --replay"
+        )
     if "error" in obj and "id" not in obj:
         err = obj["error"]
         kind = err.get("type") if isinstance(err, dict) else err

@@ -174,3 +174,29 @@ def test_list_validates_status_filters_and_warns_when_the_page_is_full(run_cli: 
     assert result.exit_code == 0, result.output
     assert scalar(db, "select count(*) from batches") == 100
     assert "the gateway lists only the 100 most recently updated batches" in result.output
+
+
+def test_request_rows_from_files_a_requests_array_or_a_sibling_file(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    import orjson
+
+    from tests.conftest import write_jsonl
+
+    a, b, c = batch(1), batch(2, provider="anthropic"), batch(3, provider="mistral")
+    a["requests"] = rows_for(a, ["gpt-5", "gpt-5-mini"])
+    write_jsonl(tmp_path / "batches.jsonl", [a, b, c])
+    write_jsonl(tmp_path / "batches.requests.jsonl",
+                [{"batch_id": b["id"], **r} for r in rows_for(b, ["claude-haiku-4-5"])]
+                + [{"batch_id": b["id"], "id": "bad", "cost_nanos": -1}])
+    (tmp_path / "mistral.requests.json").write_bytes(orjson.dumps(
+        {"object": "list", "batch_id": c["id"], "data": rows_for(c, ["mistral-large"] * 3)}))
+    result = run_cli("run", "--input", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select provider, model, attribution, requests, cost_nanos from spend_by_model"
+                     " order by provider, model") == [
+        ("anthropic", "claude-haiku-4-5", "requests", 1, 300_000_000),
+        ("mistral", "mistral-large", "requests", 3, 300_000_000),
+        ("openai", "gpt-5", "requests", 1, 150_000_000),
+        ("openai", "gpt-5-mini", "requests", 1, 150_000_000),
+    ]
+    assert query(db, "select batch_id, reason from rejected_batches") == [
+        (b["id"], "requests[0].cost_nanos must be >= 0, got -1")]

@@ -576,3 +576,17 @@ def test_ids_are_validated_and_url_encoded(run_cli: Any, db: Path, tmp_path: Pat
     assert query(db, "select batch_id, kind from fetch_errors order by 1") == [
         ("..", "invalid_id"), ("../../admin", "invalid_id"), ("a/b", "invalid_id"),
         ("batch:ok.1", "not_found"), ("x?y=1", "invalid_id")]
+
+
+def test_pointing_input_at_the_database_folder_does_not_load_archives_as_batches(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    gw = Gateway(batches={batch(1)["id"]: batch(1)})
+    with serve(gw):
+        assert api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"]])).exit_code == 0
+    other = tmp_path / "other.duckdb"
+    result = run_cli("run", "--input", tmp_path / "archive", "--db", other)
+    assert result.exit_code == 0, result.output
+    assert scalar(other, "select count(*) from batches") == 0
+    assert {r[1] for r in rejects(other)} == {
+        "an API response archive line, not a batch object: load archives with --replay"}
