@@ -30,6 +30,14 @@ def signed_usd(nanos: int) -> str:
     return ("+" if nanos >= 0 else "") + usd(nanos)
 
 
+def _listed(header: str, items: list[str], shown: int = 5) -> list[str]:
+    """A header line, the first ``shown`` items indented, and how many more there are."""
+    lines = [header, *(f"    {item}" for item in items[:shown])]
+    if len(items) > shown:
+        lines.append(f"    … and {len(items) - shown:,} more")
+    return lines
+
+
 def run_summary(result: RunResult, db: str) -> str:
     s = result.stats
     lines = [
@@ -62,23 +70,17 @@ def run_summary(result: RunResult, db: str) -> str:
         more = f" and {len(result.not_found) - 5} more" if len(result.not_found) > 5 else ""
         lines.append(f"  not found   {len(result.not_found):,}: {shown}{more} (see fetch_errors)")
     if result.not_fetched:
-        lines.append(
+        lines += _listed(
             f"  not fetched {len(result.not_fetched):,} batch(es) asked for (see fetch_errors;"
-            " refetched by the next API run):"
+            " refetched by the next API run):",
+            [f"{batch_id}: {reason}" for batch_id, reason in result.not_fetched],
         )
-        for batch_id, reason in result.not_fetched[:5]:
-            lines.append(f"    {batch_id}: {reason}")
-        if len(result.not_fetched) > 5:
-            lines.append(f"    … and {len(result.not_fetched) - 5:,} more")
     if result.unreadable:
-        lines.append(
+        lines += _listed(
             f"  unreadable  {len(result.unreadable):,} input(s) could not be read"
-            " (see rejected_batches):"
+            " (see rejected_batches):",
+            result.unreadable,
         )
-        for source in result.unreadable[:5]:
-            lines.append(f"    {source}")
-        if len(result.unreadable) > 5:
-            lines.append(f"    … and {len(result.unreadable) - 5:,} more")
     if s.new_fields:
         lines.append(
             f"  new fields  {', '.join(s.new_fields)} (first seen; loaded, see schema_drift)"

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -445,16 +445,22 @@ async def fetch_to_archive(
                 if progress is not None:
                     progress(1)
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for n in range(min(client.api.concurrency, len(unique))):
-                    tg.create_task(worker(n))
-        except ExceptionGroup as group:
-            fatal_group = group.subgroup(FatalFetchError)
-            if fatal_group is not None:
-                raise fatal_group.exceptions[0] from None
-            raise
+        await _in_parallel(worker, min(client.api.concurrency, len(unique)))
     return report
+
+
+async def _in_parallel(worker: Callable[[int], Coroutine[Any, Any, None]], n: int) -> None:
+    """Run ``n`` workers (each given its shard number) sharing one iterator of ids; a
+    fatal answer in any of them stops them all and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for shard in range(n):
+                tg.create_task(worker(shard))
+    except ExceptionGroup as group:
+        fatal_group = group.subgroup(FatalFetchError)
+        if fatal_group is not None:
+            raise fatal_group.exceptions[0] from None
+        raise
 
 
 REQUEST_PAGE = 1000
@@ -522,15 +528,7 @@ async def fetch_requests_to_archive(
                 fh.write(orjson.dumps(env) + b"\n")
                 report.request_sets.append((batch_id, wanted[batch_id], len(rows)))
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for n in range(min(client.api.concurrency, len(wanted))):
-                    tg.create_task(worker(n))
-        except ExceptionGroup as group:
-            fatal_group = group.subgroup(FatalFetchError)
-            if fatal_group is not None:
-                raise fatal_group.exceptions[0] from None
-            raise
+        await _in_parallel(worker, min(client.api.concurrency, len(wanted)))
 
 
 def _cause_of(exc: BaseException) -> str:
