@@ -107,12 +107,42 @@ _KV = (
 )
 _KEEP = frozenset(("true", "false", "null", "none", "True", "False", "None", "[REDACTED]"))
 
-# A cheap, exact superset test: text for which this finds nothing holds nothing to redact
-# (apart from registered secrets, checked separately).
-_MAYBE = re.compile(
-    r"(?i)secret|passw|passphrase|pwd|credential|key|token|auth|bearer|cookie|jwt|signature"
-    r"|basic|digest|whsec_|sk-|[srp]k_|gh[pousr]_|github_pat|xox|akia|asia|aiza|eyj|@|\\"
-)
+# A cheap, exact superset test: text for which it finds nothing holds nothing to redact
+# (apart from registered secrets, checked separately). Every value rule starts with one of
+# the prefixes; every credential key holds one of the words (the last five only when no
+# letter follows: ``input_tokens`` is not a credential) and is followed, somewhere, by ":"
+# or "="; Unicode look-alikes and escapes take the full rule. ``MAYBE_PATTERN`` is the
+# same test as one regex, for polars (Rust regex) over whole columns.
+_PREFIXES = (
+    "whsec_", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat",
+    "xox", "akia", "asia", "aiza", "eyj", "bearer", "basic", "digest", "@", "\\",
+)  # fmt: skip
+_KEY_WORDS = (
+    "secret", "passw", "passphrase", "credential", "cookie", "auth", "bearer", "apikey",
+    "privatekey", "accesskey",
+)  # fmt: skip
+_PREFIX = re.compile("|".join(re.escape(p) for p in _PREFIXES))
+_WORD = re.compile("|".join(_KEY_WORDS) + r"|(?:token|key|pwd|jwt|signature)(?![a-z])")
+MAYBE_PATTERN = (
+    "(?is)"
+    + "|".join(re.escape(p) for p in _PREFIXES)
+    + r"|(?-i:[^\x00-\x7F])"
+    + "|(?:" + "|".join(_KEY_WORDS) + r").*[=:]"
+    + r"|(?:token|key|pwd|jwt|signature)(?:[^a-z].*)?[=:]"
+)  # fmt: skip
+_MAYBE = re.compile(MAYBE_PATTERN)
+
+
+def _maybe(text: str) -> bool:
+    """The prefilter (MAYBE_PATTERN) as two literal searches on lower-cased text."""
+    if not text.isascii():
+        return True
+    low = text.lower()
+    if _PREFIX.search(low) is not None:
+        return True
+    last = max(low.rfind(":"), low.rfind("="))
+    return last > 0 and _WORD.search(low, 0, last) is not None
+
 
 _SECRETS: dict[str, None] = {}  # registered literal secrets (insertion-ordered set)
 
@@ -169,7 +199,7 @@ def redact_plain(text: str) -> str:
     """Value rules only (no JSON structure): for free text and single string values."""
     if _SECRETS:
         text = _literals(text)
-    if not _MAYBE.search(text):
+    if not _maybe(text):
         return text
     text = _VALUE.sub(REDACTED, text)
     text = _SCHEME_TOKEN.sub(
@@ -276,7 +306,7 @@ def redact(text: str) -> str:
     """Blank every credential in any text: JSON (even malformed), reprs, logs, messages."""
     if _SECRETS:
         text = _literals(text)
-    if text.isascii() and not _MAYBE.search(text):
+    if not _maybe(text):
         return text
     text = _redact_structure(text)
     if "\\" in text:
@@ -302,14 +332,14 @@ def redact_obj(value: Any) -> Any:
     return value
 
 
-MAYBE_PATTERN = _MAYBE.pattern + r"|[^\x00-\x7F]"  # the same test for a vectorised engine
+_maybe_short = lru_cache(maxsize=32_768)(_maybe)  # JSON columns repeat (metadata, webhook)
 
 
 def may_hold_secret(text: str) -> bool:
     """False only when ``text`` surely holds nothing :func:`redact` would change."""
-    if any(secret in text for secret in _SECRETS):
+    if _SECRETS and any(secret in text for secret in _SECRETS):
         return True
-    return not text.isascii() or _MAYBE.search(text) is not None
+    return _maybe_short(text) if len(text) <= 512 else _maybe(text)
 
 
 def redact_json(text: str) -> str:

@@ -51,6 +51,7 @@ KNOWN_STATUSES = (
     "expired",
     "cancelled",
 )
+_KNOWN_STATUS_SET = frozenset(KNOWN_STATUSES)
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
 RUNNING_STATUSES = ("in_progress", "processing", "running")
 # The gateway's lifecycle_status: terminal statuses as themselves; in_progress and
@@ -511,7 +512,7 @@ def normalize_batch(obj: Any) -> Normalized:
 
     usage = _dict(obj.get("usage"), "usage", drift)
     status = strings[_STATUS_AT]
-    if status is not None and status not in KNOWN_STATUSES:
+    if status is not None and status not in _KNOWN_STATUS_SET:
         drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}

@@ -137,3 +137,29 @@ def test_usage_counters_and_ordinary_words_are_not_secrets() -> None:
         assert not is_credential_key(key), key
     text = '{"input_tokens":5,"session_id":"sess_a","has_secret":true,"secret":null}'
     assert redact_json(text) == text  # booleans and null hold nothing
+
+
+_FRAGMENTS = st.sampled_from(
+    ['"', "'", ":", "=", " ", "\n", ",", "{", "}", "[", "]", "\\", "x", "_", "-", "api", "Key", "key",
+     "token", "Token", "s", "secret", "passwd", "auth", "Bearer ", "sk-", "whsec_", "@", "://", "abcdef12",
+     "input_tokens", "ſ", "K", "Ｓ", "true", "1", "eyJ", "AKIA", "?", "&"]
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_FRAGMENTS, max_size=25).map("".join))
+def test_the_prefilter_is_a_superset_of_the_rule_on_credential_shaped_text(text: str) -> None:
+    if not may_hold_secret(text):
+        assert redact(text) == text
+        assert redact_json(text) == text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_FRAGMENTS, max_size=12).map("".join) | st.text(max_size=12), min_size=1, max_size=20))
+def test_the_column_wise_prefilter_agrees_with_the_python_one(values: list[str]) -> None:
+    import polars as pl
+
+    from pipeline.redaction import _MAYBE, MAYBE_PATTERN
+
+    assert pl.Series(values).str.contains(MAYBE_PATTERN).to_list() == [may_hold_secret(v) for v in values]
+    assert [bool(_MAYBE.search(v)) for v in values] == [may_hold_secret(v) for v in values]
