@@ -332,14 +332,11 @@ def redact_obj(value: Any) -> Any:
     return value
 
 
-_maybe_short = lru_cache(maxsize=32_768)(_maybe)  # JSON columns repeat (metadata, webhook)
-
-
 def may_hold_secret(text: str) -> bool:
     """False only when ``text`` surely holds nothing :func:`redact` would change."""
     if _SECRETS and any(secret in text for secret in _SECRETS):
         return True
-    return _maybe_short(text) if len(text) <= 512 else _maybe(text)
+    return _maybe(text)
 
 
 def redact_json(text: str) -> str:

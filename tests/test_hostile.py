@@ -590,3 +590,14 @@ def test_pointing_input_at_the_database_folder_does_not_load_archives_as_batches
     assert scalar(other, "select count(*) from batches") == 0
     assert {r[1] for r in rejects(other)} == {
         "an API response archive line, not a batch object: load archives with --replay"}
+
+
+def test_an_ids_file_with_a_bom_and_bytes_that_are_not_utf8(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbf" + batch(1)["id"].encode() + b"\nbatch_\xff\xfe\n# a comment\n")
+    gw = Gateway(batches={batch(1)["id"]: batch(1)})
+    with serve(gw):
+        result = api_run(run_cli, gw, db, "--ids-file", ids)
+    assert result.exit_code == 3, result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert query(db, "select batch_id, kind from fetch_errors") == [("batch_\\xff\\xfe", "invalid_id")]

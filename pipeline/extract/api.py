@@ -566,10 +566,12 @@ def read_archive(path: Path) -> Iterator[RawRecord]:
 
 
 def read_ids_file(path: Path) -> list[str]:
-    """One id a line; blank lines and ``#`` comments are ignored."""
+    """One id a line; blank lines and ``#`` comments are ignored. Bytes that are not UTF-8
+    are kept visible (``\\xff``), so such an id is recorded as invalid, not guessed."""
+    text = path.read_bytes().decode("utf-8", errors="backslashreplace").lstrip("\ufeff")
     ids = []
-    for line in path.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if text:
-            ids.append(text)
+    for line in text.splitlines():
+        item = line.split("#", 1)[0].strip()
+        if item:
+            ids.append(item)
     return ids
