@@ -27,4 +27,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) data/billing.duckdb data/billing.duckdb.wal data/archive
+	rm -rf $(VENV) data/billing.duckdb data/billing.duckdb.wal data/archive data/snapshots data/.billing.duckdb.*

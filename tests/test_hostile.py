@@ -601,3 +601,19 @@ def test_an_ids_file_with_a_bom_and_bytes_that_are_not_utf8(run_cli: Any, db: Pa
     assert result.exit_code == 3, result.output
     assert scalar(db, "select count(*) from batches") == 1
     assert query(db, "select batch_id, kind from fetch_errors") == [("batch_\\xff\\xfe", "invalid_id")]
+
+
+def test_a_utf16_file_is_named_as_such_and_loads_nothing_by_guess(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    text = orjson.dumps(batch(1)).decode() + "\n" + orjson.dumps(batch(2)).decode() + "\n"
+    (tmp_path / "export.json").write_bytes(orjson.dumps(batch(3)).decode().encode("utf-16"))
+    (tmp_path / "windows.jsonl").write_bytes(text.encode("utf-16"))
+    result = run_cli("run", "--input", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select count(*) from batches") == 0
+    got = query(db, "select source, line, reason from rejected_batches order by source, line")
+    assert got[0] == (str(tmp_path / "export.json"), 1,
+                      "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
+    assert got[1] == (str(tmp_path / "windows.jsonl"), 1,
+                      "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
+    assert all(reason.startswith(("UTF-16", "invalid UTF-8", "invalid JSON")) for _, _, reason in got)
+    assert "rejected    " in result.output

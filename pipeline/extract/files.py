@@ -213,9 +213,15 @@ def _decode(source: str, line: int, raw: bytes) -> RawRecord | None:
             line,
             kept_text(raw.decode("utf-8", errors="backslashreplace")),
             None,
-            f"invalid UTF-8 at byte {exc.start + 1} of the record: {exc.reason}",
+            _not_utf8(raw, exc, "record"),
         )
     return RawRecord(source, line, text, pending=True)
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError, what: str) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8"
+    return f"invalid UTF-8 at byte {exc.start + 1} of the {what}: {exc.reason}"
 
 
 def _oversize(source: str, line: int, head: bytes, size: int) -> RawRecord:
@@ -383,7 +389,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
             1,
             kept_text(data.decode("utf-8", errors="backslashreplace")),
             None,
-            f"invalid UTF-8 at byte {exc.start + 1} of the file: {exc.reason}",
+            _not_utf8(data, exc, "file"),
         )
         return
     whole = _parse(source, 1, text)
