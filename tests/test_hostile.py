@@ -617,3 +617,13 @@ def test_a_utf16_file_is_named_as_such_and_loads_nothing_by_guess(run_cli: Any, 
                       "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
     assert all(reason.startswith(("UTF-16", "invalid UTF-8", "invalid JSON")) for _, _, reason in got)
     assert "rejected    " in result.output
+
+
+def test_load_runs_records_the_input_not_the_last_rejected_file(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    data = tmp_path / "in"
+    data.mkdir()
+    write_jsonl(data / "a.jsonl", [batch(1)])
+    write_jsonl(data / "z-bad.jsonl", [b"{broken"])
+    result = run_cli("run", "--input", data, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select source, status, rejected from load_runs") == [(str(data), "ok_with_rejects", 1)]
