@@ -42,6 +42,7 @@ class Gateway:
     refinalize: bool = False  # like the real gateway: every GET of a finished batch re-bills
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # request rows per batch
     gets: dict[str, int] = field(default_factory=dict)
+    row_cap: int = 1000  # the most request rows one page gives, whatever limit asks
 
     def reply_for(self, path: str, query: dict[str, list[str]], auth: str | None) -> Reply:
         with self.lock:
@@ -80,7 +81,7 @@ class Gateway:
     def _request_rows(self, batch_id: str, query: dict[str, list[str]]) -> Reply:
         if batch_id not in self.batches:
             return Reply(404, {"error": "not_found", "reason": "batch_not_found_or_not_owned"})
-        limit = max(1, min(1000, int(query.get("limit", ["100"])[0])))
+        limit = max(1, min(self.row_cap, int(query.get("limit", ["100"])[0])))
         offset = int(query.get("offset", ["0"])[0])
         rows = self.rows.get(batch_id, [])[offset: offset + limit]
         return Reply(200, {"object": "list", "batch_id": batch_id, "data": rows})  # no has_more

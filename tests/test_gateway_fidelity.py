@@ -119,7 +119,8 @@ def test_request_rows_are_paged_fetched_once_refetched_on_restatement_and_give_s
         second = nightly(run_cli, gw, db, tmp_path, list(gw.batches))
         again = [p for p, _ in gw.requests if p.endswith("/requests")]
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
-    assert sorted(pages) == sorted([f"/v1/batches/{big['id']}/requests"] * 3 + [f"/v1/batches/{small['id']}/requests"])
+    # 1,000 + 1,000 + 500 rows; one row, then an empty page (a lower cap is not mistaken for the end)
+    assert sorted(pages) == sorted([f"/v1/batches/{big['id']}/requests"] * 3 + [f"/v1/batches/{small['id']}/requests"] * 2)
     assert again == pages  # fetched once; the running batch has none to fetch yet
     assert query(db, "select batch_id, count(*), sum(cost_nanos) from batch_requests group by 1 order by 1") == [
         (big["id"], 2500, 2_500_000_001), (small["id"], 1, 150_000_000)]
@@ -141,6 +142,16 @@ def test_request_rows_are_paged_fetched_once_refetched_on_restatement_and_give_s
     assert third.exit_code == 0, third.output
     assert query(db, "select model, count(*), sum(cost_nanos) from batch_requests where batch_id = $1 group by 1",
                  [small["id"]]) == [("claude-haiku-4-5", 2, 400_000_000)]
+
+
+def test_a_gateway_that_caps_the_page_size_lower_is_still_read_to_the_end(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    b = batch(1)
+    gw = Gateway(batches={b["id"]: b}, refinalize=True, rows={b["id"]: rows_for(b, ["gpt-5"] * 250)}, row_cap=100)
+    with serve(gw):
+        result = nightly(run_cli, gw, db, tmp_path, [b["id"]])
+    assert result.exit_code == 0, result.output
+    assert query(db, "select count(*), sum(cost_nanos) from batch_requests") == [(250, 300_000_000)]
+    assert sum(1 for p, _ in gw.requests if p.endswith("/requests")) == 3  # 100, 100, 50
 
 
 def test_request_rows_that_cannot_be_fetched_make_the_night_incomplete_and_are_retried(

@@ -468,12 +468,15 @@ MAX_REQUEST_PAGES = 10_000
 
 
 async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list[Any], str | None]:
-    """Every request row of a batch: ``limit``/``offset`` pages until a short page (the
-    route has no ``has_more`` and no total). (rows, None) or (partial rows, why not all)."""
+    """Every request row of a batch. The route pages with ``limit``/``offset`` and says
+    neither ``has_more`` nor a total: ask for pages of 1,000 and stop at an empty page, or
+    at a page shorter than an earlier one (a gateway that caps ``limit`` lower is still
+    read to the end). (rows, None) or (partial rows, why not all)."""
     rows: list[Any] = []
     url = f"batches/{quote(batch_id, safe='')}/requests"
-    for page_no in range(MAX_REQUEST_PAGES):
-        params = {"limit": REQUEST_PAGE, "offset": page_no * REQUEST_PAGE}
+    largest = 0
+    for _ in range(MAX_REQUEST_PAGES):
+        params = {"limit": REQUEST_PAGE, "offset": len(rows)}
         try:
             resp = await client.get(url, params, shard=shard, max_bytes=4 * MAX_BODY_BYTES)
         except BodyTooLarge as exc:
@@ -495,8 +498,9 @@ async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list
         if owner is not None and owner != batch_id:
             return rows, f"request rows of batch {redact(str(owner)[:200])!r}, not {batch_id!r}"
         rows.extend(data)
-        if len(data) < REQUEST_PAGE:
+        if not data or len(data) < largest:
             return rows, None
+        largest = max(largest, len(data))
     return rows, f"more than {MAX_REQUEST_PAGES} pages of request rows"
 
 
