@@ -215,7 +215,8 @@ create or replace temp table decisions as
         e.cost_nanos as previous_cost_nanos,
         e.billing_finalized_at as previous_billing_finalized_at,
         e.first_run_id as previous_first_run_id,
-        coalesce(e.captured, false) or c.id is not null or coalesce(i.charged, false) as captured,
+        coalesce(e.captured, false) or c.id is not null or coalesce(i.charged, false)
+            or coalesce(i.billing_reason_base = 'already_billed', false) as captured,
         coalesce(e.captured_at, c.captured_at,
                  case when i.charged then i.billing_finalized_at end) as captured_at,
         coalesce(e.capture_reason, c.capture_reason,

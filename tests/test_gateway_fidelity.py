@@ -211,3 +211,16 @@ def test_request_rows_from_files_a_requests_array_or_a_sibling_file(run_cli: Any
     ]
     assert query(db, "select batch_id, reason from rejected_batches") == [
         (b["id"], "requests[0].cost_nanos must be >= 0, got -1")]
+
+
+def test_a_batch_first_seen_already_billed_counts_as_captured_once(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    b = batch(1)
+    gw = Gateway(batches={b["id"]: b}, refinalize=True, gets={b["id"]: 1})  # someone else's GET captured it
+    with serve(gw):
+        first = nightly(run_cli, gw, db, tmp_path, [b["id"]])
+        second = nightly(run_cli, gw, db, tmp_path, [b["id"]])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert query(db, "select charged, captured, billing_reason, cost_nanos from batches") == [
+        (False, True, "already_billed", 300_000_000)]
+    assert query(db, "select change from batch_history") == [("new",)]
+    assert query(db, "select cost_delta_nanos from load_runs order by started_at") == [(300_000_000,), (0,)]
