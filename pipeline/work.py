@@ -177,7 +177,8 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
         line_rows.extend(norm.lines)
         line_recs.extend([i] * len(norm.lines))
         for path, note in norm.drift.items():
-            drift.setdefault(redact(_INDEX.sub("[]", path)), (note, redact(norm.batch[0])))
+            field_path = redact(_INDEX.sub("[]", path))[:MAX_REASON]
+            drift.setdefault(field_path, (note, redact(norm.batch[0])[:200]))
     meta = chunk_meta(chunk, seq0)
     requests = None
     if request_sets:

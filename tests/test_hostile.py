@@ -627,3 +627,42 @@ def test_load_runs_records_the_input_not_the_last_rejected_file(run_cli: Any, db
     result = run_cli("run", "--input", data, "--db", db)
     assert result.exit_code == 0, result.output
     assert query(db, "select source, status, rejected from load_runs") == [(str(data), "ok_with_rejects", 1)]
+
+
+def _hang_up(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.write(b"")  # close without a status line
+
+
+def _brotli(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Encoding", "br")
+    handler.send_header("Content-Length", "4")
+    handler.end_headers()
+    handler.wfile.write(b"\x8b\x00\x80\x03")
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (Reply(raw=_hang_up), "gave up after 2 attempts: Server disconnected without sending a response."),
+    (Reply(raw=_brotli), "unsupported Content-Encoding 'br'"),  # not retried: it would not change
+    (Reply(200, b""), "response body is not JSON: Input is a zero-length, empty document: line 1 column 1 (char 0)"),
+    (Reply(200, b"null"), "response body is not a batch object"),
+])
+def test_answers_that_are_not_http_or_not_json_are_recorded_not_tracebacks(
+    run_cli: Any, db: Path, tmp_path: Path, reply: Reply, reason: str
+) -> None:
+    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ODD": [reply, reply]})
+    with serve(gw):
+        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ODD"]))
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert scalar(db, "select count(*) from batches") == 1
+    assert query(db, "select batch_id, reason from fetch_errors") == [("batch_ODD", reason)]
+
+
+def test_a_huge_unknown_key_is_kept_and_announced_clipped(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, **{"k" * 100_000: 1})])
+    result = run_cli("run", "--input", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert scalar(db, "select max(length(field)) from schema_drift") == 500
+    assert len(result.output) < 2_000
+    assert scalar(db, "select length(extra) from batches") > 100_000  # the value itself is kept

@@ -407,12 +407,8 @@ async def fetch_to_archive(
                 report.error(batch_id, url, 200, str(exc), "too_large")
                 return
             except (_Transient, httpx.HTTPError, TimeoutError) as exc:
-                cause = str(exc) or type(exc).__name__
-                if isinstance(exc, TimeoutError):
-                    cause = f"no whole response within {client.api.timeout_s:g} s"
-                reason = f"gave up after {client.api.max_retries + 1} attempts: {cause}"
                 status = exc.status if isinstance(exc, _Transient) else None
-                report.error(batch_id, url, status, reason, "failed")
+                report.error(batch_id, url, status, _gave_up(client, exc), "failed")
                 return
             if (fatal := _fatal(resp)) is not None:
                 raise fatal
@@ -482,7 +478,7 @@ async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list
         except BodyTooLarge as exc:
             return rows, str(exc)
         except (_Transient, httpx.HTTPError, TimeoutError) as exc:
-            return rows, f"gave up after {client.api.max_retries + 1} attempts: {_cause_of(exc)}"
+            return rows, _gave_up(client, exc)
         if (fatal := _fatal(resp)) is not None:
             raise fatal
         if resp.status != 200:
@@ -535,10 +531,14 @@ async def fetch_requests_to_archive(
         await _in_parallel(worker, min(client.api.concurrency, len(wanted)))
 
 
-def _cause_of(exc: BaseException) -> str:
+def _gave_up(client: Client, exc: BaseException) -> str:
+    """Why an id was not fetched: after every retry for a transient fault, at once else."""
+    cause = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError):
-        return "no whole response within the deadline"
-    return str(exc) or type(exc).__name__
+        cause = f"no whole response within {client.api.timeout_s:g} s"
+    if _is_transient(exc):
+        return f"gave up after {client.api.max_retries + 1} attempts: {cause}"
+    return cause
 
 
 def read_archive(path: Path) -> Iterator[RawRecord]:
