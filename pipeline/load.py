@@ -788,6 +788,15 @@ def reader(db_path: Path, *, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyC
         con = connect(db_path, read_only=True, sandbox=sandbox)
     except duckdb.Error as exc:
         raise NotABillingDatabase(f"cannot open {db_path}: {str(exc).splitlines()[0]}") from None
+    found = con.execute(
+        "select count(*) from duckdb_tables() where table_name = 'pipeline_meta'"
+    ).fetchone()
+    if not found or not found[0]:
+        con.close()
+        raise NotABillingDatabase(
+            f"{db_path} is not a billing database (no pipeline_meta table): "
+            "pass the file `billing run` writes"
+        )
     try:
         yield con
     finally:

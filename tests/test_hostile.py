@@ -666,3 +666,18 @@ def test_a_huge_unknown_key_is_kept_and_announced_clipped(run_cli: Any, db: Path
     assert scalar(db, "select max(length(field)) from schema_drift") == 500
     assert len(result.output) < 2_000
     assert scalar(db, "select length(extra) from batches") > 100_000  # the value itself is kept
+
+
+@pytest.mark.parametrize("command", [("runs",), ("query", "spend-by-model"), ("sql", "select 1"),
+                                     ("export", "--out", "LAKE")])
+def test_readers_pointed_at_a_database_that_is_not_ours_say_so(
+    run_cli: Any, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    foreign = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(foreign)).execute("create table sales as select 42 as amount").close()
+    args = [str(tmp_path / "lake") if a == "LAKE" else a for a in command]
+    result = run_cli(*args, "--db", foreign)
+    assert (result.exit_code, result.output) == (
+        2, f"billing: error: {foreign} is not a billing database (no pipeline_meta table): "
+           "pass the file `billing run` writes\n")
+    assert not (tmp_path / "lake").exists()
