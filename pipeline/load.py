@@ -639,18 +639,26 @@ class Loader:
                 [(*r, self.run_id, self.now) for r in rows],
             )
 
-    def request_fetch_needed(self) -> dict[str, int | None]:
-        """Final batches whose request rows were never fetched, or fetched for another
-        cost (restated): batch id -> current cost."""
+    def request_fetch_needed(self, archive_dir: Path) -> dict[str, int | None]:
+        """Final batches loaded from this database's API archive whose request rows were
+        never fetched, or were fetched for another cost (restated): id -> current cost."""
         rows = self.con.execute(
             "select b.id, b.cost_nanos from batches b left join request_fetches f"
-            " on f.batch_id = b.id where b.is_final and b.source like '%archive%'"
-            " and (f.batch_id is null or f.cost_nanos is distinct from b.cost_nanos)"
+            " on f.batch_id = b.id where b.is_final and starts_with(b.source, $1)"
+            " and (f.batch_id is null or f.cost_nanos is distinct from b.cost_nanos)",
+            [f"{archive_dir}{os.sep}"],
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def known_request_fetches(self) -> dict[str, int | None]:
-        rows = self.con.execute("select batch_id, cost_nanos from request_fetches").fetchall()
+    def request_fetches_of(self, ids: Sequence[str]) -> dict[str, int | None]:
+        """The cost at which each of ``ids`` last had its request rows fetched."""
+        if not ids:
+            return {}
+        rows = self.con.execute(
+            "select batch_id, cost_nanos from request_fetches"
+            " where batch_id in (select unnest($1::varchar[]))",
+            [list(ids)],
+        ).fetchall()
         return {r[0]: r[1] for r in rows}
 
     def reject(self, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -218,7 +218,7 @@ _KEY = re.compile(r"""(["'])((?:(?!\1)[^\\]|\\.){0,400}?)\1\s*:""", re.S)
 _SCALAR_END = re.compile(r"[\s,}\]]")
 
 
-def _decode_key(raw: str, quote_char: str) -> str:
+def _decode_key(raw: str) -> str:
     if "\\" not in raw:
         return raw
     try:
@@ -265,7 +265,7 @@ def _redact_structure(text: str) -> str:
     for m in _KEY.finditer(text):
         if m.start() < pos:
             continue  # inside a value already blanked
-        if not is_credential_key(_decode_key(m.group(2), m.group(1))):
+        if not is_credential_key(_decode_key(m.group(2))):
             continue
         start = m.end()
         while start < len(text) and text[start] in " \t\r\n":

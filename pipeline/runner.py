@@ -308,11 +308,11 @@ def execute_api(
                     with progress(len(unique), "fetching batches") as advance:
                         report = await fetch_to_archive(unique, client, archive, advance)
                 # request rows: for final batches, once, and again when the bill changes
-                known = loader.known_request_fetches()
+                known = loader.request_fetches_of(list(report.final))
                 rows_wanted = {
                     i: c for i, c in report.final.items() if i not in known or known[i] != c
                 }
-                for i, c in loader.request_fetch_needed().items():
+                for i, c in loader.request_fetch_needed(archive.parent).items():
                     rows_wanted.setdefault(i, report.final.get(i, c))
                 if rows_wanted:
                     log.info("fetching request rows of %d final batches", len(rows_wanted))

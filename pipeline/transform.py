@@ -57,7 +57,22 @@ RUNNING_STATUSES = ("in_progress", "processing", "running")
 # The gateway's lifecycle_status: terminal statuses as themselves; in_progress and
 # processing -> running; everything else (validating, finalizing, cancelling,
 # submission_unknown, an unmapped provider status...) -> pending.
-_LIFECYCLE = {**{s: s for s in TERMINAL_STATUSES}, "running": "running", "pending": "pending"}
+_LIFECYCLE_GROUP = {
+    **{s: "terminal" for s in TERMINAL_STATUSES},
+    "running": "running",
+    "pending": "pending",
+}
+
+
+def lifecycle_group(status: Any, lifecycle_status: Any = None) -> str | None:
+    """One batch's group (pending / running / terminal): what :func:`with_derived_columns`
+    computes column-wise, for a single parsed object (the API extractor's finality test)."""
+    given = _LIFECYCLE_GROUP.get(lifecycle_status) if isinstance(lifecycle_status, str) else None
+    if given is not None or not isinstance(status, str):
+        return given
+    if status in TERMINAL_STATUSES:
+        return "terminal"
+    return "running" if status in RUNNING_STATUSES else "pending"
 _STATUS_RANK = {
     "submitting": 0,
     "submission_unknown": 0,
@@ -759,9 +774,7 @@ def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("pending"))
     )
     given = pl.col("lifecycle_status").replace_strict(
-        {k: "terminal" if v in TERMINAL_STATUSES else v for k, v in _LIFECYCLE.items()},
-        default=None,
-        return_dtype=pl.String,
+        _LIFECYCLE_GROUP, default=None, return_dtype=pl.String
     )
     group = pl.coalesce(given, derived)
     terminal = group == "terminal"

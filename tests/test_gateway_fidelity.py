@@ -224,3 +224,16 @@ def test_a_batch_first_seen_already_billed_counts_as_captured_once(run_cli: Any,
         (False, True, "already_billed", 300_000_000)]
     assert query(db, "select change from batch_history") == [("new",)]
     assert query(db, "select cost_delta_nanos from load_runs order by started_at") == [(300_000_000,), (0,)]
+
+
+def test_batches_loaded_from_files_are_not_asked_for_request_rows(run_cli: Any, db: Path, tmp_path: Path) -> None:
+    from tests.conftest import write_jsonl
+
+    folder = tmp_path / "old-archive-2026"  # a path that merely mentions "archive"
+    folder.mkdir()
+    assert run_cli("run", "--input", write_jsonl(folder / "b.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    gw = Gateway(batches={}, refinalize=True)
+    with serve(gw):
+        result = nightly(run_cli, gw, db, tmp_path, [])
+    assert result.exit_code == 0, result.output
+    assert gw.requests == []

@@ -42,6 +42,7 @@ from tenacity import (
 from pipeline.config import ApiConfig
 from pipeline.extract.files import MAX_RECORD_BYTES, RawRecord, kept_text
 from pipeline.redaction import redact, redact_json
+from pipeline.transform import lifecycle_group
 
 log = logging.getLogger(__name__)
 
@@ -337,36 +338,35 @@ async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
     return ids
 
 
-_TERMINAL = ("completed", "failed", "expired", "cancelled")
-
-
-def final_cost(body: Any) -> tuple[bool, int | None]:
-    """(is the batch final: terminal and its billing finalized, its billing.cost_nanos)."""
-    bill = body.get("billing") if isinstance(body, dict) else None
+def final_cost(body: dict[str, Any]) -> tuple[bool, int | None]:
+    """(is the batch final: terminal, by the same rule as the load, and its billing
+    finalized; its billing.cost_nanos)."""
+    bill = body.get("billing")
     if not isinstance(bill, dict) or not bill.get("finalized_at"):
         return False, None
-    status, lifecycle = body.get("status"), body.get("lifecycle_status")
-    terminal = lifecycle in _TERMINAL if isinstance(lifecycle, str) else status in _TERMINAL
+    terminal = lifecycle_group(body.get("status"), body.get("lifecycle_status")) == "terminal"
     cost = bill.get("cost_nanos")
     return terminal, cost if isinstance(cost, int) and not isinstance(cost, bool) else None
 
 
-def _check_body(batch_id: str, resp: Answer) -> str | None:
-    """Why a 200 body is not the batch that was asked for (None when it is)."""
+def _check_body(batch_id: str, resp: Answer) -> tuple[dict[str, Any] | None, str | None]:
+    """(the batch object, None), or (None, why the 200 body is not the batch asked for)."""
     try:
         body = resp.json()
     except orjson.JSONDecodeError as exc:
-        return f"response body is not JSON: {exc}"
+        return None, f"response body is not JSON: {exc}"
     if not isinstance(body, dict):
-        return "response body is not a batch object"
+        return None, "response body is not a batch object"
     if "id" not in body and "error" in body:
-        return f"the gateway answered 200 with an error body ({_error_reason(resp)})"
+        return None, f"the gateway answered 200 with an error body ({_error_reason(resp)})"
     got = body.get("id")
     if not isinstance(got, str):
-        return "response body is not a batch object (no id)"
+        return None, "response body is not a batch object (no id)"
     if got.strip() != batch_id:
-        return f"the gateway answered with batch {redact(got[:200])!r} instead of {batch_id!r}"
-    return None
+        return None, (
+            f"the gateway answered with batch {redact(got[:200])!r} instead of {batch_id!r}"
+        )
+    return body, None
 
 
 def _envelope(batch_id: str, resp: Answer, error: str | None) -> bytes:
@@ -413,15 +413,15 @@ async def fetch_to_archive(
             if (fatal := _fatal(resp)) is not None:
                 raise fatal
             if resp.status == 200:
-                problem = _check_body(batch_id, resp)
+                body, problem = _check_body(batch_id, resp)
                 fh.write(_envelope(batch_id, resp, problem) + b"\n")
-                if problem is None:
+                if body is not None:
                     report.fetched += 1
-                    final, cost = final_cost(resp.json())
+                    final, cost = final_cost(body)
                     if final:
                         report.final[batch_id] = cost
                 else:
-                    report.error(batch_id, url, 200, problem, "wrong_body")
+                    report.error(batch_id, url, 200, str(problem), "wrong_body")
             elif resp.status == 404:
                 reason = f"batch not found ({_error_reason(resp)})"
                 report.error(batch_id, url, 404, reason, "not_found")

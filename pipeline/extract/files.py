@@ -349,7 +349,7 @@ def read_chunks(paths: Iterable[Path], size: int) -> Iterator[Chunk]:
             pending = []
             yield from _jsonl_slices(path, size)
             continue
-        for rec in _read_json(path) if path.suffix.lower() == ".json" else _read_jsonl(path):
+        for rec in read_records([path]):
             pending.append(rec)
             if len(pending) >= size:
                 yield pending
