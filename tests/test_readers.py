@@ -30,6 +30,14 @@ print(*con.execute(q).fetchone(), flush=True)
 """
 
 
+def _ask(proc: subprocess.Popen[str], sql: str) -> str:
+    """One query to a running `duckdb` CLI, its one-line answer."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(sql + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().rstrip("\n")
+
+
 def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: Path, tmp_path: Path) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [batch(1)])
     two = write_jsonl(tmp_path / "two.jsonl", [batch(2, cost_nanos=5)])
@@ -42,11 +50,7 @@ def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: P
     try:
         assert python.stdout is not None and python.stdin is not None
         assert python.stdout.readline() == "1 300000000\n"
-        if duck is not None:
-            assert duck.stdin is not None and duck.stdout is not None
-            duck.stdin.write("select count(*) from batches;\n")
-            duck.stdin.flush()
-            assert duck.stdout.readline() == "1\n"
+        assert duck is None or _ask(duck, "select count(*) from batches;") == "1"
         run = subprocess.run(billing("run", "--input", two, "--db", db, "-q"), capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
         # a reader that opens now sees the new totals
@@ -55,11 +59,7 @@ def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: P
         python.stdin.write("\n")
         python.stdin.flush()
         assert python.stdout.readline() == "1 300000000\n"
-        if duck is not None:
-            assert duck.stdin is not None and duck.stdout is not None
-            duck.stdin.write("select count(*) from batches;\n")
-            duck.stdin.flush()
-            assert duck.stdout.readline() == "1\n"
+        assert duck is None or _ask(duck, "select count(*) from batches;") == "1"
     finally:
         python.kill()
         if duck is not None:
