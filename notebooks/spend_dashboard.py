@@ -46,7 +46,7 @@ def _():
 def _(db_path, frame, mo):
     totals = frame(
         "select count(*) as batches, coalesce(sum(cost_nanos), 0) as cost_nanos,"
-        " cast(coalesce(sum(cost_nanos), 0) as decimal(38, 0)) * 0.000000001 as cost_usd,"
+        " nanos_to_usd(coalesce(sum(cost_nanos), 0)) as cost_usd,"
         " (select count(*) from billing_reconciliation) as mismatches,"
         " (select max(finished_at) from load_runs) as last_run"
         " from batches"
@@ -109,7 +109,7 @@ def _(alt, frame):
 def _(alt, frame):
     models = frame(
         "select model, attribution, sum(cost_nanos) as cost_nanos,"
-        " (cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001)::double as cost_usd_plot"
+        " (nanos_to_usd(sum(cost_nanos)))::double as cost_usd_plot"
         " from spend_by_model group by all order by cost_nanos desc"
     )
     model_mix = (

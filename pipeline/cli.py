@@ -27,12 +27,14 @@ import duckdb
 
 from pipeline import __version__, runner
 from pipeline.config import (
+    CONFIG_ENV,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_KEEP_SNAPSHOTS,
     TOKEN_ENV,
     ApiConfig,
     ConfigError,
     RunConfig,
+    load_config_file,
 )
 from pipeline.export import ExportRefused
 from pipeline.extract import (
@@ -210,6 +212,13 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
 )
 @db_option
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"A billing.toml: [account] names for FOCUS [${CONFIG_ENV}; else the stored ones].",
+)
+@click.option(
     "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
 )
 @click.option(
@@ -261,6 +270,7 @@ def run_cmd(
     retries: int | None,
     replay: tuple[Path, ...],
     db: Path,
+    config_path: Path | None,
     strict: bool,
     wait_s: float,
     chunk_size: int,
@@ -291,8 +301,10 @@ def run_cmd(
             )
     if db.exists() and not db.is_file():
         raise ConfigError(f"--db {db} is a folder, not a database file")
+    file_cfg = load_config_file(config_path)
     cfg = RunConfig(
         db_path=db,
+        account=file_cfg.account if file_cfg.path is not None else None,
         strict=strict,
         chunk_size=chunk_size,
         wait_for_lock_s=wait_s,
@@ -443,7 +455,7 @@ def query_cmd(
         body = (
             f"select {period}, provider, sum(batches)::bigint as batches,"  # noqa: S608
             " sum(billed_batches)::bigint as billed_batches, sum(cost_nanos) as cost_nanos,"
-            " cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd"
+            " nanos_to_usd(sum(cost_nanos)) as cost_usd"
             f" from ({body}) group by all order by {period}, provider"
         )
     if limit:
@@ -510,7 +522,7 @@ def runs_cmd(db: Path, fmt: str, limit: int) -> None:
             "select run_id, status, started_at, duration_s, records_read, batches_loaded,"
             " batches_new, batches_updated, lines_loaded, rejected, not_found,"
             " reconciliation_issues, cost_delta_nanos,"
-            " cast(total_cost_nanos_after as decimal(38, 0)) * 0.000000001 as total_cost_usd,"
+            " nanos_to_usd(total_cost_nanos_after) as total_cost_usd,"
             " pipeline_version from load_runs order by started_at desc limit $1",
             [limit],
         )
@@ -520,22 +532,37 @@ def runs_cmd(db: Path, fmt: str, limit: int) -> None:
 @cli.command("export")
 @db_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["parquet"]), default="parquet", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "focus", "focus-csv"]),
+    default="parquet",
+    show_default=True,
+    help="parquet: batches, pricing_lines and focus_charges as Hive-partitioned Parquet; "
+    "focus / focus-csv: the FOCUS 1.2 dataset only, one folder per billing period.",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder to (re)write: DATASET/month=YYYY-MM/provider=NAME/*.parquet",
+    help="Folder to (re)write: a new or empty one, or an earlier export.",
 )
 @friendly_errors
 def export_cmd(db: Path, fmt: str, out: Path) -> None:
-    """Export batches, pricing_lines and focus_charges as Hive-partitioned Parquet."""
-    from pipeline.export import export_parquet
+    """Export the tables as Parquet files, or the FOCUS 1.2 dataset for FinOps tools.
+
+    \b
+    Examples:
+      billing export --out lake/                  # DATASET/month=YYYY-MM/provider=NAME/
+      billing export --format focus --out focus/  # focus_charges/billing_period=YYYY-MM/
+    """
+    from pipeline.export import export_focus, export_parquet
     from pipeline.report import usd
 
     with reader(db) as con:
-        result = export_parquet(con, out)
+        if fmt == "parquet":
+            result = export_parquet(con, out)
+        else:
+            result = export_focus(con, out, "csv" if fmt == "focus-csv" else "parquet")
     for name, rows in result.rows.items():
         click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
 

@@ -119,3 +119,72 @@ class RunConfig:
     memory_limit: str = "256MB"
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
+    account: dict[str, str] | None = None  # from the config file; None keeps the stored
+
+
+# -- the optional config file (TOML) ---------------------------------------------------
+CONFIG_ENV = "BILLING_CONFIG"
+
+DEFAULT_ACCOUNT = {
+    # FOCUS columns the batch objects do not carry. The gateway sells the models and
+    # issues the invoice (FOCUS ProviderName/InvoiceIssuerName); the model's maker is the
+    # PublisherName. A user names their own billing account.
+    "billing_account_id": "default",
+    "billing_account_name": "Phaseo gateway account",
+    "invoice_issuer_name": "Phaseo",
+    "provider_name": "Phaseo",
+}
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """What ``billing.toml`` sets. Every table and key is optional."""
+
+    path: Path | None = None
+    account: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNT))
+
+    def meta_rows(self) -> list[tuple[str, str]]:
+        """``pipeline_meta`` rows the views read (``account.*``)."""
+        return [(f"account.{k}", v) for k, v in sorted(self.account.items())]
+
+
+def _text(value: object, where: str, limit: int = 200) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be a non-empty string")
+    if len(value) > limit or any(ord(c) < 32 for c in value):
+        raise ConfigError(f"{where} must be one line of at most {limit} characters")
+    if redact(value) != value:
+        raise ConfigError(f"{where} looks like a credential; it would be shown in every export")
+    return value.strip()
+
+
+def load_config_file(path: Path | None) -> FileConfig:
+    """Read ``path`` (or ``$BILLING_CONFIG``); no file means the defaults."""
+    import tomllib
+
+    if path is None:
+        env = os.environ.get(CONFIG_ENV, "").strip()
+        if not env:
+            return FileConfig()
+        path = Path(env)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {redact(str(exc))}") from None
+    unknown = sorted(set(data) - {"account"})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown table(s) {', '.join(unknown)}")
+    account = dict(DEFAULT_ACCOUNT)
+    given = data.get("account", {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"config file {path}: [account] must be a table")
+    for key, value in given.items():
+        if key not in DEFAULT_ACCOUNT:
+            raise ConfigError(
+                f"config file {path}: unknown key account.{key} "
+                f"(known: {', '.join(DEFAULT_ACCOUNT)})"
+            )
+        account[key] = _text(value, f"account.{key} in {path}")
+    return FileConfig(path=path, account=account)

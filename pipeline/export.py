@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,10 +51,9 @@ DATASETS: dict[str, tuple[str, str]] = {
     ),
     "focus_charges": (
         """
-        select * exclude (ServiceProviderName),
-            ServiceProviderName,
+        select *,
             strftime(ChargePeriodStart at time zone 'UTC', '%Y-%m') as month,
-            coalesce(ServiceProviderName, 'unknown') as provider
+            PublisherName as provider
         from focus_charges
         """,
         "x_CostNanos",
@@ -103,34 +103,20 @@ class ExportResult:
     nanos: dict[str, int]
 
 
-def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
-    """Write every dataset under ``out`` atomically (temp folder + rename)."""
-    out = out.absolute()
+def _swap_in(out: Path, write: Callable[[Path], dict[str, object]]) -> None:
+    """Build the export in a temporary sibling folder, then swap it in with renames."""
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     tmp = out.parent / f".{out.name}.tmp-{token}"
     old = out.parent / f".{out.name}.old-{token}"
-    rows: dict[str, int] = {}
-    nanos: dict[str, int] = {}
     try:
         tmp.mkdir()
-        for name, (sql, money) in DATASETS.items():
-            count_sql = f"select count(*), coalesce(sum({money}), 0) from ({sql})"  # noqa: S608
-            count, total = con.execute(count_sql).fetchall()[0]
-            rows[name], nanos[name] = int(count), int(total)
-            if rows[name]:
-                con.sql(sql).write_parquet(str(tmp / name), partition_by=PARTITIONS)
-            else:
-                (tmp / name).mkdir()
         manifest = {
             "generator": GENERATOR,
             "exported_at": datetime.now(UTC).isoformat(),
             "pipeline_version": __version__,
-            "partitioning": "hive: " + "/".join(f"{p}=..." for p in PARTITIONS),
-            "datasets": {
-                name: {"rows": rows[name], "total_nanos": str(nanos[name])} for name in DATASETS
-            },
+            **write(tmp),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _check_out(out)  # again, just before the swap
@@ -142,4 +128,87 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, money: str) -> tuple[int, int]:
+    count_sql = f"select count(*), coalesce(sum({money}), 0) from ({sql})"  # noqa: S608
+    count, total = con.execute(count_sql).fetchall()[0]
+    return int(count), int(total)
+
+
+def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
+    """Write every dataset under ``out`` atomically (temp folder + rename)."""
+    out = out.absolute()
+    rows: dict[str, int] = {}
+    nanos: dict[str, int] = {}
+
+    def write(tmp: Path) -> dict[str, object]:
+        for name, (sql, money) in DATASETS.items():
+            rows[name], nanos[name] = _count(con, sql, money)
+            if rows[name]:
+                con.sql(sql).write_parquet(str(tmp / name), partition_by=PARTITIONS)
+            else:
+                (tmp / name).mkdir()
+        return {
+            "partitioning": "hive: " + "/".join(f"{p}=..." for p in PARTITIONS),
+            "datasets": {
+                name: {"rows": rows[name], "total_nanos": str(nanos[name])} for name in DATASETS
+            },
+        }
+
+    _swap_in(out, write)
     return ExportResult(out, rows, nanos)
+
+
+FOCUS_VERSION = "1.2"
+FOCUS_DATASET = "focus_charges"
+# one folder per FOCUS billing period; the files hold exactly the focus_charges columns
+FOCUS_SQL = """
+select *, strftime(BillingPeriodStart at time zone 'UTC', '%Y-%m') as billing_period
+from focus_charges
+"""
+
+
+def export_focus(
+    con: duckdb.DuckDBPyConnection, out: Path, file_type: str = "parquet"
+) -> ExportResult:
+    """Write the FOCUS 1.2 cost and usage dataset (``focus_charges``) for FinOps tools:
+    ``focus_charges/billing_period=YYYY-MM/*.parquet`` (or ``.csv``), the FOCUS version in
+    the Parquet key-value metadata and in ``manifest.json``."""
+    if file_type not in ("parquet", "csv"):
+        raise ValueError(f"unknown FOCUS file type {file_type!r}")
+    out = out.absolute()
+    rows, nanos = _count(con, FOCUS_SQL, "x_CostNanos")
+
+    def write(tmp: Path) -> dict[str, object]:
+        target = tmp / FOCUS_DATASET
+        if not rows:
+            target.mkdir()
+        elif file_type == "parquet":
+            con.execute(
+                f"copy ({FOCUS_SQL}) to '{_sql_path(target)}' (format parquet, "
+                "partition_by (billing_period), kv_metadata {focus_version: '"
+                + FOCUS_VERSION
+                + "', focus_dataset: 'CostAndUsage', generator: '"
+                + GENERATOR
+                + "'})"
+            )
+        else:
+            con.execute(
+                f"copy ({FOCUS_SQL}) to '{_sql_path(target)}' "
+                "(format csv, header, partition_by (billing_period))"
+            )
+        return {
+            "focus_version": FOCUS_VERSION,
+            "focus_dataset": "CostAndUsage",
+            "file_type": file_type,
+            "partitioning": "hive: billing_period=YYYY-MM",
+            "datasets": {FOCUS_DATASET: {"rows": rows, "total_nanos": str(nanos)}},
+        }
+
+    _swap_in(out, write)
+    return ExportResult(out, {FOCUS_DATASET: rows}, {FOCUS_DATASET: nanos})
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")

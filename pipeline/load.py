@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from pipeline.config import DEFAULT_KEEP_SNAPSHOTS
+from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,15 @@ alter table fetch_errors add column if not exists kind varchar;
 alter table load_runs add column if not exists not_fetched bigint;
 alter table load_runs add column if not exists batches_reread bigint;
 alter table load_runs add column if not exists unreadable_inputs bigint;
+alter table load_runs add column if not exists focus_corrections bigint;
+create table if not exists charge_ledger (
+    batch_id varchar not null, charge_kind varchar not null, provider varchar,
+    model varchar, dimension varchar, unit_size double, unit_price_usd decimal(38, 9),
+    pricing_plan varchar, service_tier varchar,
+    quantity double, billable_units double, charge_nanos bigint not null,
+    charge_period_at timestamptz, billing_period_at timestamptz, charge_class varchar,
+    billing_reason varchar, charged boolean, run_id varchar, recorded_at timestamptz
+);
 """
 
 STAGE_DDL = """
@@ -307,6 +316,69 @@ insert into rejected_batches by name
     )
 """
 
+# The FOCUS books (charge_ledger) are append-only. A charge is booked as first reported;
+# when a batch's charges change later (a restatement, a partial bill made final), the
+# difference per charge key is booked as a 'Correction' row dated in the charge period of
+# the first report and billed in the period of the new bill. Rows once booked are never
+# rewritten, and the ledger sums to the current bill per batch and key. {scope} names
+# the batches to compare: this run's new and updated ones (all of them on the first run
+# of a database that had no ledger yet).
+LEDGER_SQL = """
+create or replace temp table ledger_scope as {scope};
+
+create or replace temp table ledger_delta as
+with now_lines as (
+    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
+        pricing_plan, service_tier,
+        sum(quantity) as quantity, sum(billable_units) as billable_units,
+        sum(charge_nanos) as charge_nanos
+    from int_charge_lines
+    where batch_id in (select batch_id from ledger_scope)
+    group by all
+),
+
+booked as (
+    select * from charge_ledger where batch_id in (select batch_id from ledger_scope)
+),
+
+first_booked as (
+    select batch_id, min(charge_period_at) as charge_period_at
+    from booked group by batch_id
+),
+
+moves as (
+    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
+        pricing_plan, service_tier, quantity, billable_units, charge_nanos
+    from now_lines
+    union all
+    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
+        pricing_plan, service_tier, -quantity, -billable_units, -charge_nanos
+    from booked
+),
+
+deltas as (
+    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
+        pricing_plan, service_tier,
+        sum(quantity) as quantity, sum(billable_units) as billable_units,
+        sum(charge_nanos)::bigint as charge_nanos
+    from moves
+    group by all
+    having sum(charge_nanos) <> 0 or coalesce(sum(quantity), 0) <> 0
+)
+
+select d.*,
+    coalesce(f.charge_period_at, s.charged_at) as charge_period_at,
+    greatest(s.charged_at, f.charge_period_at) as billing_period_at,
+    case when f.batch_id is not null then 'Correction' end as charge_class,
+    s.billing_reason, s.charged
+from deltas as d
+left join first_booked as f on f.batch_id = d.batch_id
+left join stg_batches as s on s.batch_id = d.batch_id;
+
+insert into charge_ledger by name
+    select *, $run_id as run_id, $now as recorded_at from ledger_delta
+"""
+
 RECONCILE_SQL = """
 insert into reconciliation_results
     select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
@@ -334,7 +406,7 @@ def sql_dir() -> Path:
 
 def view_files() -> list[Path]:
     base = sql_dir()
-    layers = ("staging", "intermediate", "marts")  # each layer reads only the ones before
+    layers = ("macros", "staging", "intermediate", "marts")  # each layer reads only the ones before
     return [path for layer in layers for path in sorted((base / layer).glob("*.sql"))]
 
 
@@ -536,6 +608,7 @@ class MergeStats:
     total_before: int = 0
     total_after: int = 0
     reconciliation_issues: int = 0
+    corrections: int = 0  # FOCUS correction rows booked
     new_fields: list[str] = field(default_factory=list)
 
     @property
@@ -558,8 +631,10 @@ class Loader:
         wait_s: float = 0.0,
         memory_limit: str = "1GB",
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
+        account: dict[str, str] | None = None,
     ) -> None:
         self.db_path = db_path
+        self.account = account
         self.run_id = run_id
         self.keep_snapshots = keep_snapshots
         self.store = Store(db_path)
@@ -707,12 +782,38 @@ class Loader:
         )
         stats.total_after = self.total_cost_nanos()
         stats.new_fields = self._record_drift()
+        self._store_account()
         create_views(con)
+        first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
+        scope = (
+            "select id as batch_id from batches"
+            if first
+            else "select id as batch_id from decisions where action in ('new', 'updated')"
+        )
+        run_script(con, LEDGER_SQL.replace("{scope}", scope), params)
+        stats.corrections = _scalar(
+            con, "select count(*) from ledger_delta where charge_class = 'Correction'"
+        )
         con.execute(RECONCILE_SQL, {"run_id": self.run_id})
         stats.reconciliation_issues = _scalar(
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
         )
         return stats
+
+    def _store_account(self) -> None:
+        """The FOCUS account names: the config file's when one was given, else what an
+        earlier run stored, else the defaults."""
+        stored = dict(
+            self.con.execute(
+                "select key, value from pipeline_meta where key like 'account.%'"
+            ).fetchall()
+        )
+        given = dict(self.account) if self.account is not None else {}
+        rows = {f"account.{k}": v for k, v in DEFAULT_ACCOUNT.items()}
+        rows.update(stored)
+        rows.update({f"account.{k}": v for k, v in given.items()})
+        self.con.execute("delete from pipeline_meta where key like 'account.%'")
+        self.con.executemany("insert into pipeline_meta values ($1, $2)", sorted(rows.items()))
 
     def _record_drift(self) -> list[str]:
         if not self._drift:

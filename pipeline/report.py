@@ -55,6 +55,11 @@ def run_summary(result: RunResult, db: str) -> str:
         lines.append(
             f"  duplicates  {s.duplicates:,} repeated batch ids in the input, counted once"
         )
+    if s.corrections:
+        lines.append(
+            f"  corrections {s.corrections:,} FOCUS correction rows for changed bills"
+            " (earlier rows kept; see focus_charges.ChargeClass)"
+        )
     if s.stale:
         lines.append(f"  stale       {s.stale:,} older snapshots skipped (the database is newer)")
     lines.append(

@@ -182,6 +182,7 @@ def execute(
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
+        account=cfg.account,
     )
     result = RunResult(
         run_id=ldr.run_id,
@@ -242,6 +243,7 @@ def execute(
                 "batches_updated": s.updated,
                 "batches_unchanged": s.unchanged,
                 "batches_reread": s.reread,
+                "focus_corrections": s.corrections,
                 "batches_stale": s.stale,
                 "duplicates_in_input": s.duplicates,
                 "lines_loaded": s.lines_loaded,
@@ -290,6 +292,7 @@ def execute_api(
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
+        account=cfg.account,
     )
     archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"
     try:

@@ -1,92 +1,20 @@
 from __future__ import annotations
 
-import copy
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import duckdb
-import orjson
 import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
 
-BASE_BATCH: dict[str, Any] = {
-    "id": "batch_00000000000000000000000001",
-    "object": "batch",
-    "endpoint": "/v1/responses",
-    "status": "completed",
-    "created_at": 1793491200,  # 2026-11-01T00:00:00Z
-    "completed_at": 1793494800,
-    "request_counts": {"total": 2, "completed": 2, "failed": 0},
-    "metadata": {"team": "search"},
-    "provider": "openai",
-    "session_id": "sess_a",
-    "webhook": {
-        "url": "https://hooks.example.com/x",
-        "secret": "whsec_TOPSECRET",
-        "events": ["batch.completed"],
-    },
-    "pricing_lines": [
-        {
-            "dimension": "input_text_tokens",
-            "quantity": 100000,
-            "billable_units": 0.1,
-            "unit_size": 1000000,
-            "unit_price_usd": "2.000000000",
-            "line_cost_usd": "0.200000000",
-            "line_nanos": 200000000,
-            "pricing_plan": "batch",
-            "service_tier": "batch",
-        },
-        {
-            "dimension": "batch_requests",
-            "pricing_plan": "batch",
-            "service_tier": "batch",
-            "endpoint": "/v1/responses",
-            "units": 2,
-            "total_nanos": 100000000,
-            "total_usd_str": "0.100000000",
-        },
-    ],
-    "billing": {
-        "billed": True,
-        "charged": True,
-        "reason": "charged:captured",
-        "cost_nanos": 300000000,
-        "cost_usd": 0.3,
-        "finalized_at": "2026-11-02T03:04:05.000Z",
-        "pricing_breakdown": {
-            "total_nanos": 300000000,
-            "total_usd_str": "0.300000000",
-            "total_cents": 30,
-            "completed_requests": 2,
-            "failed_requests": 0,
-            "total_requests": 2,
-        },
-    },
-}
 
-
-def batch(n: int = 1, **overrides: Any) -> dict[str, Any]:
-    """A valid batch object with id batch_<26 chars ending in n>; overrides replace keys."""
-    obj = copy.deepcopy(BASE_BATCH)
-    obj["id"] = f"batch_{n:026d}"
-    for key, value in overrides.items():
-        if key == "cost_nanos":
-            obj["billing"]["cost_nanos"] = value
-        else:
-            obj[key] = value
-    return obj
-
-
-def write_jsonl(path: Path, items: list[Any]) -> Path:
-    with path.open("wb") as fh:
-        for item in items:
-            fh.write((item if isinstance(item, bytes) else orjson.dumps(item)) + b"\n")
-    return path
+@pytest.fixture(autouse=True)
+def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A token or config in the developer's shell must not change what a test sees."""
+    for name in ("PHASEO_API_KEY", "PHASEO_BASE_URL", "BILLING_DB", "BILLING_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    yield
 
 
 @pytest.fixture
@@ -100,20 +28,3 @@ def run_cli() -> Callable[..., Result]:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "billing.duckdb"
-
-
-def query(db_path: Path, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
-
-
-def scalar(db_path: Path, sql: str, params: Any = None) -> Any:
-    return query(db_path, sql, params)[0][0]
-
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "sample"
-os.environ.pop("PHASEO_API_KEY", None)

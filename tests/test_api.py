@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import batch, query, scalar, write_jsonl
 from tests.gateway import NOT_IMPLEMENTED, TOKEN, Gateway, Reply, serve
+from tests.helpers import batch, query, scalar, write_jsonl
 
 ENV = {"PHASEO_API_KEY": TOKEN}
 

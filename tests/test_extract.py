@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.extract import LineSlice, files, iter_paths, read_chunks, read_records
-from tests.conftest import batch, write_jsonl
+from tests.helpers import batch, write_jsonl
 
 
 def test_jsonl_records_carry_source_and_line(tmp_path: Path) -> None:

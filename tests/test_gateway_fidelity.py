@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import batch, query, scalar
 from tests.gateway import TOKEN, Gateway, serve
+from tests.helpers import batch, query, scalar
 
 ENV = {"PHASEO_API_KEY": TOKEN}
 
@@ -190,7 +190,7 @@ def test_list_validates_status_filters_and_warns_when_the_page_is_full(run_cli: 
 def test_request_rows_from_files_a_requests_array_or_a_sibling_file(run_cli: Any, db: Path, tmp_path: Path) -> None:
     import orjson
 
-    from tests.conftest import write_jsonl
+    from tests.helpers import write_jsonl
 
     a, b, c = batch(1), batch(2, provider="anthropic"), batch(3, provider="mistral")
     a["requests"] = rows_for(a, ["gpt-5", "gpt-5-mini"])
@@ -227,7 +227,7 @@ def test_a_batch_first_seen_already_billed_counts_as_captured_once(run_cli: Any,
 
 
 def test_batches_loaded_from_files_are_not_asked_for_request_rows(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    from tests.conftest import write_jsonl
+    from tests.helpers import write_jsonl
 
     folder = tmp_path / "old-archive-2026"  # a path that merely mentions "archive"
     folder.mkdir()

@@ -25,8 +25,8 @@ from pipeline.extract import read_chunks
 from pipeline.extract.files import MAX_RAW_KEPT, find_inputs
 from pipeline.sample import iter_batches
 from pipeline.sample import write_jsonl as write_sample_jsonl
-from tests.conftest import batch, query, scalar, write_jsonl
 from tests.gateway import TOKEN, Gateway, Reply, serve
+from tests.helpers import batch, query, scalar, write_jsonl
 
 ENV = {"PHASEO_API_KEY": TOKEN}
 

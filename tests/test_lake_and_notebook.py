@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, SAMPLE, query, scalar
+from tests.helpers import REPO, SAMPLE, query, scalar
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_an_open_notebook_never_blocks_the_nightly_run_and_shows_it_next_refresh
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     pytest.importorskip("marimo")
-    from tests.conftest import batch, write_jsonl
+    from tests.helpers import batch, write_jsonl
 
     db = tmp_path / "billing.duckdb"
     first = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--db", str(db), "-q"],

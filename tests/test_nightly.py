@@ -19,7 +19,7 @@ from pipeline.extract import read_chunks
 from pipeline.runner import execute
 from pipeline.sample import iter_batches
 from pipeline.sample import write_jsonl as write_sample_jsonl
-from tests.conftest import batch, query, scalar, write_jsonl
+from tests.helpers import batch, query, scalar, write_jsonl
 
 
 def billing(*args: str | Path) -> list[str]:

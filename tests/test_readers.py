@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import batch, query, scalar, write_jsonl
+from tests.helpers import batch, query, scalar, write_jsonl
 
 
 def billing(*args: str | Path) -> list[str]:

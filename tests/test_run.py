@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import SAMPLE, batch, query, scalar, write_jsonl
+from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
 
 BIG = 9_007_199_254_740_993  # 2**53 + 1: not representable as a float
 

@@ -15,7 +15,7 @@ from pipeline.transform import (
     to_int,
     to_micros,
 )
-from tests.conftest import batch
+from tests.helpers import batch
 
 
 def frames(*objs: Any) -> tuple[pl.DataFrame, pl.DataFrame]:

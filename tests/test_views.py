@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from tests.conftest import batch, query, write_jsonl
+from tests.helpers import batch, query, write_jsonl
 
 D = Decimal
 
@@ -115,26 +115,26 @@ def test_billing_reconciliation(loaded: Path) -> None:
 
 
 def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
-    rows = query(loaded, "select ResourceId, x_LineIndex, ChargeCategory, BilledCost, EffectiveCost,"
+    rows = query(loaded, "select ResourceId, SkuId, ChargeCategory, BilledCost, EffectiveCost,"
                          " BillingCurrency, ChargePeriodStart::varchar, BillingPeriodStart::varchar,"
-                         " PricingQuantity, PricingUnit, ConsumedUnit, ServiceProviderName, SkuId,"
-                         " Tags->>'$.session_id' from focus_charges")
+                         " PricingQuantity, PricingUnit, ConsumedUnit, PublisherName, x_SessionId"
+                         " from focus_charges")
     assert rows == [
-        (batch(1)["id"], 0, "Usage", D("0.200000000"), D("0.200000000"), "USD", "2026-11-02 00:00:00+00",
-         "2026-11-01 00:00:00+00", 0.1, "1000000 input_text_tokens", "input_text_tokens", "openai",
-         "openai:gpt-5:input_text_tokens", "sess_a"),
-        (batch(1)["id"], 1, "Usage", D("0.100000000"), D("0.100000000"), "USD", "2026-11-02 00:00:00+00",
-         "2026-11-01 00:00:00+00", 2.0, "batch_requests", "batch_requests", "openai",
-         "openai:gpt-5:batch_requests", "sess_a"),
-        (batch(2)["id"], 0, "Usage", D("0.600000000"), D("0.600000000"), "USD", "2026-11-02 00:00:00+00",
-         "2026-11-01 00:00:00+00", 0.1, "1000000 input_text_tokens", "input_text_tokens", "anthropic",
-         "anthropic:unknown:input_text_tokens", "sess_b"),
-        (batch(2)["id"], None, "Adjustment", D("0.400000000"), D("0.400000000"), "USD",
-         "2026-11-02 00:00:00+00", "2026-11-01 00:00:00+00", None, None, None, "anthropic",
-         "anthropic:unknown:adjustment", "sess_b"),
-        (batch(4)["id"], None, "Adjustment", D("0.050000000"), D("0.050000000"), "USD",
-         "2026-11-03 00:00:00+00", "2026-11-01 00:00:00+00", None, None, None, "openai",
-         "openai:unknown:adjustment", "sess_c"),
+        (batch(1)["id"], "openai:gpt-5:batch_requests", "Usage", D("0.100000000"), D("0.100000000"),
+         "USD", "2026-11-02 00:00:00+00", "2026-11-01 00:00:00+00", 2.0, "Requests", "Requests",
+         "openai", "sess_a"),
+        (batch(1)["id"], "openai:gpt-5:input_text_tokens", "Usage", D("0.200000000"),
+         D("0.200000000"), "USD", "2026-11-02 00:00:00+00", "2026-11-01 00:00:00+00", 0.1,
+         "1000000 Tokens", "Tokens", "openai", "sess_a"),
+        (batch(2)["id"], "anthropic:unknown:adjustment", "Adjustment", D("0.400000000"),
+         D("0.400000000"), "USD", "2026-11-02 00:00:00+00", "2026-11-01 00:00:00+00", None, None,
+         None, "anthropic", "sess_b"),
+        (batch(2)["id"], "anthropic:unknown:input_text_tokens", "Usage", D("0.600000000"),
+         D("0.600000000"), "USD", "2026-11-02 00:00:00+00", "2026-11-01 00:00:00+00", 0.1,
+         "1000000 Tokens", "Tokens", "anthropic", "sess_b"),
+        (batch(4)["id"], "openai:unknown:adjustment", "Adjustment", D("0.050000000"),
+         D("0.050000000"), "USD", "2026-11-03 00:00:00+00", "2026-11-01 00:00:00+00", None, None,
+         None, "openai", "sess_c"),
     ]
     assert query(loaded, "select sum(BilledCost), sum(x_CostNanos) from focus_charges") == [
         (D("1.350000000"), 1_350_000_000)]

@@ -28,7 +28,7 @@ select
     round(median(lifecycle_s), 3) as median_lifecycle_s,
     round(max(lifecycle_s), 3) as max_lifecycle_s,
     coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos,
-    cast(coalesce(sum(cost_nanos), 0) as decimal(38, 0)) * 0.000000001 as cost_usd,
+    nanos_to_usd(coalesce(sum(cost_nanos), 0)) as cost_usd,
     status in ('failed', 'expired', 'cancelled') as is_unsuccessful
 from batches
 group by day, provider, status

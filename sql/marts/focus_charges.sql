@@ -1,57 +1,121 @@
--- FinOps FOCUS charges: one row per pricing line (plus adjustment rows), summing exactly
--- to the bill. Daily charge periods (UTC) on the charge date; monthly billing periods.
+-- FinOps FOCUS 1.2 cost and usage rows, read from the append-only charge_ledger: each
+-- charge as first reported, plus 'Correction' rows that carry later changes (a restated
+-- bill), so rows once reported never change and the sum equals the current bill.
+-- Charge periods are the UTC day of the first report; billing periods are UTC months
+-- (a correction's billing period is the month of the new bill).
+-- The gateway sells the models and issues the invoice (ProviderName, InvoiceIssuerName);
+-- the model's maker is the PublisherName. Gateway fields are x_ columns.
 create or replace view focus_charges as
-with charges as (
+with account as (
     select
-        *,
-        date_trunc('day', charged_at at time zone 'UTC') at time zone 'UTC' as charge_day,
-        date_trunc('month', charged_at at time zone 'UTC') at time zone 'UTC' as charge_month,
-        cast(charge_nanos as decimal(38, 0)) * 0.000000001 as charge_usd
-    from int_charge_lines
+        max(value) filter (where key = 'account.billing_account_id') as billing_account_id,
+        max(value) filter (where key = 'account.billing_account_name') as billing_account_name,
+        max(value) filter (where key = 'account.invoice_issuer_name') as invoice_issuer_name,
+        max(value) filter (where key = 'account.provider_name') as provider_name
+    from pipeline_meta
+),
+
+ledger as (
+    select
+        l.*,
+        b.session_id,
+        b.endpoint,
+        b.metadata,
+        date_trunc('day', l.charge_period_at at time zone 'UTC') at time zone 'UTC'
+            as charge_day,
+        date_trunc('month', l.billing_period_at at time zone 'UTC') at time zone 'UTC'
+            as billing_month,
+        nanos_to_usd(l.charge_nanos) as charge_usd,
+        -- FOCUS unit format: a count unit from the dimension's last word ("Tokens")
+        coalesce(
+            nullif(
+                upper(left(regexp_extract(l.dimension, '([A-Za-z][A-Za-z0-9]*)$', 1), 1))
+                || lower(substr(regexp_extract(l.dimension, '([A-Za-z][A-Za-z0-9]*)$', 1), 2)),
+                ''
+            ),
+            'Units'
+        ) as unit_name
+    from charge_ledger as l
+    left join stg_batches as b on b.batch_id = l.batch_id
+),
+
+tags as (
+    -- user metadata as FOCUS Tags: flat key-value pairs, nested values as JSON text
+    select
+        batch_id,
+        json_group_object(
+            t.key,
+            case when t.type in ('OBJECT', 'ARRAY') then to_json(t.value::varchar) else t.value end
+        ) as tags
+    from (select distinct batch_id, metadata from ledger where metadata is not null) as m,
+        json_each(m.metadata) as t
+    group by batch_id
 )
 
 select
-    charge_usd as BilledCost,
-    charge_usd as EffectiveCost,
-    charge_usd as ListCost,
-    charge_usd as ContractedCost,
+    a.billing_account_id as BillingAccountId,
+    a.billing_account_name as BillingAccountName,
+    l.charge_usd as BilledCost,
+    l.charge_usd as EffectiveCost,
+    l.charge_usd as ListCost,
+    l.charge_usd as ContractedCost,
     'USD' as BillingCurrency,
-    charge_month as BillingPeriodStart,
-    charge_month + interval 1 month as BillingPeriodEnd,
-    charge_day as ChargePeriodStart,
-    charge_day + interval 1 day as ChargePeriodEnd,
-    case charge_kind when 'usage' then 'Usage' else 'Adjustment' end as ChargeCategory,
-    null::varchar as ChargeClass,
-    case charge_kind
-        when 'usage' then dimension || ' for batch ' || batch_id
-        else 'billed cost not itemised in pricing lines for batch ' || batch_id
+    l.billing_month as BillingPeriodStart,
+    l.billing_month + interval 1 month as BillingPeriodEnd,
+    l.charge_day as ChargePeriodStart,
+    l.charge_day + interval 1 day as ChargePeriodEnd,
+    case l.charge_kind when 'usage' then 'Usage' else 'Adjustment' end as ChargeCategory,
+    l.charge_class as ChargeClass,
+    'Usage-Based' as ChargeFrequency,
+    case
+        when l.charge_class = 'Correction'
+            then 'correction of ' || coalesce(l.dimension, 'unitemised cost')
+                || ' for batch ' || l.batch_id
+        when l.charge_kind = 'usage' then l.dimension || ' for batch ' || l.batch_id
+        else 'billed cost not itemised in pricing lines for batch ' || l.batch_id
     end as ChargeDescription,
-    billable_units as PricingQuantity,
-    case when unit_size is not null
-        then cast(unit_size as bigint)::varchar || ' ' || dimension
-        else dimension
+    case when l.charge_kind = 'usage' then l.billable_units end as PricingQuantity,
+    case
+        when l.charge_kind <> 'usage' then null
+        when l.unit_size > 1 and l.unit_size = floor(l.unit_size)
+            then cast(l.unit_size as bigint)::varchar || ' ' || l.unit_name
+        else l.unit_name
     end as PricingUnit,
-    quantity as ConsumedQuantity,
-    dimension as ConsumedUnit,
-    provider as ServiceProviderName,
-    'Batch inference' as ServiceName,
+    case when l.charge_kind = 'usage' then l.quantity end as ConsumedQuantity,
+    case when l.charge_kind = 'usage' then l.unit_name end as ConsumedUnit,
+    a.provider_name as ProviderName,
+    coalesce(l.provider, 'unknown') as PublisherName,
+    a.invoice_issuer_name as InvoiceIssuerName,
+    null::varchar as InvoiceId,
+    'LLM Batch Inference' as ServiceName,
     'AI and Machine Learning' as ServiceCategory,
-    concat_ws(':', provider, coalesce(model, 'unknown'), coalesce(dimension, 'adjustment')) as SkuId,
-    case when unit_price_usd is not null
-        then concat_ws(':', provider, coalesce(model, 'unknown'), dimension,
-                       coalesce(pricing_plan, ''), unit_price_usd::varchar)
+    'Generative AI' as ServiceSubcategory,
+    concat_ws(
+        ':', coalesce(l.provider, 'unknown'), coalesce(l.model, 'unknown'),
+        coalesce(l.dimension, 'adjustment')
+    ) as SkuId,
+    case when l.unit_price_usd is not null
+        then concat_ws(
+            ':', coalesce(l.provider, 'unknown'), coalesce(l.model, 'unknown'), l.dimension,
+            coalesce(l.pricing_plan, ''), l.unit_price_usd::varchar
+        )
     end as SkuPriceId,
-    batch_id as ResourceId,
-    json_object('session_id', session_id, 'metadata', metadata) as Tags,
-    session_id as x_SessionId,
-    line_index as x_LineIndex,
-    charge_nanos as x_CostNanos,
-    model as x_Model,
-    pricing_plan as x_PricingPlan,
-    service_tier as x_ServiceTier,
-    endpoint as x_Endpoint,
-    billing_reason as x_BillingReason,
-    charged as x_Charged,
-    charged_at as x_ChargedAt
-from charges
-order by ChargePeriodStart, ResourceId, x_LineIndex nulls last
+    l.batch_id as ResourceId,
+    'Batch' as ResourceType,
+    coalesce(t.tags, '{}'::json) as Tags,
+    l.provider as x_ModelProvider,
+    l.model as x_Model,
+    l.session_id as x_SessionId,
+    l.charge_nanos as x_CostNanos,
+    l.unit_price_usd as x_UnitPriceUsd,
+    l.pricing_plan as x_PricingPlan,
+    l.service_tier as x_ServiceTier,
+    l.endpoint as x_Endpoint,
+    l.billing_reason as x_BillingReason,
+    l.charged as x_Charged,
+    l.run_id as x_RecordedByRun,
+    l.recorded_at as x_RecordedAt
+from ledger as l
+cross join account as a
+left join tags as t on t.batch_id = l.batch_id
+order by BillingPeriodStart, ChargePeriodStart, ResourceId, x_RecordedAt, SkuId

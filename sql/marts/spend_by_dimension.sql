@@ -24,7 +24,7 @@ select
     count(*) as lines,
     sum(quantity) as quantity,
     sum(charge_nanos)::hugeint as cost_nanos,
-    cast(sum(charge_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd
+    nanos_to_usd(sum(charge_nanos)) as cost_usd
 from lines
 group by day, provider, model, dimension
 order by day, provider, model, dimension

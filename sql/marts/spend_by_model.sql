@@ -27,7 +27,7 @@ select
     sum(input_tokens)::bigint as input_tokens,
     sum(output_tokens)::bigint as output_tokens,
     sum(cost_nanos)::hugeint as cost_nanos,
-    cast(sum(cost_nanos) as decimal(38, 0)) * 0.000000001 as cost_usd
+    nanos_to_usd(sum(cost_nanos)) as cost_usd
 from charges
 group by day, provider, model, attribution
 order by day, provider, model, attribution

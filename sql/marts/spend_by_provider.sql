@@ -28,6 +28,6 @@ select
     batches,
     billed_batches,
     cost_nanos,
-    cast(cost_nanos as decimal(38, 0)) * 0.000000001 as cost_usd
+    nanos_to_usd(cost_nanos) as cost_usd
 from daily
 order by day, provider

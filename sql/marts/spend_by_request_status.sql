@@ -24,7 +24,7 @@ select
     count(*) as requests,
     count(*) filter (where response_status >= 400) as error_responses,
     coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos,
-    cast(coalesce(sum(cost_nanos), 0) as decimal(38, 0)) * 0.000000001 as cost_usd
+    nanos_to_usd(coalesce(sum(cost_nanos), 0)) as cost_usd
 from requests
 group by day, provider, model, request_status
 order by day, provider, model, request_status

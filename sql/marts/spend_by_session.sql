@@ -19,7 +19,7 @@ select
     batches,
     billed_batches,
     cost_nanos,
-    cast(cost_nanos as decimal(38, 0)) * 0.000000001 as cost_usd,
+    nanos_to_usd(cost_nanos) as cost_usd,
     first_activity_at,
     last_activity_at,
     rank() over (order by cost_nanos desc) as cost_rank
