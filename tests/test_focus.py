@@ -293,3 +293,24 @@ def test_focus_export_as_csv_and_parquet_carries_the_version(
     # an export folder is replaced whole, the other kind included
     assert run_cli("export", "--db", db, "--out", csv_out).exit_code == 0
     assert not list(csv_out.glob("focus_charges/*/*.csv"))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "tags"),
+    [
+        ({"team": "a", "deep": {"x": [1]}, "n": 3, "q\"k": None}, {"team": "a", "deep": '{"x":[1]}', "n": 3, 'q"k': None}),
+        ({}, {}),
+        (["a", "b"], {}),
+        ("just text", {}),
+        (None, {}),
+    ],
+)
+def test_tags_are_flat_key_values_whatever_shape_metadata_has(
+    run_cli: Cli, db: Path, tmp_path: Path, metadata: Any, tags: dict[str, Any]
+) -> None:
+    data = write_jsonl(tmp_path / "a.jsonl", [batch(1, metadata=metadata)])
+    result = run_cli("run", "--input", data, "--db", db, "-q")
+    assert result.exit_code == 0, result.output
+    assert {json.dumps(json.loads(t), sort_keys=True) for (t,) in query(
+        db, "select Tags from focus_charges")} == {json.dumps(tags, sort_keys=True)}
+    assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 300000000

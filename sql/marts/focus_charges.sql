@@ -47,7 +47,10 @@ tags as (
             t.key,
             case when t.type in ('OBJECT', 'ARRAY') then to_json(t.value::varchar) else t.value end
         ) as tags
-    from (select distinct batch_id, metadata from ledger where metadata is not null) as m,
+    from (
+        select distinct batch_id, metadata from ledger
+        where json_type(metadata) = 'OBJECT'
+    ) as m,
         json_each(m.metadata) as t
     group by batch_id
 )
