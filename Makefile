@@ -1,30 +1,65 @@
 # Two commands for a newcomer:  `make demo` (set up + run on the sample)  and  `make test`.
+# Installs are pinned by requirements/constraints.txt (exact versions the tests ran with).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-
-.PHONY: setup demo test lint clean focus-validator print-py312
+PIP := $(BIN)/pip install --disable-pip-version-check -c requirements/constraints.txt
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
 # The FOCUS validator wants Python 3.12 and its own pins: a separate venv (skipped, with a
 # note, where no python3.12 is found; tests/test_focus.py then skips with that reason).
 FOCUS_VENV ?= .venv-focus
 PY312 ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 2>/dev/null) $$(command -v python3.12); do $$p -c 'import venv' 2>/dev/null && echo $$p && break; done)
 
-$(BIN)/billing: pyproject.toml
+.PHONY: setup setup-dev demo test lint format bench-smoke clean focus-validator print-py312 lock
+
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,notebook,spark]'
+
+# the demo needs only the core package (about 480 MB): polars, duckdb, pyarrow, pandera...
+$(CORE): pyproject.toml requirements/constraints.txt | $(BIN)/python
+	@echo "installing the billing package into $(VENV) (core only; a minute or so)..."
+	$(PIP) --progress-bar on -e .
 	@touch $@
 
-setup: $(BIN)/billing
+# tests, notebook and Spark checks need the extras too
+$(DEV): $(CORE) pyproject.toml requirements/constraints.txt
+	@echo "installing the dev, notebook and spark extras into $(VENV)..."
+	$(PIP) --progress-bar on -e '.[dev,notebook,spark]'
+	@touch $@
+
+setup: $(CORE)
+
+setup-dev: $(DEV)
 
 demo: setup
 	$(BIN)/billing run --input data/sample --db data/billing.duckdb
 	$(BIN)/billing query spend-by-provider --db data/billing.duckdb --by month
 
+test: setup-dev focus-validator
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
+	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: setup-dev
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
+	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
+	$(BIN)/mypy
+
+format: setup-dev
+	$(BIN)/ruff format pipeline tests benchmarks notebooks
+	$(BIN)/ruff check --fix pipeline tests benchmarks notebooks
+
+# the benchmark harness on a tiny input (about 10 s; not part of `make test`)
+bench-smoke: setup-dev
+	$(BIN)/pytest -m benchmark
+
 $(FOCUS_VENV)/bin/focus-validator: requirements/focus-validator.txt
 	@if [ -z "$(PY312)" ]; then echo "no python3.12: FOCUS validator not installed (its test skips)"; else \
 	  $(PY312) -m venv $(FOCUS_VENV) && \
-	  $(FOCUS_VENV)/bin/pip install --quiet --no-deps -r requirements/focus-validator.txt && \
+	  $(FOCUS_VENV)/bin/pip install --disable-pip-version-check --quiet --no-deps \
+	    -r requirements/focus-validator.txt && \
 	  touch $@; fi
 
 focus-validator: $(FOCUS_VENV)/bin/focus-validator
@@ -32,14 +67,11 @@ focus-validator: $(FOCUS_VENV)/bin/focus-validator
 print-py312:
 	@echo $(PY312)
 
-test: setup focus-validator
-	$(BIN)/ruff check pipeline tests benchmarks notebooks
-	$(BIN)/mypy
-	$(BIN)/pytest
-
-lint: setup
-	$(BIN)/ruff check pipeline tests benchmarks notebooks
-	$(BIN)/mypy
+# refresh the pins after changing dependencies (in a venv built by `make setup-dev`)
+lock: setup-dev
+	@{ echo "# Exact versions the tests ran with (pip freeze of 'make test''s venv, all extras)."; \
+	   echo "# make and .ci/run install with '-c requirements/constraints.txt'; regenerate with 'make lock'."; \
+	   $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.txt
 
 clean:
 	rm -rf $(VENV) $(FOCUS_VENV) data/billing.duckdb data/billing.duckdb.wal data/archive data/snapshots data/.billing.duckdb.*

@@ -27,8 +27,10 @@ def main(src: str, db: str, workdir: str) -> None:
                     yield orjson.loads(line)
 
     pipeline = dlt.pipeline(
-        pipeline_name="peer", destination=dlt.destinations.duckdb(db),
-        dataset_name="peer", pipelines_dir=os.path.join(workdir, "pipelines"),
+        pipeline_name="peer",
+        destination=dlt.destinations.duckdb(db),
+        dataset_name="peer",
+        pipelines_dir=os.path.join(workdir, "pipelines"),
     )
     pipeline.run(rows(), table_name="batches", write_disposition="replace")
 

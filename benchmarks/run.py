@@ -111,8 +111,11 @@ def bench_loads(
                 statistics.median(r.seconds for r in runs),
                 statistics.median(r.peak_rss_mb for r in runs),
             )
-            print(f"{n:>9,} {name:<6} {results[n][name].seconds:8.2f}s "
-                  f"{results[n][name].peak_rss_mb:8.0f} MB", flush=True)
+            print(
+                f"{n:>9,} {name:<6} {results[n][name].seconds:8.2f}s "
+                f"{results[n][name].peak_rss_mb:8.0f} MB",
+                flush=True,
+            )
         fresh(db, work)
     return results
 
@@ -127,12 +130,14 @@ def _installed(name: str) -> bool:
 
 # --------------------------------------------------------------------------- fetch
 
+
 def bench_fetch(levels: list[int], latency_s: float, work: Path) -> list[tuple[int, int, float]]:
     from pipeline.config import ApiConfig, Secret
     from pipeline.extract.api import Client, fetch_to_archive
 
-    server = subprocess.Popen([PY, str(HERE / "slow_server.py"), str(latency_s * 1000)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [PY, str(HERE / "slow_server.py"), str(latency_s * 1000)], stdout=subprocess.PIPE, text=True
+    )
     assert server.stdout is not None
     url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
     out = []
@@ -159,6 +164,7 @@ def bench_fetch(levels: list[int], latency_s: float, work: Path) -> list[tuple[i
 
 # --------------------------------------------------------------------------- rerun
 
+
 def changed_snapshots(src: Path, fraction: float) -> Iterator[dict[str, Any]]:
     with src.open("rb") as fh:
         lines = fh.readlines()
@@ -166,8 +172,11 @@ def changed_snapshots(src: Path, fraction: float) -> Iterator[dict[str, Any]]:
     for line in lines[::step]:
         obj = orjson.loads(line)
         bill = obj.get("billing") or {}
-        obj["billing"] = {**bill, "cost_nanos": int(bill.get("cost_nanos") or 0) + 1_000,
-                          "finalized_at": "2026-12-01T00:00:00Z"}
+        obj["billing"] = {
+            **bill,
+            "cost_nanos": int(bill.get("cost_nanos") or 0) + 1_000,
+            "finalized_at": "2026-12-01T00:00:00Z",
+        }
         obj["status"] = "completed"
         obj["completed_at"] = obj.get("completed_at") or obj["created_at"] + 60
         yield obj
@@ -185,8 +194,11 @@ def bench_incremental(n: int, repeats: int, work: Path) -> dict[str, float]:
         for label, inp in (("changed_only", changed), ("full_rerun", src)):
             db = work / "inc.duckdb"
             shutil.copy(base, db)
-            times[label].append(measure(
-                [PY, "-m", "pipeline", "run", "--input", str(inp), "--db", str(db), "-q"]).seconds)
+            times[label].append(
+                measure(
+                    [PY, "-m", "pipeline", "run", "--input", str(inp), "--db", str(db), "-q"]
+                ).seconds
+            )
             db.unlink()
     base.unlink()
     return {"full_load": full.seconds, **{k: statistics.median(v) for k, v in times.items()}}
@@ -194,10 +206,12 @@ def bench_incremental(n: int, repeats: int, work: Path) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- report
 
+
 def machine() -> list[str]:
     mem = psutil.virtual_memory().total / 2**30
     versions = ", ".join(
-        f"{p} {version(p)}" for p in ("polars", "duckdb", "pandera", "httpx", "dlt")
+        f"{p} {version(p)}"
+        for p in ("polars", "duckdb", "pandera", "httpx", "dlt")
         if _installed(p)
     )
     return [
@@ -208,12 +222,22 @@ def machine() -> list[str]:
     ]
 
 
-def report(loads: dict[int, dict[str, Measure]], fetch: list[tuple[int, int, float]],
-           inc: dict[str, float] | None, inc_n: int, repeats: int, latency_s: float) -> str:
-    lines = ["## Loads (same JSONL, fresh DuckDB file each run)", "",
-             f"Median of {repeats} runs. Peak RSS is the whole process tree.", "",
-             "| batches | contender | wall s | batches/s | peak RSS MB | ours/dlt (time) | ours/floor (time) |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+def report(
+    loads: dict[int, dict[str, Measure]],
+    fetch: list[tuple[int, int, float]],
+    inc: dict[str, float] | None,
+    inc_n: int,
+    repeats: int,
+    latency_s: float,
+) -> str:
+    lines = [
+        "## Loads (same JSONL, fresh DuckDB file each run)",
+        "",
+        f"Median of {repeats} runs. Peak RSS is the whole process tree.",
+        "",
+        "| batches | contender | wall s | batches/s | peak RSS MB | ours/dlt (time) | ours/floor (time) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for n, res in loads.items():
         ours = res.get("ours")
         for name, m in res.items():
@@ -223,21 +247,33 @@ def report(loads: dict[int, dict[str, Measure]], fetch: list[tuple[int, int, flo
                     vs_dlt = f"{ours.seconds / res['dlt'].seconds:.3f} ({res['dlt'].seconds / ours.seconds:.1f}x faster)"
                 if "floor" in res:
                     vs_floor = f"{ours.seconds / res['floor'].seconds:.2f}"
-            lines.append(f"| {n:,} | {name} | {m.seconds:.2f} | {n / m.seconds:,.0f} | "
-                         f"{m.peak_rss_mb:,.0f} | {vs_dlt} | {vs_floor} |")
-    lines += ["", f"## Fetch throughput (loopback server, {latency_s * 1000:.0f} ms per request)", "",
-              "| concurrency | requests | batches/s | ideal (c / latency) | ratio |", "|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {n:,} | {name} | {m.seconds:.2f} | {n / m.seconds:,.0f} | "
+                f"{m.peak_rss_mb:,.0f} | {vs_dlt} | {vs_floor} |"
+            )
+    lines += [
+        "",
+        f"## Fetch throughput (loopback server, {latency_s * 1000:.0f} ms per request)",
+        "",
+        "| concurrency | requests | batches/s | ideal (c / latency) | ratio |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for conc, n, rate in fetch:
         ideal = conc / latency_s
         lines.append(f"| {conc} | {n} | {rate:,.1f} | {ideal:,.0f} | {rate / ideal:.2f} |")
     if inc:
-        lines += ["", f"## Incremental night ({inc_n:,} batches loaded, 1% changed)", "",
-                  "| run | wall s | vs full load |", "|---|---:|---:|",
-                  f"| full load (empty database) | {inc['full_load']:.2f} | 1.00 |",
-                  f"| changed 1% only (what an API night fetches) | {inc['changed_only']:.2f} | "
-                  f"{inc['changed_only'] / inc['full_load']:.3f} |",
-                  f"| full input again (1% changed) | {inc['full_rerun']:.2f} | "
-                  f"{inc['full_rerun'] / inc['full_load']:.2f} |"]
+        lines += [
+            "",
+            f"## Incremental night ({inc_n:,} batches loaded, 1% changed)",
+            "",
+            "| run | wall s | vs full load |",
+            "|---|---:|---:|",
+            f"| full load (empty database) | {inc['full_load']:.2f} | 1.00 |",
+            f"| changed 1% only (what an API night fetches) | {inc['changed_only']:.2f} | "
+            f"{inc['changed_only'] / inc['full_load']:.3f} |",
+            f"| full input again (1% changed) | {inc['full_rerun']:.2f} | "
+            f"{inc['full_rerun'] / inc['full_load']:.2f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -245,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dlt-max", type=int, default=100_000,
-                    help="largest size dlt is run at (it is slow: ~500 batches/s)")
+    ap.add_argument(
+        "--dlt-max",
+        type=int,
+        default=100_000,
+        help="largest size dlt is run at (it is slow: ~500 batches/s)",
+    )
     ap.add_argument("--fetch", default="1,16,64")
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--incremental", type=int, default=None, help="size for the rerun benchmark")
@@ -264,9 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     fetch = bench_fetch([int(c) for c in args.fetch.split(",")], latency, work)
     inc_n = args.incremental or max(sizes)
     inc = bench_incremental(inc_n, args.repeats, work)
-    text = "\n".join(["# Benchmark results", "", *machine(), "",
-                      f"Command: `python -m benchmarks.run {' '.join(argv or sys.argv[1:])}`", "",
-                      report(loads, fetch, inc, inc_n, args.repeats, latency)])
+    text = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            *machine(),
+            "",
+            f"Command: `python -m benchmarks.run {' '.join(argv or sys.argv[1:])}`",
+            "",
+            report(loads, fetch, inc, inc_n, args.repeats, latency),
+        ]
+    )
     if args.out:
         args.out.write_text(text)
     print(text)

@@ -16,15 +16,19 @@ from pipeline.sample import iter_batches
 TEMPLATE = next(iter_batches(1, seed=5))
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float) -> None:
+async def handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float
+) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1].decode()
             await asyncio.sleep(latency)
             body = orjson.dumps({**TEMPLATE, "id": path.rsplit("/", 1)[-1]})
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -33,7 +37,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
 
 
 async def main(latency: float) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, latency), "127.0.0.1", 0, backlog=512)
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, latency), "127.0.0.1", 0, backlog=512
+    )
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,16 +21,21 @@ from datetime import UTC, datetime
 from functools import wraps
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 import duckdb
 
 from pipeline import __version__, runner
 from pipeline.config import (
+    BASE_URL_ENV,
     CONFIG_ENV,
+    DEFAULT_BASE_URL,
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
     DEFAULT_KEEP_SNAPSHOTS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
     TOKEN_ENV,
     ApiConfig,
     ConfigError,
@@ -43,11 +49,12 @@ from pipeline.extract import (
     read_archive,
     read_chunks,
     read_ids_file,
+    read_stream,
 )
-from pipeline.extract.files import find_inputs
+from pipeline.extract.files import STDIN, find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, reader
 from pipeline.redaction import redact, register_secret
-from pipeline.report import FORMATS, run_summary
+from pipeline.report import FORMATS, run_summary, run_summary_json, table
 from pipeline.transform import KNOWN_STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -88,9 +95,18 @@ def setup_logging(verbose: bool, log_format: str) -> None:
     log.propagate = False
 
 
+FAILED_STATUS = {EXIT_FAILED: "failed", EXIT_USAGE: "usage_error", EXIT_INTERRUPTED: "interrupted"}
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> None:
+    """One line on stderr and the exit code; in --log-format json also the summary object
+    on stdout, so a scheduler reads every outcome the same way."""
     line = " ".join(redact(message).split())  # one line, whatever the cause held
     click.echo(f"billing: error: {line}", err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("json_summary"):
+        status = FAILED_STATUS.get(code, "failed")
+        click.echo(json.dumps({"status": status, "exit_code": code, "error": line}))
     sys.exit(code)
 
 
@@ -137,9 +153,14 @@ def cli() -> None:
     """Billing and cost analytics for an LLM gateway's batch API."""
 
 
+def _bar_enabled(enabled: bool) -> bool:
+    return enabled and sys.stderr.isatty()
+
+
 @contextmanager
 def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runner.Progress]:
-    if not enabled or not sys.stderr.isatty():
+    """Items of a known total (batches fetched, sample batches written): count, rate, ETA."""
+    if not _bar_enabled(enabled):
         yield lambda n: None
         return
     from rich.progress import (
@@ -149,6 +170,7 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     columns = [
@@ -156,20 +178,67 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.speed:>7.0f}/s" if total else ""),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
     ]
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def load_progress(enabled: bool, total_bytes: int | None) -> Iterator[runner.LoadProgress]:
+    """Loading files: records so far, bytes read of the total, rate and ETA."""
+    if not _bar_enabled(enabled):
+        yield lambda records, nbytes: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [
+        SpinnerColumn(),
+        TextColumn("loading {task.fields[records]:,} records"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("loading", total=total_bytes or None, records=0)
+        done = {"records": 0}
+
+        def advance(records: int, nbytes: int) -> None:
+            done["records"] += records
+            bar.update(task, advance=nbytes, records=done["records"])
+
+        yield advance
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 @cli.command("run")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[INPUT]...")
 @click.option(
     "--input",
     "inputs",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="A .json/.jsonl file or a folder of them (repeatable).",
+    help="A .json/.jsonl file or a folder of them (repeatable; '-' reads stdin). "
+    "Shell globs work: --input data/*.jsonl.",
 )
 @click.option(
     "--ids-file",
@@ -186,23 +255,32 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     "--status", "statuses", multiple=True, help="With --list: only this status (repeatable)."
 )
 @click.option(
-    "--base-url", default=None, help="API base URL [$PHASEO_BASE_URL or https://api.phaseo.app/v1]."
+    "--base-url",
+    default=None,
+    show_default=f"${BASE_URL_ENV} or {DEFAULT_BASE_URL}",
+    help="API base URL.",
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=None, help="Requests in flight [16]."
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight.",
 )
 @click.option(
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0.05),
-    default=None,
-    help="Seconds per request before it is retried [30].",
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds per request before it is retried.",
 )
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
-    default=None,
-    help="Retries per request on 429/5xx/timeouts [5].",
+    default=DEFAULT_MAX_RETRIES,
+    show_default=True,
+    help="Retries per request on 429/5xx/timeouts.",
 )
 @click.option(
     "--replay",
@@ -216,7 +294,8 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     "config_path",
     type=click.Path(path_type=Path),
     default=None,
-    help=f"A billing.toml: [account] names for FOCUS [${CONFIG_ENV}; else the stored ones].",
+    show_default=f"${CONFIG_ENV}, else the names stored by an earlier run",
+    help="A billing.toml: the account names FOCUS rows carry.",
 )
 @click.option(
     "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
@@ -224,8 +303,9 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
 @click.option(
     "--wait",
     "wait_s",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.0,
+    show_default=True,
     metavar="SECONDS",
     help="Wait up to SECONDS for another run to release the database.",
 )
@@ -240,7 +320,8 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes that parse and validate chunks [min(2, CPUs)].",
+    show_default="min(2, CPUs)",
+    help="Processes that parse and validate chunks.",
 )
 @click.option(
     "--keep-snapshots",
@@ -249,25 +330,28 @@ def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[runne
     show_default=True,
     help="Published states kept in snapshots/ beside the database (0: none).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets redacted).")
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="Log lines on stderr as text or JSON.",
+    help="json: log lines on stderr as JSON and one JSON summary object on stdout.",
 )
+@click.pass_context
 @friendly_errors
 def run_cmd(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
     inputs: tuple[Path, ...],
     ids_file: Path | None,
     list_all: bool,
     statuses: tuple[str, ...],
     base_url: str | None,
-    concurrency: int | None,
-    timeout_s: float | None,
-    retries: int | None,
+    concurrency: int,
+    timeout_s: float,
+    retries: int,
     replay: tuple[Path, ...],
     db: Path,
     config_path: Path | None,
@@ -282,15 +366,28 @@ def run_cmd(
 ) -> None:
     """Load batch objects into DuckDB in one transaction, then print a summary.
 
-    From files (--input), from the gateway API (--ids-file, --list), or from a raw
-    response archive of an earlier API run (--replay).
+    From files (INPUT or --input: files, folders, '-' for stdin), from the gateway API
+    (--ids-file, --list), or from a raw response archive of an earlier API run (--replay).
+
+    \b
+    Examples:
+      billing run data/sample                        # a folder of .json/.jsonl files
+      billing run data/sample/*.jsonl --db b.duckdb  # shell globs
+      gzip -dc night.jsonl.gz | billing run -        # stdin
+      PHASEO_API_KEY=... billing run --list          # the API
+      billing run data/sample --log-format json -q   # one JSON summary for a scheduler
+
+    Exit codes: 0 loaded, 1 failed (nothing committed), 2 usage error, 3 committed but
+    incomplete (batches not fetched or inputs unreadable), 130 interrupted.
     """
+    ctx.meta["json_summary"] = log_format == "json"
     setup_logging(verbose, log_format)
+    inputs = (*inputs, *paths)
     modes = [bool(inputs), bool(ids_file or list_all), bool(replay)]
     if sum(modes) == 0:
-        raise ConfigError("nothing to load: pass --input FILE_OR_FOLDER (or --ids-file/--list)")
+        raise ConfigError("nothing to load: pass INPUT files or folders (or --ids-file/--list)")
     if sum(modes) > 1:
-        raise ConfigError("choose one of --input, --ids-file/--list, or --replay")
+        raise ConfigError("choose one of INPUT/--input, --ids-file/--list, or --replay")
     if statuses and not list_all:
         raise ConfigError("--status goes with --list")
     for status in statuses:
@@ -299,6 +396,9 @@ def run_cmd(
                 f"--status {status!r} is not a status the gateway filters on (it would silently "
                 f"list every batch); choose from: {', '.join(KNOWN_STATUSES)}"
             )
+    stdin = [p for p in inputs if str(p) == "-"]
+    if stdin and len(inputs) > 1:
+        raise ConfigError("stdin (-) is the only input of its run: pass files separately")
     if db.exists() and not db.is_file():
         raise ConfigError(f"--db {db} is a folder, not a database file")
     file_cfg = load_config_file(config_path)
@@ -314,12 +414,14 @@ def run_cmd(
         cfg = replace(cfg, workers=workers)
     api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries) if modes[1] else None
     ids = read_ids_file(ids_file) if ids_file else []
-    if inputs:
+    if inputs and not stdin:
         try:
             found = find_inputs(inputs)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    new_db = not db.exists()
     db.parent.mkdir(parents=True, exist_ok=True)
+    show = not quiet
     with runner.interruptible():
         if api is not None:
             try:
@@ -329,27 +431,49 @@ def run_cmd(
                     ids=ids,
                     list_all=list_all,
                     statuses=statuses,
-                    progress=lambda total, label: progress_bar(not quiet, total, label),
+                    progress=lambda total, label: progress_bar(show, total, label),
                 )
             except FatalFetchError as exc:
                 fail(str(exc))
         elif replay:
             records = (r for path in replay for r in read_archive(path))
             source = ", ".join(str(p) for p in replay)
-            with progress_bar(not quiet, None, "loading records") as advance:
+            total = sum(p.stat().st_size for p in replay)
+            with load_progress(show, total) as advance:
                 result = runner.execute(
                     chunked(records, cfg.chunk_size), cfg, source, progress=advance
+                )
+        elif stdin:
+            stream: BinaryIO = sys.stdin.buffer
+            with load_progress(show, None) as advance:
+                result = runner.execute(
+                    chunked(read_stream(stream), cfg.chunk_size), cfg, STDIN, progress=advance
                 )
         else:
             source = ", ".join(str(p) for p in inputs)
             problems = [found.problems] if found.problems else []
             chunks = chain(problems, read_chunks(found.paths, cfg.chunk_size))
-            with progress_bar(not quiet, None, "loading records") as advance:
+            total = sum(_size(p) for p in found.paths)
+            with load_progress(show, total) as advance:
                 result = runner.execute(chunks, cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
-    click.echo(redact(run_summary(result, str(db))))
-    if result.incomplete:
-        sys.exit(EXIT_INCOMPLETE)
+    code = EXIT_INCOMPLETE if result.incomplete else EXIT_OK
+    if log_format == "json":
+        summary = run_summary_json(result, str(db), code)
+        summary["new_database"] = new_db
+        click.echo(redact(json.dumps(summary)))
+    elif not quiet:
+        where = f"{db} (a new database)" if new_db else str(db)
+        click.echo(redact(run_summary(result, where)))
+    if code:
+        sys.exit(code)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @cli.command("sample")
@@ -358,20 +482,41 @@ def run_cmd(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("data/sample"),
     show_default=True,
-    help="Folder to write the sample files into.",
+    help="Folder to write the sample files into (new, empty or an earlier sample).",
 )
-@click.option("--batches", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
-def sample_cmd(out: Path, batches: int, seed: int) -> None:
-    """Write the deterministic sample data set (same seed, same bytes)."""
+@click.option(
+    "--batches",
+    type=click.IntRange(min=1, max=10_000_000),
+    default=300,
+    show_default=True,
+    help="How many batch objects to generate.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Random seed: the same seed writes the same bytes.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def sample_cmd(out: Path, batches: int, seed: int, quiet: bool) -> None:
+    """Write the deterministic sample data set (same seed, same bytes).
+
+    \b
+    Examples:
+      billing sample --out /tmp/sample                     # the bundled 300 batches
+      billing sample --out /tmp/big --batches 100000       # a larger set to try speed
+    """
     from pipeline.sample import write_sample
 
     try:
-        counts = write_sample(out, batches, seed)
+        with progress_bar(not quiet, batches, "generating batches") as advance:
+            counts = write_sample(out, batches, seed, progress=advance)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    for name, n in counts.items():
-        click.echo(f"{out / name}: {n} records")
+    if not quiet:
+        for name, n in counts.items():
+            click.echo(f"{out / name}: {n} records")
 
 
 # view name -> the column --since/--until filter on
@@ -388,6 +533,17 @@ QUERY_DATES = {
 PERIODS = ("day", "week", "month")
 
 
+# the order a view opens in when nothing else is asked: the latest and largest spend first
+DEFAULT_ORDER = {
+    "spend_by_provider": "day desc, cost_nanos desc, provider",
+    "spend_by_model": "day desc, cost_nanos desc, provider, model",
+    "spend_by_dimension": "day desc, cost_nanos desc, provider, model, dimension",
+    "spend_by_request_status": "day desc, cost_nanos desc, provider, model",
+    "spend_by_session": "cost_rank",
+    "batch_outcomes": "day desc, cost_nanos desc, provider, status",
+}
+
+
 def _query_names() -> list[str]:
     from pipeline.load import view_files
 
@@ -395,17 +551,56 @@ def _query_names() -> list[str]:
     return [m.replace("_", "-") for m in marts]
 
 
-def _print_rows(cur: Any, fmt: str) -> None:
+def _terminal_width() -> int | None:
+    """Fit tables to the terminal (or to $COLUMNS when set); piped output stays whole."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    return max(shutil.get_terminal_size().columns, 20)
+
+
+def _print_rows(cur: Any, fmt: str, limit: int | None = None) -> None:
     columns = [d[0] for d in cur.description]
-    click.echo(FORMATS[fmt](columns, cur.fetchall()))
+    rows = cur.fetchmany(limit + 1) if limit else cur.fetchall()
+    more = bool(limit) and len(rows) > (limit or 0)
+    rows = rows[:limit] if limit else rows
+    if fmt == "table":
+        click.echo(table(columns, rows, _terminal_width()))
+    else:
+        click.echo(FORMATS[fmt](columns, rows))
+    if more and fmt == "table":
+        click.echo(f"(the first {limit:,} rows: --limit)")
 
 
-@cli.command("query")
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="table",
+    show_default=True,
+    help="table (fitted to the terminal), csv, json, jsonl or markdown. "
+    "JSON keeps dollars as exact strings.",
+)
+
+
+def limit_option(default: int | None) -> Callable[[F], F]:
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1, max=MAX_LIMIT),
+        default=default,
+        show_default=default is not None,
+        help="At most N rows.",
+    )
+
+
+@cli.command(
+    "query",
+    epilog="Views: "
+    + ", ".join(_query_names())
+    + ". Each is also a SQL view of the same name with underscores (billing sql).",
+)
 @click.argument("name")
 @db_option
-@click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
-)
+@format_option
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
 @click.option(
@@ -415,9 +610,7 @@ def _print_rows(cur: Any, fmt: str) -> None:
     default=None,
     help="spend-by-provider: roll up by day, week or month.",
 )
-@click.option(
-    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=None, help="At most N rows."
-)
+@limit_option(None)
 @friendly_errors
 def query_cmd(
     name: str,
@@ -428,7 +621,14 @@ def query_cmd(
     period: str | None,
     limit: int | None,
 ) -> None:
-    """Run a named view (e.g. spend-by-provider). `billing query list` names them all."""
+    """Show a named view, latest and largest spend first. `billing query list` names them.
+
+    \b
+    Examples:
+      billing query spend-by-provider --by month
+      billing query spend-by-session --limit 10 --format csv > top-sessions.csv
+      billing query focus-charges --since 2026-11-01 --format jsonl
+    """
     names = _query_names()
     if name == "list":
         click.echo("\n".join(names))
@@ -456,27 +656,34 @@ def query_cmd(
             f"select {period}, provider, sum(batches)::bigint as batches,"  # noqa: S608
             " sum(billed_batches)::bigint as billed_batches, sum(cost_nanos) as cost_nanos,"
             " nanos_to_usd(sum(cost_nanos)) as cost_usd"
-            f" from ({body}) group by all order by {period}, provider"
+            f" from ({body}) group by all order by {period} desc, cost_nanos desc, provider"
         )
-    if limit:
-        body += f" limit {int(limit)}"
+    elif view in DEFAULT_ORDER:
+        body += f" order by {DEFAULT_ORDER[view]}"
     with reader(db, sandbox=True) as con:
-        _print_rows(con.execute(body, dict(params)), fmt)
+        _print_rows(con.execute(body, dict(params)), fmt, limit)
 
 
 @cli.command("sql")
-@click.argument("statement")
+@click.argument("statement", metavar="SQL")
 @db_option
-@click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
-)
+@format_option
+@limit_option(None)
 @friendly_errors
-def sql_cmd(statement: str, db: Path, fmt: str) -> None:
-    """Run one read-only query (select, with, describe, show, summarize, explain).
+def sql_cmd(statement: str, db: Path, fmt: str, limit: int | None) -> None:
+    """Run one read-only query: SQL text, '-' to read it from stdin, or a .sql file.
 
-    The connection is read-only and sandboxed: no statement may write, attach, copy,
-    export, install, or read any file but the database.
+    Allowed: select, with, describe, show, summarize, explain. The connection is
+    read-only and sandboxed: no statement may write, attach, copy, export, install, or
+    read any file but the database.
+
+    \b
+    Examples:
+      billing sql "select provider, sum(cost_usd) from spend_by_provider group by 1"
+      billing sql - < monthly.sql
+      billing sql queries/monthly.sql --format markdown
     """
+    statement = _sql_text(statement)
     if not statement.strip():
         raise ConfigError("no SQL given: pass one query (e.g. select count(*) from batches)")
     with reader(db, sandbox=True) as con:
@@ -498,35 +705,53 @@ def sql_cmd(statement: str, db: Path, fmt: str) -> None:
         if cur.description is None:
             click.echo("ok")
             return
-        _print_rows(cur, fmt)
+        _print_rows(cur, fmt, limit)
 
 
-READ_ONLY_STATEMENTS = frozenset(
-    (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
-)
+MAX_SQL_BYTES = 1024 * 1024
+
+
+def _sql_text(arg: str) -> str:
+    """The SQL itself, stdin ('-'), or the text of an existing .sql file."""
+    data: bytes
+    if arg == "-":
+        stream: BinaryIO = sys.stdin.buffer
+        data = stream.read(MAX_SQL_BYTES + 1)
+    elif arg.lower().endswith(".sql") and "\n" not in arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise ConfigError(f"SQL file not found: {path}")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SQL_BYTES + 1)
+    else:
+        return arg
+    if len(data) > MAX_SQL_BYTES:
+        raise ConfigError("the SQL is over 1 MiB: pass one query")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("the SQL is not UTF-8 text") from None
+
+
+READ_ONLY_STATEMENTS = frozenset((duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN))
 
 
 @cli.command("runs")
 @db_option
-@click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True
-)
-@click.option(
-    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=20, show_default=True
-)
+@format_option
+@limit_option(20)
 @friendly_errors
 def runs_cmd(db: Path, fmt: str, limit: int) -> None:
-    """List recent load runs, newest first."""
+    """List recent load runs, newest first (all columns: billing sql "select * from load_runs")."""
     with reader(db, sandbox=True) as con:
         cur = con.execute(
             "select run_id, status, started_at, duration_s, records_read, batches_loaded,"
             " batches_new, batches_updated, lines_loaded, rejected, not_found,"
             " reconciliation_issues, cost_delta_nanos,"
             " nanos_to_usd(total_cost_nanos_after) as total_cost_usd,"
-            " pipeline_version from load_runs order by started_at desc limit $1",
-            [limit],
+            " pipeline_version from load_runs order by started_at desc",
         )
-        _print_rows(cur, fmt)
+        _print_rows(cur, fmt, limit)
 
 
 @cli.command("export")

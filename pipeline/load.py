@@ -519,8 +519,7 @@ def _holder(fd: int) -> str:
     if not isinstance(info, dict) or "pid" not in info:
         return "a writer"
     return (
-        f"writer pid {info.get('pid')}, run {info.get('run_id')}, "
-        f"started {info.get('started_at')}"
+        f"writer pid {info.get('pid')}, run {info.get('run_id')}, started {info.get('started_at')}"
     )
 
 
@@ -696,9 +695,7 @@ class Loader:
     def stage_requests(self, requests: pl.DataFrame | None, sets: Sequence[str]) -> None:
         """Append request rows, and the batches whose whole set of rows they are."""
         if sets:
-            self.con.executemany(
-                "insert into stage_request_sets values ($1)", [(b,) for b in sets]
-            )
+            self.con.executemany("insert into stage_request_sets values ($1)", [(b,) for b in sets])
         if requests is not None and requests.height:
             r = requests.drop("_rec", strict=False)  # noqa: F841 - referenced by name in SQL
             self.con.execute("insert into stage_requests by name select * from r")

@@ -166,7 +166,7 @@ def _literals(text: str) -> str:
 
 
 def _looks_secret(value: str, prose: bool) -> bool:
-    last = value.split()[-1]
+    last = value.rsplit(maxsplit=1)[-1]
     if last in _KEEP:
         return False
     if not prose or " " in value.strip():  # key=value, or a scheme and its credential

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -103,6 +103,46 @@ def run_summary(result: RunResult, db: str) -> str:
     return "\n".join(lines)
 
 
+def run_summary_json(result: RunResult, db: str, exit_code: int) -> dict[str, Any]:
+    """The run summary as one object for schedulers (--log-format json): counts, money in
+    integer nanos (and exact dollar strings), status and the exit code."""
+    s = result.stats
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "exit_code": exit_code,
+        "db": db,
+        "source": result.source,
+        "duration_s": round(result.duration_s, 3),
+        "records_read": result.records_read,
+        "batches": {
+            "loaded": s.loaded,
+            "new": s.new,
+            "updated": s.updated,
+            "unchanged": s.unchanged,
+            "reread": s.reread,
+            "stale": s.stale,
+            "duplicates": s.duplicates,
+        },
+        "lines_loaded": s.lines_loaded,
+        "rejected": result.rejected,
+        "reject_samples": [
+            {"source": src, "line": line, "reason": reason}
+            for src, line, reason in result.reject_samples
+        ],
+        "not_found": result.not_found,
+        "not_fetched": [{"batch_id": b, "reason": r} for b, r in result.not_fetched],
+        "unreadable": result.unreadable,
+        "new_fields": s.new_fields,
+        "reconciliation_issues": s.reconciliation_issues,
+        "focus_corrections": s.corrections,
+        "total_cost_nanos": s.total_after,
+        "total_cost_usd": format(Decimal(s.total_after) / NANOS_PER_USD, ".9f"),
+        "cost_delta_nanos": s.total_after - s.total_before,
+        "incomplete": result.incomplete,
+    }
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -119,24 +159,84 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None) -> str:
+    """An aligned text table; with ``width`` (the terminal's), fitted to it: the widest
+    text cells are cut with '…', and columns that still do not fit are left out and
+    named in a note (``--format csv/json`` shows everything)."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     numeric = [
-        all(isinstance(row[i], int | float | Decimal) or row[i] is None for row in rows) and rows
+        bool(rows)
+        and all(isinstance(row[i], int | float | Decimal) or row[i] is None for row in rows)
         for i in range(len(columns))
     ]
+    shown = list(range(len(columns)))
+    if width is not None:
+        widths, shown = _fit(columns, widths, numeric, width)
+
+    def clip(value: str, w: int) -> str:
+        return value if len(value) <= w else value[: max(w - 1, 0)] + "…"
 
     def fmt(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if numeric[i] else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+            clip(values[i], widths[i]).rjust(widths[i])
+            if numeric[i]
+            else clip(values[i], widths[i]).ljust(widths[i])
+            for i in shown
         ).rstrip()
 
-    out = [fmt(columns), "  ".join("-" * w for w in widths)]
+    out = [fmt(columns), "  ".join("-" * widths[i] for i in shown)]
     out.extend(fmt(r) for r in cells)
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    note = f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    if hidden:
+        plural = "s" if len(hidden) != 1 else ""
+        tail = "; use --format csv or json for all)"
+        note += f"; {len(hidden)} more column{plural} not shown"
+        names = ""
+        for n, name in enumerate(hidden):
+            more = ", …" if n < len(hidden) - 1 else ""
+            candidate = f"{names}, {name}" if names else f": {name}"
+            if width is not None and len(note + candidate + more + tail) > width:
+                names += ", …" if names else ""
+                break
+            names = candidate
+        note += names
+        out.append(note + tail)
+        return "\n".join(out)
+    out.append(note + ")")
     return "\n".join(out)
+
+
+MIN_TEXT_WIDTH = 12  # a text column is never cut below this (or its header)
+
+
+def _fit(
+    columns: Sequence[str], widths: list[int], numeric: list[bool], width: int
+) -> tuple[list[int], list[int]]:
+    widths = list(widths)
+
+    def total(idx: list[int]) -> int:
+        return sum(widths[i] for i in idx) + 2 * (len(idx) - 1)
+
+    shown = list(range(len(columns)))
+    # cut the widest text columns first (never the first: it names the row; never
+    # numbers: a cut figure would mislead), never below their floor
+    while total(shown) > width:
+        text = [
+            i
+            for i in shown[1:]
+            if not numeric[i] and widths[i] > max(MIN_TEXT_WIDTH, len(columns[i]))
+        ]
+        if not text:
+            break
+        widest = max(text, key=lambda i: widths[i])
+        floor = max(MIN_TEXT_WIDTH, len(columns[widest]))
+        widths[widest] = max(floor, widths[widest] - (total(shown) - width))
+    # then leave out trailing columns (the first always stays)
+    while total(shown) > width and len(shown) > 1:
+        shown.pop()
+    return widths, shown
 
 
 def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -163,4 +263,34 @@ def to_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
-FORMATS = {"table": table, "csv": to_csv, "json": to_json}
+def to_jsonl(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return "\n".join(
+        json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)}, default=str)
+        for row in rows
+    )
+
+
+def to_markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    numeric = [
+        bool(rows)
+        and all(isinstance(row[i], int | float | Decimal) or row[i] is None for row in rows)
+        for i in range(len(columns))
+    ]
+    out = [
+        "| " + " | ".join(esc(c) for c in columns) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
+    out.extend("| " + " | ".join(esc(_cell(v)) for v in row) + " |" for row in rows)
+    return "\n".join(out)
+
+
+FORMATS: dict[str, Callable[[Sequence[str], Sequence[Sequence[Any]]], str]] = {
+    "table": table,
+    "csv": to_csv,
+    "json": to_json,
+    "jsonl": to_jsonl,
+    "markdown": to_markdown,
+}

@@ -46,6 +46,7 @@ from pipeline.work import ChunkOut, process_chunk, process_numbered, worker_init
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+LoadProgress = Callable[[int, int], None]  # (records, input bytes) done in a chunk
 
 
 class StrictFailure(Exception):
@@ -165,7 +166,7 @@ def execute(
     *,
     loader: Loader | None = None,
     run_id: str | None = None,
-    progress: Progress | None = None,
+    progress: LoadProgress | None = None,
     not_fetched: list[tuple[str, str]] | None = None,
     not_found: list[str] | None = None,
 ) -> RunResult:
@@ -207,7 +208,7 @@ def execute(
                 "staged chunk %d (%d records)", n, out.records, extra={"fields": {"chunk": n}}
             )
             if progress is not None:
-                progress(out.records)
+                progress(out.records, out.bytes_read)
         result.stats = ldr.merge()
         if result.rejected:
             result.status = "ok_with_rejects"

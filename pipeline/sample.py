@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -328,7 +328,9 @@ SAMPLE_FILES = (
 )
 
 
-def write_sample(out: Path, n: int = 300, seed: int = 7) -> dict[str, int]:
+def write_sample(
+    out: Path, n: int = 300, seed: int = 7, progress: Callable[[int], None] | None = None
+) -> dict[str, int]:
     """The bundled sample set: monthly JSONL, a list page, late snapshots and bad records.
 
     ``out`` must be new, empty or an earlier sample folder: other files are never touched
@@ -345,7 +347,13 @@ def write_sample(out: Path, n: int = 300, seed: int = 7) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     names = [f"sess_{i:03d}" for i in range(24)]
-    objs = [make_batch(rng, names) for _ in range(n)]
+    objs = []
+    for i in range(n):
+        objs.append(make_batch(rng, names))
+        if progress is not None and (i + 1) % 100 == 0:
+            progress(100)
+    if progress is not None and n % 100:
+        progress(n % 100)
     oct_ = [o for o in objs if o["created_at"] < int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())]
     nov = [o for o in objs if o not in oct_]
     counts = {

@@ -73,6 +73,8 @@ def lifecycle_group(status: Any, lifecycle_status: Any = None) -> str | None:
     if status in TERMINAL_STATUSES:
         return "terminal"
     return "running" if status in RUNNING_STATUSES else "pending"
+
+
 _STATUS_RANK = {
     "submitting": 0,
     "submission_unknown": 0,

@@ -63,6 +63,7 @@ class ChunkOut:
     unreadable: list[str]  # sources that could not be read at all
     requests: pl.DataFrame | None = None  # request rows (GET /batches/{id}/requests)
     request_sets: dict[str, int] = field(default_factory=dict)  # batches whose rows came
+    bytes_read: int = 0  # input bytes this chunk covered (progress)
 
 
 def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
@@ -90,7 +91,13 @@ def process_chunk(chunk: Chunk, seq0: int) -> ChunkOut:
     ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
     """
     with _gc_paused():
-        return _process_chunk(chunk.records() if isinstance(chunk, LineSlice) else chunk, seq0)
+        if isinstance(chunk, LineSlice):
+            out = _process_chunk(chunk.records(), seq0)
+            out.bytes_read = chunk.end - chunk.start
+        else:
+            out = _process_chunk(chunk, seq0)
+            out.bytes_read = sum(len(rec.text) + 1 for rec in chunk)  # about: chars, newline
+        return out
 
 
 def chunk_meta(chunk: list[RawRecord], seq0: int) -> pl.DataFrame:
@@ -140,8 +147,8 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     drift: dict[str, tuple[str, str | None]] = {}
     objs: dict[int, Any] = {}
     unreadable: list[str] = []
-    for i, rec in enumerate(chunk):
-        rec = rec.parsed()
+    for i, raw in enumerate(chunk):
+        rec = raw.parsed()
         objs[i] = rec.obj
         if rec.error is not None:
             rejects.append(_reject_row(rec, None, rec.error))
@@ -184,9 +191,7 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     if request_sets:
         requests = build_requests(request_frame(request_rows_, request_recs), meta)
     if not rows:
-        return ChunkOut(
-            len(chunk), None, None, rejects, drift, unreadable, requests, request_sets
-        )
+        return ChunkOut(len(chunk), None, None, rejects, drift, unreadable, requests, request_sets)
     batches = build_batches(batch_frame(rows, recs), meta)
     lines = build_lines(line_frame(line_rows, line_recs), meta)
     batches, lines, bad = split_valid(batches, lines)

@@ -26,8 +26,15 @@ class Reply:
     raw: Callable[[BaseHTTPRequestHandler], None] | None = None  # writes the whole response
 
 
-NOT_IMPLEMENTED = Reply(501, {"error": "not_implemented", "reason": "feature_temporarily_disabled",
-                              "feature": "batches", "message": "Batch routes are disabled"})
+NOT_IMPLEMENTED = Reply(
+    501,
+    {
+        "error": "not_implemented",
+        "reason": "feature_temporarily_disabled",
+        "feature": "batches",
+        "message": "Batch routes are disabled",
+    },
+)
 
 
 @dataclass
@@ -60,22 +67,34 @@ class Gateway:
             return self._request_rows(path.split("/")[-2], query)
         batch_id = path.rsplit("/", 1)[-1]
         if batch_id in self.batches:
-            return Reply(200, self._finalized(batch_id) if self.refinalize else self.batches[batch_id])
-        return Reply(404, {"error": "not_found", "reason": "batch_not_found_or_not_owned",
-                           "batch_id": batch_id})
+            return Reply(
+                200, self._finalized(batch_id) if self.refinalize else self.batches[batch_id]
+            )
+        return Reply(
+            404,
+            {"error": "not_found", "reason": "batch_not_found_or_not_owned", "batch_id": batch_id},
+        )
 
     def _finalized(self, batch_id: str) -> dict[str, Any]:
         """The first GET of a finished batch captures it; every later GET answers charged
         false, "already_billed" and a newer finalized_at with the same money."""
         obj = orjson.loads(orjson.dumps(self.batches[batch_id]))
         bill = obj.get("billing")
-        if obj.get("status") not in ("completed", "failed", "expired", "cancelled") or not isinstance(bill, dict):
+        if obj.get("status") not in (
+            "completed",
+            "failed",
+            "expired",
+            "cancelled",
+        ) or not isinstance(bill, dict):
             return obj
         with self.lock:
             n = self.gets[batch_id] = self.gets.get(batch_id, 0) + 1
         if n > 1:
-            bill.update(charged=False, reason="already_billed",
-                        finalized_at=f"2026-11-{10 + min(n, 18):02d}T02:15:00.000Z")
+            bill.update(
+                charged=False,
+                reason="already_billed",
+                finalized_at=f"2026-11-{10 + min(n, 18):02d}T02:15:00.000Z",
+            )
         return obj
 
     def _request_rows(self, batch_id: str, query: dict[str, list[str]]) -> Reply:
@@ -83,23 +102,42 @@ class Gateway:
             return Reply(404, {"error": "not_found", "reason": "batch_not_found_or_not_owned"})
         limit = max(1, min(self.row_cap, int(query.get("limit", ["100"])[0])))
         offset = int(query.get("offset", ["0"])[0])
-        rows = self.rows.get(batch_id, [])[offset: offset + limit]
+        rows = self.rows.get(batch_id, [])[offset : offset + limit]
         return Reply(200, {"object": "list", "batch_id": batch_id, "data": rows})  # no has_more
 
     def _page(self, query: dict[str, list[str]]) -> Reply:
         if self.pages is None:  # the real route: no cursor, at most 100, newest update first
-            aliases = {"pending": ("pending", "queued", "validating"),
-                       "in_progress": ("in_progress", "finalizing", "cancelling")}
-            known = {"validating", "queued", "pending", "in_progress", "finalizing", "cancelling", "completed",
-                     "failed", "expired", "cancelled", "submitting", "submission_unknown"}
-            wanted = {v for s in query.get("status", []) if s in known for v in aliases.get(s, (s,))}
+            aliases = {
+                "pending": ("pending", "queued", "validating"),
+                "in_progress": ("in_progress", "finalizing", "cancelling"),
+            }
+            known = {
+                "validating",
+                "queued",
+                "pending",
+                "in_progress",
+                "finalizing",
+                "cancelling",
+                "completed",
+                "failed",
+                "expired",
+                "cancelled",
+                "submitting",
+                "submission_unknown",
+            }
+            wanted = {
+                v for s in query.get("status", []) if s in known for v in aliases.get(s, (s,))
+            }
             data = [b for b in self.batches.values() if not wanted or b.get("status") in wanted]
             data.sort(key=lambda b: str(b.get("updated_at") or b.get("created_at")), reverse=True)
             limit = max(1, min(100, int(query.get("limit", ["20"])[0])))
             return Reply(200, {"object": "list", "data": data[:limit], "has_more": False})
         after = query.get("after", [None])[0]
-        index = 0 if after is None else next(
-            i + 1 for i, p in enumerate(self.pages) if p["last_id"] == after)
+        index = (
+            0
+            if after is None
+            else next(i + 1 for i, p in enumerate(self.pages) if p["last_id"] == after)
+        )
         return Reply(200, self.pages[index])
 
 
@@ -113,7 +151,9 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parsed = urlparse(self.path)
-            reply = gw.reply_for(parsed.path, parse_qs(parsed.query), self.headers.get("Authorization"))
+            reply = gw.reply_for(
+                parsed.path, parse_qs(parsed.query), self.headers.get("Authorization")
+            )
             if reply.delay_s:
                 time.sleep(reply.delay_s)
             if reply.raw is not None:
@@ -124,7 +164,13 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             body = reply.body
-            raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else orjson.dumps(body)
+            raw = (
+                body
+                if isinstance(body, bytes)
+                else body.encode()
+                if isinstance(body, str)
+                else orjson.dumps(body)
+            )
             try:
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():

@@ -85,7 +85,6 @@ def write_jsonl(path: Path, items: list[Any]) -> Path:
     return path
 
 
-
 def query(db_path: Path, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     con = duckdb.connect(str(db_path), read_only=True)
     try:

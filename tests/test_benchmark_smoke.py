@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.benchmark
 def test_benchmark_smoke_run_writes_its_report(tmp_path: Path) -> None:
     pytest.importorskip("psutil")
     from benchmarks.run import main

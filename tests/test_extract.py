@@ -20,7 +20,9 @@ def test_jsonl_slices_read_by_workers_give_the_same_records(
     tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     f = tmp_path / "a.jsonl"
-    f.write_bytes(b'{"id":"a"}\n\n  \r\n{not json\r\n{"id":"\xc3\xa9"}\n{"id":"last"}')  # no final newline
+    f.write_bytes(
+        b'{"id":"a"}\n\n  \r\n{not json\r\n{"id":"\xc3\xa9"}\n{"id":"last"}'
+    )  # no final newline
     small = [r for c in read_chunks([f], size) for r in c]  # a small file: read here
     monkeypatch.setattr(files, "SMALL_FILE_BYTES", 0)  # a large one: sliced for the workers
     chunks = list(read_chunks([f], size))

@@ -25,14 +25,18 @@ def _restated(base: dict[str, Any]) -> dict[str, Any]:
     """The gateway re-bills batch 1 in December: 50,000 more input tokens (+$0.10)."""
     obj = copy.deepcopy(base)
     line = obj["pricing_lines"][0]
-    line.update(quantity=150000, billable_units=0.15, line_cost_usd="0.300000000",
-                line_nanos=300000000)
+    line.update(
+        quantity=150000, billable_units=0.15, line_cost_usd="0.300000000", line_nanos=300000000
+    )
     obj["billing"].update(
-        cost_nanos=400000000, cost_usd=0.4, finalized_at="2026-12-03T10:00:00.000Z",
+        cost_nanos=400000000,
+        cost_usd=0.4,
+        finalized_at="2026-12-03T10:00:00.000Z",
         reason="charged:restated",
     )
-    obj["billing"]["pricing_breakdown"].update(total_nanos=400000000,
-                                               total_usd_str="0.400000000", total_cents=40)
+    obj["billing"]["pricing_breakdown"].update(
+        total_nanos=400000000, total_usd_str="0.400000000", total_cents=40
+    )
     return obj
 
 
@@ -58,10 +62,17 @@ def _assert_conformant(statuses: dict[str, str]) -> None:
     failed = {rule for rule, status in statuses.items() if status == "fail"}
     assert failed == focus_validator.KNOWN_VALIDATOR_ARTEFACT
     assert statuses["InvoiceId-C-003-C"] == "pass"  # the rule the artefact is an arm of
-    for rule in ("BilledCost-C-000-M", "ProviderName-C-000-M", "PublisherName-C-000-M",
-                 "InvoiceIssuerName-C-000-M", "BillingAccountId-C-000-M",
-                 "PricingUnit-C-000-M", "ChargeFrequency-C-000-O",
-                 "ServiceSubcategory-C-000-O", "ChargeClass-C-000-M"):
+    for rule in (
+        "BilledCost-C-000-M",
+        "ProviderName-C-000-M",
+        "PublisherName-C-000-M",
+        "InvoiceIssuerName-C-000-M",
+        "BillingAccountId-C-000-M",
+        "PricingUnit-C-000-M",
+        "ChargeFrequency-C-000-O",
+        "ServiceSubcategory-C-000-O",
+        "ChargeClass-C-000-M",
+    ):
         assert statuses[rule] == "pass", rule
     assert sum(s == "pass" for s in statuses.values()) >= 130
 
@@ -90,9 +101,15 @@ def test_sample_focus_rows_mean_something(run_cli: Cli, db: Path) -> None:
     assert {r["ProviderName"] for r in rows} == {"Phaseo"}
     assert {r["InvoiceIssuerName"] for r in rows} == {"Phaseo"}
     assert {r["PublisherName"] for r in rows} == {
-        "anthropic", "google-vertex", "groq", "mistral", "openai"}
+        "anthropic",
+        "google-vertex",
+        "groq",
+        "mistral",
+        "openai",
+    }
     assert {(r["BillingAccountId"], r["BillingAccountName"]) for r in rows} == {
-        ("default", "Phaseo gateway account")}
+        ("default", "Phaseo gateway account")
+    }
     assert {r["ChargeFrequency"] for r in rows} == {"Usage-Based"}
     assert {r["ServiceSubcategory"] for r in rows} == {"Generative AI"}
     assert {r["ChargeClass"] for r in rows} == {None}
@@ -108,8 +125,12 @@ def test_a_restated_bill_becomes_a_correction_row_and_rows_already_reported_stay
 ) -> None:
     first = batch(1)
     other = batch(2)
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db,
-                   "-q").exit_code == 0
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
+        ).exit_code
+        == 0
+    )
     before = _focus(db)
     assert [(r["SkuId"], r["x_CostNanos"], r["ChargeClass"]) for r in before] == [
         ("openai:unknown:batch_requests", 100000000, None),
@@ -117,8 +138,9 @@ def test_a_restated_bill_becomes_a_correction_row_and_rows_already_reported_stay
     ]
 
     restated = _restated(first)
-    second = run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [restated, other]),
-                     "--db", db, "-q")
+    second = run_cli(
+        "run", "--input", write_jsonl(tmp_path / "b.jsonl", [restated, other]), "--db", db
+    )
     assert second.exit_code == 0, second.output
     assert "  corrections 1 FOCUS correction rows for changed bills" in second.output
     after = _focus(db)
@@ -135,19 +157,30 @@ def test_a_restated_bill_becomes_a_correction_row_and_rows_already_reported_stay
     assert str(fix["BillingPeriodStart"].date()) == "2026-12-01"  # billed when restated
     assert fix["ChargeDescription"].startswith("correction of input_text_tokens for batch ")
     # November stays as reported; the sum is the current bill to the nano
-    by_period = dict(query(db, "select strftime(BillingPeriodStart, '%Y-%m'), sum(x_CostNanos)"
-                               " from focus_charges group by 1"))
+    by_period = dict(
+        query(
+            db,
+            "select strftime(BillingPeriodStart, '%Y-%m'), sum(x_CostNanos)"
+            " from focus_charges group by 1",
+        )
+    )
     assert by_period == {"2026-11": 300000000 + 300000000, "2026-12": 100000000}
-    assert sum(r["x_CostNanos"] for r in after) == scalar(
-        db, "select sum(cost_nanos) from batches") == 700000000
+    assert (
+        sum(r["x_CostNanos"] for r in after)
+        == scalar(db, "select sum(cost_nanos) from batches")
+        == 700000000
+    )
 
     # the same restated bill read again: nothing new
-    again = run_cli("run", "--input", tmp_path / "b.jsonl", "--db", db, "-q")
+    again = run_cli("run", "--input", tmp_path / "b.jsonl", "--db", db)
     assert again.exit_code == 0
     assert "corrections" not in again.output
     assert len(_focus(db)) == len(after)
     assert query(db, "select focus_corrections from load_runs order by started_at") == [
-        (0,), (1,), (0,)]
+        (0,),
+        (1,),
+        (0,),
+    ]
 
     if focus_validator.VALIDATOR.exists():
         out = tmp_path / "focus"
@@ -160,22 +193,37 @@ def test_a_new_price_is_booked_as_the_old_line_taken_back_and_the_new_one_added(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     first = batch(1)
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db,
-                   "-q").exit_code == 0
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
+        ).exit_code
+        == 0
+    )
     repriced = copy.deepcopy(first)
-    repriced["pricing_lines"][0].update(unit_price_usd="1.500000000",
-                                        line_cost_usd="0.150000000", line_nanos=150000000)
-    repriced["billing"].update(cost_nanos=250000000, cost_usd=0.25,
-                               finalized_at="2026-11-05T00:00:00.000Z")
-    repriced["billing"]["pricing_breakdown"].update(total_nanos=250000000,
-                                                    total_usd_str="0.250000000",
-                                                    total_cents=25)
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [repriced]), "--db", db,
-                   "-q").exit_code == 0
-    fixes = query(db, "select x_UnitPriceUsd, x_CostNanos, ConsumedQuantity from focus_charges"
-                      " where ChargeClass = 'Correction' order by x_CostNanos")
-    assert fixes == [(Decimal("2.000000000"), -200000000, -100000.0),
-                     (Decimal("1.500000000"), 150000000, 100000.0)]
+    repriced["pricing_lines"][0].update(
+        unit_price_usd="1.500000000", line_cost_usd="0.150000000", line_nanos=150000000
+    )
+    repriced["billing"].update(
+        cost_nanos=250000000, cost_usd=0.25, finalized_at="2026-11-05T00:00:00.000Z"
+    )
+    repriced["billing"]["pricing_breakdown"].update(
+        total_nanos=250000000, total_usd_str="0.250000000", total_cents=25
+    )
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "b.jsonl", [repriced]), "--db", db, "-q"
+        ).exit_code
+        == 0
+    )
+    fixes = query(
+        db,
+        "select x_UnitPriceUsd, x_CostNanos, ConsumedQuantity from focus_charges"
+        " where ChargeClass = 'Correction' order by x_CostNanos",
+    )
+    assert fixes == [
+        (Decimal("2.000000000"), -200000000, -100000.0),
+        (Decimal("1.500000000"), 150000000, 100000.0),
+    ]
     assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 250000000
 
 
@@ -183,18 +231,29 @@ def test_a_bill_taken_back_entirely_is_reversed_by_corrections(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     first = batch(1)
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db,
-                   "-q").exit_code == 0
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
+        ).exit_code
+        == 0
+    )
     refunded = copy.deepcopy(first)
     refunded["pricing_lines"] = []
-    refunded["billing"].update(cost_nanos=0, cost_usd=0.0,
-                               finalized_at="2026-11-09T00:00:00.000Z", reason="refunded")
-    refunded["billing"]["pricing_breakdown"].update(total_nanos=0, total_usd_str="0.000000000",
-                                                    total_cents=0)
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [refunded]), "--db", db,
-                   "-q").exit_code == 0
-    rows = query(db, "select ChargeClass, x_CostNanos from focus_charges order by x_RecordedAt,"
-                     " x_CostNanos")
+    refunded["billing"].update(
+        cost_nanos=0, cost_usd=0.0, finalized_at="2026-11-09T00:00:00.000Z", reason="refunded"
+    )
+    refunded["billing"]["pricing_breakdown"].update(
+        total_nanos=0, total_usd_str="0.000000000", total_cents=0
+    )
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "b.jsonl", [refunded]), "--db", db, "-q"
+        ).exit_code
+        == 0
+    )
+    rows = query(
+        db, "select ChargeClass, x_CostNanos from focus_charges order by x_RecordedAt, x_CostNanos"
+    )
     assert sorted(n for _, n in rows) == [-200000000, -100000000, 100000000, 200000000]
     assert [c for c, n in rows if n < 0] == ["Correction", "Correction"]
     assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 0
@@ -208,21 +267,25 @@ def test_an_existing_database_without_books_is_booked_once_on_its_next_run(
     con.execute("delete from charge_ledger")  # as a database from before the books
     con.close()
     assert run_cli("run", "--input", SAMPLE, "--db", db, "-q").exit_code == 0
-    assert query(db, "select count(*), sum(x_CostNanos), count(ChargeClass)"
-                     " from focus_charges") == [(539, 690661169561, 0)]
+    assert query(
+        db, "select count(*), sum(x_CostNanos), count(ChargeClass) from focus_charges"
+    ) == [(539, 690661169561, 0)]
 
 
 def test_the_billing_account_comes_from_the_config_file_and_is_kept(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "billing.toml"
-    cfg.write_text('[account]\nbilling_account_id = "acme-001"\n'
-                   'billing_account_name = "ACME Research"\n')
+    cfg.write_text(
+        '[account]\nbilling_account_id = "acme-001"\nbilling_account_name = "ACME Research"\n'
+    )
     data = write_jsonl(tmp_path / "a.jsonl", [batch(1)])
     assert run_cli("run", "--input", data, "--db", db, "--config", cfg, "-q").exit_code == 0
     expected = [("acme-001", "ACME Research", "Phaseo", "Phaseo")]
-    sql = ("select distinct BillingAccountId, BillingAccountName, InvoiceIssuerName,"
-           " ProviderName from focus_charges")
+    sql = (
+        "select distinct BillingAccountId, BillingAccountName, InvoiceIssuerName,"
+        " ProviderName from focus_charges"
+    )
     assert query(db, sql) == expected
     # a later run without --config keeps the stored names; $BILLING_CONFIG is read too
     assert run_cli("run", "--input", data, "--db", db, "-q").exit_code == 0
@@ -241,8 +304,10 @@ def test_the_billing_account_comes_from_the_config_file_and_is_kept(
         ("[account\n", "is not valid TOML"),
         ("[account]\nbilling_account_id = ''\n", "must be a non-empty string"),
         ("[account]\nbilling_account_id = 7\n", "must be a non-empty string"),
-        ("[account]\nbilling_account_name = \"sk-proj-abcdefghijklmnopqrstuvwx\"\n",
-         "looks like a credential"),
+        (
+            '[account]\nbilling_account_name = "sk-proj-abcdefghijklmnopqrstuvwx"\n',
+            "looks like a credential",
+        ),
         ("account = 3\n", "[account] must be a table"),
     ],
 )
@@ -275,12 +340,18 @@ def test_focus_export_as_csv_and_parquet_carries_the_version(
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["focus_version"] == "1.2"
         assert manifest["file_type"] == suffix
-        assert manifest["datasets"] == {"focus_charges": {"rows": 539,
-                                                          "total_nanos": "690661169561"}}
+        assert manifest["datasets"] == {
+            "focus_charges": {"rows": 539, "total_nanos": "690661169561"}
+        }
         files = sorted((out / "focus_charges").glob(f"*/*.{suffix}"))
         assert len(files) == 2
-    meta = pq.read_metadata(files[0].parent.parent.parent.parent / "pq" / "focus_charges"
-                            / files[0].parent.name / "data_0.parquet").metadata
+    meta = pq.read_metadata(
+        files[0].parent.parent.parent.parent
+        / "pq"
+        / "focus_charges"
+        / files[0].parent.name
+        / "data_0.parquet"
+    ).metadata
     assert meta[b"focus_version"] == b"1.2"
     columns = pq.read_schema(next(pq_out.glob("focus_charges/*/*.parquet"))).names
     assert "billing_period" not in columns
@@ -298,7 +369,10 @@ def test_focus_export_as_csv_and_parquet_carries_the_version(
 @pytest.mark.parametrize(
     ("metadata", "tags"),
     [
-        ({"team": "a", "deep": {"x": [1]}, "n": 3, "q\"k": None}, {"team": "a", "deep": '{"x":[1]}', "n": 3, 'q"k': None}),
+        (
+            {"team": "a", "deep": {"x": [1]}, "n": 3, 'q"k': None},
+            {"team": "a", "deep": '{"x":[1]}', "n": 3, 'q"k': None},
+        ),
         ({}, {}),
         (["a", "b"], {}),
         ("just text", {}),
@@ -311,6 +385,8 @@ def test_tags_are_flat_key_values_whatever_shape_metadata_has(
     data = write_jsonl(tmp_path / "a.jsonl", [batch(1, metadata=metadata)])
     result = run_cli("run", "--input", data, "--db", db, "-q")
     assert result.exit_code == 0, result.output
-    assert {json.dumps(json.loads(t), sort_keys=True) for (t,) in query(
-        db, "select Tags from focus_charges")} == {json.dumps(tags, sort_keys=True)}
+    assert {
+        json.dumps(json.loads(t), sort_keys=True)
+        for (t,) in query(db, "select Tags from focus_charges")
+    } == {json.dumps(tags, sort_keys=True)}
     assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 300000000

@@ -39,17 +39,24 @@ def everything_stored(db: Path) -> str:
     """Every value of every table and view of the database, as one text."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        names = [r[0] for r in con.execute(
-            "select table_name from duckdb_tables() union all select view_name from duckdb_views()"
-            " where not internal").fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "select table_name from duckdb_tables() union all select view_name from duckdb_views()"
+                " where not internal"
+            ).fetchall()
+        ]
         return "\n".join(str(con.execute(f'select * from "{n}"').fetchall()) for n in names)
     finally:
         con.close()
 
 
 def all_files_text(folder: Path) -> str:
-    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*")
-                     if p.is_file() and p.suffix in (".jsonl", ".json", ".txt", ".log"))
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace")
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".jsonl", ".json", ".txt", ".log")
+    )
 
 
 def rejects(db: Path) -> list[tuple[Any, ...]]:
@@ -59,8 +66,12 @@ def rejects(db: Path) -> list[tuple[Any, ...]]:
 # --------------------------------------------------------------------------- encodings, sizes
 
 
-def test_a_utf8_bom_is_stripped_from_jsonl_and_json_files(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + orjson.dumps(batch(1)) + b"\n" + orjson.dumps(batch(2)))
+def test_a_utf8_bom_is_stripped_from_jsonl_and_json_files(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + orjson.dumps(batch(1)) + b"\n" + orjson.dumps(batch(2))
+    )
     (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + orjson.dumps(batch(3)))
     result = run_cli("run", "--input", tmp_path, "--db", db)
     assert result.exit_code == 0, result.output
@@ -82,10 +93,13 @@ def test_invalid_utf8_is_rejected_not_replaced(run_cli: Any, db: Path, tmp_path:
     assert "in.jsonl:2: invalid UTF-8 at byte 14" in result.output
 
 
-@pytest.mark.parametrize(("depth", "reason"), [
-    (300, "metadata cannot be stored: Recursion limit reached"),
-    (2000, "invalid JSON: depth limit exceeded"),
-])
+@pytest.mark.parametrize(
+    ("depth", "reason"),
+    [
+        (300, "metadata cannot be stored: Recursion limit reached"),
+        (2000, "invalid JSON: depth limit exceeded"),
+    ],
+)
 def test_deeply_nested_values_quarantine_one_record_not_the_night(
     run_cli: Any, db: Path, tmp_path: Path, depth: int, reason: str
 ) -> None:
@@ -105,7 +119,14 @@ def test_an_oversize_record_and_an_endless_garbage_line_are_rejected_with_their_
     big = batch(2, metadata={"blob": "x" * (9 * 1024 * 1024)})
     f = tmp_path / "in.jsonl"
     with f.open("wb") as fh:
-        fh.write(orjson.dumps(batch(1)) + b"\n" + orjson.dumps(big) + b"\n" + orjson.dumps(batch(3)) + b"\n")
+        fh.write(
+            orjson.dumps(batch(1))
+            + b"\n"
+            + orjson.dumps(big)
+            + b"\n"
+            + orjson.dumps(batch(3))
+            + b"\n"
+        )
         fh.write(b"garbage" * (2 * 1024 * 1024))  # 14 MB, no newline at the end
     result = run_cli("run", "--input", f, "--db", db, "--workers", "2", "--chunk-size", "1")
     assert result.exit_code == 0, result.output
@@ -118,14 +139,29 @@ def test_an_oversize_record_and_an_endless_garbage_line_are_rejected_with_their_
     assert all(length <= MAX_RAW_KEPT + 60 for _, _, length in got)
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    ("billing", "charged", "billing must be an object or null, got str 'charged'"),
-    ("billing", [1, 2], "billing must be an object or null, got list of 2 items"),
-    ("pricing_lines", {"dimension": "x"}, "pricing_lines must be an array or null, got dict of 1 item"),
-    ("cost_nanos", "2**64", "billing.cost_nanos must be an integer, got 1.8446744073709552e+19"),
-    ("cost_nanos", {"token": "sk-LEAKLEAKLEAK"}, "billing.cost_nanos must be an integer, got dict of 1 item"),
-    ("id", ["batch_X"], "id must be a string, got list of 1 item"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("billing", "charged", "billing must be an object or null, got str 'charged'"),
+        ("billing", [1, 2], "billing must be an object or null, got list of 2 items"),
+        (
+            "pricing_lines",
+            {"dimension": "x"},
+            "pricing_lines must be an array or null, got dict of 1 item",
+        ),
+        (
+            "cost_nanos",
+            "2**64",
+            "billing.cost_nanos must be an integer, got 1.8446744073709552e+19",
+        ),
+        (
+            "cost_nanos",
+            {"token": "sk-LEAKLEAKLEAK"},
+            "billing.cost_nanos must be an integer, got dict of 1 item",
+        ),
+        ("id", ["batch_X"], "id must be a string, got list of 1 item"),
+    ],
+)
 def test_money_in_the_wrong_shape_is_rejected_never_loaded_as_unbilled(
     run_cli: Any, db: Path, tmp_path: Path, field: str, value: Any, reason: str
 ) -> None:
@@ -143,8 +179,13 @@ def test_money_in_the_wrong_shape_is_rejected_never_loaded_as_unbilled(
     assert "LEAK" not in result.output and "LEAK" not in everything_stored(db)
 
 
-def test_nul_characters_and_odd_unicode_load_as_they_are(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, session_id="s\u0000\u202e\U0001f600", metadata={"k\u0000": "v"})])
+def test_nul_characters_and_odd_unicode_load_as_they_are(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    f = write_jsonl(
+        tmp_path / "in.jsonl",
+        [batch(1, session_id="s\u0000\u202e\U0001f600", metadata={"k\u0000": "v"})],
+    )
     result = run_cli("run", "--input", f, "--db", db)
     assert result.exit_code == 0, result.output
     assert scalar(db, "select session_id from batches") == "s\u0000\u202e\U0001f600"
@@ -166,13 +207,21 @@ SECRET_FIELDS: dict[str, Any] = {
 def test_credentials_in_every_spelling_reach_no_table_view_archive_export_or_output(
     run_cli: Any, db: Path, tmp_path: Path
 ) -> None:
-    loud = batch(1, metadata=SECRET_FIELDS, apiKey="LEAK12", webhook="whsec_LEAK13",
-                 session_id="sk-LEAK15abcdef", endpoint="https://user:LEAK16@host.example/v1",
-                 polling_url="https://x.example/poll?token=LEAK17&x=1")
+    loud = batch(
+        1,
+        metadata=SECRET_FIELDS,
+        apiKey="LEAK12",
+        webhook="whsec_LEAK13",
+        session_id="sk-LEAK15abcdef",
+        endpoint="https://user:LEAK16@host.example/v1",
+        polling_url="https://x.example/poll?token=LEAK17&x=1",
+    )
     loud["pricing_lines"][0]["auth"] = "Bearer LEAK18xyz"
     loud["pricing_lines"][1]["dimension"] = "sk-LEAK19abcdef"
     loud["billing"]["client_secret"] = {"nested": ["LEAK24"]}
-    text = orjson.dumps(loud).decode().replace('"apiKey"', '"s\\u0065cret_\\u006bey"')  # an escaped key
+    text = (
+        orjson.dumps(loud).decode().replace('"apiKey"', '"s\\u0065cret_\\u006bey"')
+    )  # an escaped key
     bad_json = '{"id": "batch_BROKEN", "password": "LEAK21", "webhook": {"secret": "whsec_LEAK22'
     bad_type = orjson.dumps(batch(3, request_counts={"total": {"secret": "LEAK25"}})).decode()
     bad_money = orjson.dumps(batch(4, cost_nanos={"token": "sk-LEAK20abcdef"})).decode()
@@ -184,24 +233,38 @@ def test_credentials_in_every_spelling_reach_no_table_view_archive_export_or_out
     assert scalar(db, "select count(*) from rejected_batches") == 3
     assert scalar(db, "select cost_nanos from batches") == 300_000_000
     assert scalar(db, "select endpoint from batches") == "https://[REDACTED]@host.example/v1"
-    assert scalar(db, "select polling_url from batches") == "https://x.example/poll?token=[REDACTED]&x=1"
+    assert (
+        scalar(db, "select polling_url from batches")
+        == "https://x.example/poll?token=[REDACTED]&x=1"
+    )
     assert json.loads(scalar(db, "select metadata from batches"))["credentials"] == "[REDACTED]"
     exported = run_cli("export", "--db", db, "--out", tmp_path / "lake")
     assert exported.exit_code == 0, exported.output
-    lake = duckdb.connect().execute(
-        f"select * from read_parquet('{tmp_path / 'lake'}/**/*.parquet', union_by_name = true)").fetchall()
+    lake = (
+        duckdb.connect()
+        .execute(
+            f"select * from read_parquet('{tmp_path / 'lake'}/**/*.parquet', union_by_name = true)"
+        )
+        .fetchall()
+    )
     shown = [result.output]
     for name in ("focus-charges", "spend-by-session", "spend-by-model"):
         shown.append(run_cli("query", name, "--db", db, "--format", "json").output)
-    shown.append(run_cli("sql", "select * from rejected_batches", "--db", db, "--format", "csv").output)
+    shown.append(
+        run_cli("sql", "select * from rejected_batches", "--db", db, "--format", "csv").output
+    )
     for where in (everything_stored(db), str(lake), *shown, all_files_text(tmp_path / "lake")):
         assert "LEAK" not in where
         assert "987654321012" not in where
 
 
-def test_a_reject_reason_never_shows_a_secret_held_in_a_value(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, created_at="sk-LEAKLEAKLEAK"),
-                                            batch(2, created_at={"token": "LEAK"})])
+def test_a_reject_reason_never_shows_a_secret_held_in_a_value(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    f = write_jsonl(
+        tmp_path / "in.jsonl",
+        [batch(1, created_at="sk-LEAKLEAKLEAK"), batch(2, created_at={"token": "LEAK"})],
+    )
     result = run_cli("run", "--input", f, "--db", db)
     assert rejects(db) == [
         (1, "created_at '[REDACTED]' is not a Unix time or an ISO-8601 timestamp"),
@@ -213,7 +276,9 @@ def test_a_reject_reason_never_shows_a_secret_held_in_a_value(run_cli: Any, db: 
 # --------------------------------------------------------------------------- wrong folders, wrong files
 
 
-def test_unreadable_entries_are_reported_and_the_night_is_incomplete(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_unreadable_entries_are_reported_and_the_night_is_incomplete(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "in"
     data.mkdir()
     write_jsonl(data / "good.jsonl", [batch(1)])
@@ -234,10 +299,24 @@ def test_unreadable_entries_are_reported_and_the_night_is_incomplete(run_cli: An
     assert query(db, "select status, unreadable_inputs from load_runs") == [("incomplete", 3)]
 
 
-def test_the_same_file_twice_or_by_two_spellings_counts_once(run_cli: Any, db: Path, tmp_path: Path, monkeypatch: Any) -> None:
+def test_the_same_file_twice_or_by_two_spellings_counts_once(
+    run_cli: Any, db: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1), b"{broken"])
     monkeypatch.chdir(tmp_path)
-    result = run_cli("run", "--input", f, "--input", "in.jsonl", "--input", "./in.jsonl", "--input", tmp_path, "--db", db)
+    result = run_cli(
+        "run",
+        "--input",
+        f,
+        "--input",
+        "in.jsonl",
+        "--input",
+        "./in.jsonl",
+        "--input",
+        tmp_path,
+        "--db",
+        db,
+    )
     assert result.exit_code == 0, result.output
     assert "read        2 records" in result.output
     again = run_cli("run", "--input", "./in.jsonl", "--db", db)
@@ -245,7 +324,9 @@ def test_the_same_file_twice_or_by_two_spellings_counts_once(run_cli: Any, db: P
     assert query(db, "select line, times_seen from rejected_batches") == [(2, 2)]
 
 
-@pytest.mark.parametrize("target", ["db_as_input", "jsonl_as_db", "foreign_duckdb_as_db", "folder_as_db"])
+@pytest.mark.parametrize(
+    "target", ["db_as_input", "jsonl_as_db", "foreign_duckdb_as_db", "folder_as_db"]
+)
 def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
     run_cli: Any, db: Path, tmp_path: Path, target: str
 ) -> None:
@@ -255,14 +336,23 @@ def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
     duckdb.connect(str(foreign)).execute("create table sales as select 42 as amount").close()
     (tmp_path / "afolder").mkdir()
     args, message = {
-        "db_as_input": (("--input", db, "--db", db),
-                        f"billing: error: {db} is not a .json, .jsonl or .ndjson file (pass batch files or folders)\n"),
-        "jsonl_as_db": (("--input", good, "--db", good), f"billing: error: {good} is not a DuckDB database ("),
-        "foreign_duckdb_as_db": (("--input", good, "--db", foreign),
-                                 f"billing: error: {foreign} is a DuckDB database but not a billing database "
-                                 "(it has tables sales); refusing to write into it\n"),
-        "folder_as_db": (("--input", good, "--db", tmp_path / "afolder"),
-                         f"billing: error: --db {tmp_path / 'afolder'} is a folder, not a database file\n"),
+        "db_as_input": (
+            ("--input", db, "--db", db),
+            f"billing: error: {db} is not a .json, .jsonl or .ndjson file (pass batch files or folders)\n",
+        ),
+        "jsonl_as_db": (
+            ("--input", good, "--db", good),
+            f"billing: error: {good} is not a DuckDB database (",
+        ),
+        "foreign_duckdb_as_db": (
+            ("--input", good, "--db", foreign),
+            f"billing: error: {foreign} is a DuckDB database but not a billing database "
+            "(it has tables sales); refusing to write into it\n",
+        ),
+        "folder_as_db": (
+            ("--input", good, "--db", tmp_path / "afolder"),
+            f"billing: error: --db {tmp_path / 'afolder'} is a folder, not a database file\n",
+        ),
     }[target]
     before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     result = run_cli("run", *args)
@@ -273,7 +363,12 @@ def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
 
 
 def test_export_never_deletes_what_it_does_not_own(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db
+        ).exit_code
+        == 0
+    )
     precious = tmp_path / "notes.txt"
     precious.write_text("mine")
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -284,7 +379,9 @@ def test_export_never_deletes_what_it_does_not_own(run_cli: Any, db: Path, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == before and precious.read_text() == "mine"
     lake = tmp_path / "lake"
     assert run_cli("export", "--db", db, "--out", lake).exit_code == 0
-    assert run_cli("export", "--db", db, "--out", lake).exit_code == 0  # its own earlier export: replaced
+    assert (
+        run_cli("export", "--db", db, "--out", lake).exit_code == 0
+    )  # its own earlier export: replaced
     (lake / "mine.csv").write_text("a,b")
     refused = run_cli("export", "--db", db, "--out", lake)
     assert refused.exit_code == 2
@@ -311,25 +408,28 @@ def test_many_small_files_are_packed_into_few_chunks(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- billing sql, odd options
 
 
-@pytest.mark.parametrize("statement", [
-    "copy batches to '{tmp}/out.csv'",
-    "export database '{tmp}/dump'",
-    "attach '{tmp}/other.duckdb' as o (read_only false)",
-    "attach '{tmp}/link.duckdb' as l (read_only false)",
-    "select * from read_csv('/etc/passwd')",
-    "select * from read_text('/etc/hostname')",
-    "select * from glob('/root/*')",
-    "select * from read_json_auto('{tmp}/in.jsonl')",
-    "set enable_external_access = true",
-    "install httpfs",
-    "load httpfs",
-    "pragma database_list",
-    "create table t as select 1",
-    "delete from batches",
-    "select 1; delete from batches",
-    "checkpoint",
-    "detach billing",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "copy batches to '{tmp}/out.csv'",
+        "export database '{tmp}/dump'",
+        "attach '{tmp}/other.duckdb' as o (read_only false)",
+        "attach '{tmp}/link.duckdb' as l (read_only false)",
+        "select * from read_csv('/etc/passwd')",
+        "select * from read_text('/etc/hostname')",
+        "select * from glob('/root/*')",
+        "select * from read_json_auto('{tmp}/in.jsonl')",
+        "set enable_external_access = true",
+        "install httpfs",
+        "load httpfs",
+        "pragma database_list",
+        "create table t as select 1",
+        "delete from batches",
+        "select 1; delete from batches",
+        "checkpoint",
+        "detach billing",
+    ],
+)
 def test_billing_sql_cannot_write_or_read_anything_but_the_database(
     run_cli: Any, db: Path, tmp_path: Path, statement: str
 ) -> None:
@@ -344,10 +444,20 @@ def test_billing_sql_cannot_write_or_read_anything_but_the_database(
     assert scalar(db, "select count(*) from batches") == 1
 
 
-def test_odd_option_values_get_one_line_not_a_traceback(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+def test_odd_option_values_get_one_line_not_a_traceback(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db
+        ).exit_code
+        == 0
+    )
     empty = run_cli("sql", "", "--db", db)
-    assert (empty.exit_code, empty.output) == (2, "billing: error: no SQL given: pass one query (e.g. select count(*) from batches)\n")
+    assert (empty.exit_code, empty.output) == (
+        2,
+        "billing: error: no SQL given: pass one query (e.g. select count(*) from batches)\n",
+    )
     huge = run_cli("query", "spend-by-provider", "--db", db, "--limit", "99999999999999999999")
     assert huge.exit_code == 2 and "Traceback" not in huge.output
     assert "99999999999999999999 is not in the range 1<=x<=1000000000" in huge.output
@@ -357,18 +467,24 @@ def test_odd_option_values_get_one_line_not_a_traceback(run_cli: Any, db: Path, 
 
 def test_a_malformed_replay_line_is_quarantined(run_cli: Any, db: Path, tmp_path: Path) -> None:
     archive = tmp_path / "archive.jsonl"
-    archive.write_bytes(b"\n".join([
-        orjson.dumps({"batch_id": "b1", "body": orjson.dumps(batch(1)).decode()}),
-        orjson.dumps({"batch_id": "b2", "body": 5}),
-        b"not json at all",
-        orjson.dumps({"batch_id": "b3", "body": '{"id": "batch_3", "password": "LEAK'}),
-        orjson.dumps([1, 2]),
-    ]) + b"\n")
+    archive.write_bytes(
+        b"\n".join(
+            [
+                orjson.dumps({"batch_id": "b1", "body": orjson.dumps(batch(1)).decode()}),
+                orjson.dumps({"batch_id": "b2", "body": 5}),
+                b"not json at all",
+                orjson.dumps({"batch_id": "b3", "body": '{"id": "batch_3", "password": "LEAK'}),
+                orjson.dumps([1, 2]),
+            ]
+        )
+        + b"\n"
+    )
     result = run_cli("run", "--replay", archive, "--db", db)
     assert result.exit_code == 0, result.output
     assert scalar(db, "select count(*) from batches") == 1
     assert [r[1] for r in rejects(db)] == [
-        "archive line is not a response envelope", "archive line is not a response envelope",
+        "archive line is not a response envelope",
+        "archive line is not a response envelope",
         "response body is not JSON: unexpected end of data: line 1 column 36 (char 35)",
         "archive line is not a response envelope",
     ]
@@ -382,9 +498,23 @@ def _start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
     big = tmp_path / "big.jsonl"
     write_sample_jsonl(big, iter_batches(30_000, seed=3))
     proc = subprocess.Popen(
-        billing("run", "--input", big, "--db", db, "--chunk-size", "1000", "--workers", "2", "-v",
-                "--log-format", "json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        billing(
+            "run",
+            "--input",
+            big,
+            "--db",
+            db,
+            "--chunk-size",
+            "1000",
+            "--workers",
+            "2",
+            "-v",
+            "--log-format",
+            "json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -395,7 +525,9 @@ def _start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
 
 def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path: Path) -> None:
     first = write_jsonl(tmp_path / "first.jsonl", [batch(1)])
-    subprocess.run(billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True)
+    subprocess.run(
+        billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True
+    )
     before = query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches")
     proc = _start_big_run(tmp_path, db)
     proc.send_signal(signal.SIGINT)
@@ -403,12 +535,25 @@ def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if not line.startswith("{")]  # json debug logs aside
     assert lines == ["billing: error: interrupted; nothing was committed"]
-    assert "Traceback" not in err and out == ""
-    assert (query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches")) == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work or lock file left
+    assert "Traceback" not in err
+    # --log-format json: the scheduler still gets its one summary object on stdout
+    assert json.loads(out) == {
+        "status": "interrupted",
+        "exit_code": 130,
+        "error": "interrupted; nothing was committed",
+    }
+    assert (
+        query(db, "select * from load_runs"),
+        query(db, "select id, cost_nanos from batches"),
+    ) == before
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no work or lock file left
 
 
-def test_kill_9_on_a_first_run_leaves_no_half_made_database(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_kill_9_on_a_first_run_leaves_no_half_made_database(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     proc = _start_big_run(tmp_path, db)
     workers = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
@@ -416,11 +561,16 @@ def test_kill_9_on_a_first_run_leaves_no_half_made_database(run_cli: Any, db: Pa
     psutil.wait_procs(workers, timeout=15)
     assert not db.exists()
     missing = run_cli("query", "spend-by-provider", "--db", db)
-    assert (missing.exit_code, missing.output) == (2, f"billing: error: database not found: {db} (run `billing run` first)\n")
+    assert (missing.exit_code, missing.output) == (
+        2,
+        f"billing: error: database not found: {db} (run `billing run` first)\n",
+    )
     done = run_cli("run", "--input", write_jsonl(tmp_path / "one.jsonl", [batch(1)]), "--db", db)
     assert done.exit_code == 0, done.output
     assert scalar(db, "select count(*) from batches") == 1
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".work")]  # the leftover is cleaned
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.endswith(".work")
+    ]  # the leftover is cleaned
 
 
 # --------------------------------------------------------------------------- the gateway misbehaving
@@ -433,7 +583,19 @@ def ids_file(tmp_path: Path, ids: list[str]) -> Path:
 
 
 def api_run(run_cli: Any, gw: Gateway, db: Path, *args: Any, env: dict[str, str] = ENV) -> Any:
-    return run_cli("run", "--base-url", gw.url, "--db", db, "--timeout", "0.5", "--retries", "1", *args, env=env)
+    return run_cli(
+        "run",
+        "--base-url",
+        gw.url,
+        "--db",
+        db,
+        "--timeout",
+        "0.5",
+        "--retries",
+        "1",
+        *args,
+        env=env,
+    )
 
 
 def no_token_anywhere(result: Any, tmp_path: Path) -> None:
@@ -444,33 +606,67 @@ def no_token_anywhere(result: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 500])
-def test_a_body_echoing_the_token_is_never_printed_or_stored(run_cli: Any, db: Path, tmp_path: Path, status: int) -> None:
-    echo = Reply(status, {"error": "bad", "reason": f"token {TOKEN} / Bearer {TOKEN}", "auth": TOKEN})
-    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ECHO": [echo, echo]})
+def test_a_body_echoing_the_token_is_never_printed_or_stored(
+    run_cli: Any, db: Path, tmp_path: Path, status: int
+) -> None:
+    echo = Reply(
+        status, {"error": "bad", "reason": f"token {TOKEN} / Bearer {TOKEN}", "auth": TOKEN}
+    )
+    gw = Gateway(
+        batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ECHO": [echo, echo]}
+    )
     if status == 401:
         gw = Gateway(everything=echo)
     with serve(gw):
-        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ECHO"]), "-v")
+        result = api_run(
+            run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ECHO"]), "-v"
+        )
     assert result.exit_code == (1 if status == 401 else 3), result.output
     no_token_anywhere(result, tmp_path)
     if status != 401:
         assert "SUPERSECRET" not in everything_stored(db)
-        assert query(db, "select batch_id, http_status from fetch_errors") == [("batch_ECHO", status)]
+        assert query(db, "select batch_id, http_status from fetch_errors") == [
+            ("batch_ECHO", status)
+        ]
 
 
 def test_a_token_with_a_newline_and_credentials_in_the_base_url_are_refused_unprinted(
     run_cli: Any, db: Path, tmp_path: Path
 ) -> None:
     ids = ids_file(tmp_path, ["batch_X"])
-    newline = run_cli("run", "--ids-file", ids, "--db", db, env={"PHASEO_API_KEY": "tokPARTONE\ntokPARTTWO"})
+    newline = run_cli(
+        "run", "--ids-file", ids, "--db", db, env={"PHASEO_API_KEY": "tokPARTONE\ntokPARTTWO"}
+    )
     assert newline.exit_code == 2
-    assert newline.output == ("billing: error: PHASEO_API_KEY holds spaces, line breaks or control characters "
-                              "(a stray newline from a file?); fix the variable, the token was not used\n")
-    userinfo = run_cli("run", "--ids-file", ids, "--db", db, "--base-url", "https://bob:PWLEAK@api.example/v1", env=ENV)
+    assert newline.output == (
+        "billing: error: PHASEO_API_KEY holds spaces, line breaks or control characters "
+        "(a stray newline from a file?); fix the variable, the token was not used\n"
+    )
+    userinfo = run_cli(
+        "run",
+        "--ids-file",
+        ids,
+        "--db",
+        db,
+        "--base-url",
+        "https://bob:PWLEAK@api.example/v1",
+        env=ENV,
+    )
     assert userinfo.exit_code == 2
-    assert userinfo.output == ("billing: error: base URL must not hold credentials (user:password@): "
-                               "the token goes in PHASEO_API_KEY\n")
-    query_key = run_cli("run", "--ids-file", ids, "--db", db, "--base-url", "https://api.example/v1?api_key=QLEAK", env=ENV)
+    assert userinfo.output == (
+        "billing: error: base URL must not hold credentials (user:password@): "
+        "the token goes in PHASEO_API_KEY\n"
+    )
+    query_key = run_cli(
+        "run",
+        "--ids-file",
+        ids,
+        "--db",
+        db,
+        "--base-url",
+        "https://api.example/v1?api_key=QLEAK",
+        env=ENV,
+    )
     assert query_key.exit_code == 2 and "QLEAK" not in query_key.output
     assert not db.exists()
 
@@ -502,7 +698,9 @@ def _bomb_body() -> bytes:
     """300 MB of zeros, gzipped to about 300 KB (made once, before the server answers)."""
     if not _BOMB:
         comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-        _BOMB.append(b"".join(comp.compress(b"\0" * 1024 * 1024) for _ in range(300)) + comp.flush())
+        _BOMB.append(
+            b"".join(comp.compress(b"\0" * 1024 * 1024) for _ in range(300)) + comp.flush()
+        )
     return _BOMB[0]
 
 
@@ -515,52 +713,83 @@ def _bomb(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(body)
 
 
-@pytest.mark.parametrize(("reply", "kind", "reason"), [
-    (Reply(raw=_endless), "too_large", "response body over the 8 MiB limit"),
-    (Reply(raw=_bomb), "too_large", "response body over the 8 MiB limit"),
-    (Reply(raw=_drip), "failed", "gave up after 2 attempts: no whole response within 0.5 s"),
-])
+@pytest.mark.parametrize(
+    ("reply", "kind", "reason"),
+    [
+        (Reply(raw=_endless), "too_large", "response body over the 8 MiB limit"),
+        (Reply(raw=_bomb), "too_large", "response body over the 8 MiB limit"),
+        (Reply(raw=_drip), "failed", "gave up after 2 attempts: no whole response within 0.5 s"),
+    ],
+)
 def test_bodies_that_never_end_drip_or_explode_are_bounded_and_recorded(
     run_cli: Any, db: Path, tmp_path: Path, reply: Reply, kind: str, reason: str
 ) -> None:
-    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_EVIL": [reply, reply]})
+    gw = Gateway(
+        batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_EVIL": [reply, reply]}
+    )
     _bomb_body()
     rss = psutil.Process().memory_info().rss
     started = time.monotonic()
     with serve(gw):
-        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_EVIL"]))
+        result = api_run(
+            run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_EVIL"])
+        )
     assert time.monotonic() - started < 15
     assert psutil.Process().memory_info().rss - rss < 200 * 1024 * 1024
     assert result.exit_code == 3, result.output
     assert scalar(db, "select count(*) from batches") == 1
-    assert query(db, "select batch_id, kind, reason from fetch_errors") == [("batch_EVIL", kind, reason)]
+    assert query(db, "select batch_id, kind, reason from fetch_errors") == [
+        ("batch_EVIL", kind, reason)
+    ]
     assert f"batch_EVIL: {reason}" in result.output
 
 
-@pytest.mark.parametrize(("reply", "kind", "reason"), [
-    (Reply(200, batch(2)), "wrong_body",
-     "the gateway answered with batch 'batch_00000000000000000000000002' instead of 'batch_00000000000000000000000001'"),
-    (Reply(200, {"error": {"type": "invalid_request_error", "message": "provider said no"}}), "wrong_body",
-     "the gateway answered 200 with an error body (invalid_request_error)"),
-    (Reply(301, "", {"Location": "https://elsewhere.example/v1/batches/x"}), "http_error",
-     "HTTP 301 redirect to 'https://elsewhere.example/v1/batches/x' (not followed; check --base-url)"),
-    (Reply(400, {"error": "bad_request", "reason": "nope"}), "http_error", "HTTP 400: bad_request: nope"),
-    (Reply(503, "down"), "failed", "gave up after 2 attempts: HTTP 503"),
-])
+@pytest.mark.parametrize(
+    ("reply", "kind", "reason"),
+    [
+        (
+            Reply(200, batch(2)),
+            "wrong_body",
+            "the gateway answered with batch 'batch_00000000000000000000000002' instead of 'batch_00000000000000000000000001'",
+        ),
+        (
+            Reply(200, {"error": {"type": "invalid_request_error", "message": "provider said no"}}),
+            "wrong_body",
+            "the gateway answered 200 with an error body (invalid_request_error)",
+        ),
+        (
+            Reply(301, "", {"Location": "https://elsewhere.example/v1/batches/x"}),
+            "http_error",
+            "HTTP 301 redirect to 'https://elsewhere.example/v1/batches/x' (not followed; check --base-url)",
+        ),
+        (
+            Reply(400, {"error": "bad_request", "reason": "nope"}),
+            "http_error",
+            "HTTP 400: bad_request: nope",
+        ),
+        (Reply(503, "down"), "failed", "gave up after 2 attempts: HTTP 503"),
+    ],
+)
 def test_an_id_not_fetched_is_recorded_counted_exit_3_and_refetched_next_night(
     run_cli: Any, db: Path, tmp_path: Path, reply: Reply, kind: str, reason: str
 ) -> None:
     wanted = batch(1)
     attempts = 2 if reply.status >= 500 else 1  # --retries 1: a transient answer is asked twice
-    gw = Gateway(batches={wanted["id"]: wanted}, scripts={f"/v1/batches/{wanted['id']}": [reply] * attempts})
+    gw = Gateway(
+        batches={wanted["id"]: wanted}, scripts={f"/v1/batches/{wanted['id']}": [reply] * attempts}
+    )
     with serve(gw):
         first = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [wanted["id"]]))
         assert first.exit_code == 3, first.output
         assert scalar(db, "select count(*) from batches") == 0  # nothing else loaded in its place
-        assert query(db, "select batch_id, kind, reason from fetch_errors") == [(wanted["id"], kind, reason)]
+        assert query(db, "select batch_id, kind, reason from fetch_errors") == [
+            (wanted["id"], kind, reason)
+        ]
         assert query(db, "select status, not_fetched from load_runs") == [("incomplete", 1)]
         assert "not fetched 1 batch(es) asked for" in first.output
-        second = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, []))  # the id is not asked again
+        second = api_run(
+            run_cli, gw, db, "--ids-file", ids_file(tmp_path, [])
+        )  # the id is not asked again
     assert second.exit_code == 0, second.output
     assert query(db, "select id, cost_nanos from batches") == [(wanted["id"], 300_000_000)]
 
@@ -568,14 +797,23 @@ def test_an_id_not_fetched_is_recorded_counted_exit_3_and_refetched_next_night(
 def test_ids_are_validated_and_url_encoded(run_cli: Any, db: Path, tmp_path: Path) -> None:
     gw = Gateway(batches={batch(1)["id"]: batch(1)})
     with serve(gw):
-        result = api_run(run_cli, gw, db, "--ids-file",
-                         ids_file(tmp_path, [batch(1)["id"], "../../admin", "..", "a/b", "x?y=1", "batch:ok.1"]))
+        result = api_run(
+            run_cli,
+            gw,
+            db,
+            "--ids-file",
+            ids_file(tmp_path, [batch(1)["id"], "../../admin", "..", "a/b", "x?y=1", "batch:ok.1"]),
+        )
     assert result.exit_code == 3, result.output
     paths = [p for p, _ in gw.requests if not p.endswith("/requests")]
     assert sorted(paths) == sorted([f"/v1/batches/{batch(1)['id']}", "/v1/batches/batch%3Aok.1"])
     assert query(db, "select batch_id, kind from fetch_errors order by 1") == [
-        ("..", "invalid_id"), ("../../admin", "invalid_id"), ("a/b", "invalid_id"),
-        ("batch:ok.1", "not_found"), ("x?y=1", "invalid_id")]
+        ("..", "invalid_id"),
+        ("../../admin", "invalid_id"),
+        ("a/b", "invalid_id"),
+        ("batch:ok.1", "not_found"),
+        ("x?y=1", "invalid_id"),
+    ]
 
 
 def test_pointing_input_at_the_database_folder_does_not_load_archives_as_batches(
@@ -583,16 +821,22 @@ def test_pointing_input_at_the_database_folder_does_not_load_archives_as_batches
 ) -> None:
     gw = Gateway(batches={batch(1)["id"]: batch(1)})
     with serve(gw):
-        assert api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"]])).exit_code == 0
+        assert (
+            api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"]])).exit_code
+            == 0
+        )
     other = tmp_path / "other.duckdb"
     result = run_cli("run", "--input", tmp_path / "archive", "--db", other)
     assert result.exit_code == 0, result.output
     assert scalar(other, "select count(*) from batches") == 0
     assert {r[1] for r in rejects(other)} == {
-        "an API response archive line, not a batch object: load archives with --replay"}
+        "an API response archive line, not a batch object: load archives with --replay"
+    }
 
 
-def test_an_ids_file_with_a_bom_and_bytes_that_are_not_utf8(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_an_ids_file_with_a_bom_and_bytes_that_are_not_utf8(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_bytes(b"\xef\xbb\xbf" + batch(1)["id"].encode() + b"\nbatch_\xff\xfe\n# a comment\n")
     gw = Gateway(batches={batch(1)["id"]: batch(1)})
@@ -600,10 +844,14 @@ def test_an_ids_file_with_a_bom_and_bytes_that_are_not_utf8(run_cli: Any, db: Pa
         result = api_run(run_cli, gw, db, "--ids-file", ids)
     assert result.exit_code == 3, result.output
     assert scalar(db, "select count(*) from batches") == 1
-    assert query(db, "select batch_id, kind from fetch_errors") == [("batch_\\xff\\xfe", "invalid_id")]
+    assert query(db, "select batch_id, kind from fetch_errors") == [
+        ("batch_\\xff\\xfe", "invalid_id")
+    ]
 
 
-def test_a_utf16_file_is_named_as_such_and_loads_nothing_by_guess(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_a_utf16_file_is_named_as_such_and_loads_nothing_by_guess(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     text = orjson.dumps(batch(1)).decode() + "\n" + orjson.dumps(batch(2)).decode() + "\n"
     (tmp_path / "export.json").write_bytes(orjson.dumps(batch(3)).decode().encode("utf-16"))
     (tmp_path / "windows.jsonl").write_bytes(text.encode("utf-16"))
@@ -611,22 +859,34 @@ def test_a_utf16_file_is_named_as_such_and_loads_nothing_by_guess(run_cli: Any, 
     assert result.exit_code == 0, result.output
     assert scalar(db, "select count(*) from batches") == 0
     got = query(db, "select source, line, reason from rejected_batches order by source, line")
-    assert got[0] == (str(tmp_path / "export.json"), 1,
-                      "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
-    assert got[1] == (str(tmp_path / "windows.jsonl"), 1,
-                      "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
-    assert all(reason.startswith(("UTF-16", "invalid UTF-8", "invalid JSON")) for _, _, reason in got)
+    assert got[0] == (
+        str(tmp_path / "export.json"),
+        1,
+        "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8",
+    )
+    assert got[1] == (
+        str(tmp_path / "windows.jsonl"),
+        1,
+        "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8",
+    )
+    assert all(
+        reason.startswith(("UTF-16", "invalid UTF-8", "invalid JSON")) for _, _, reason in got
+    )
     assert "rejected    " in result.output
 
 
-def test_load_runs_records_the_input_not_the_last_rejected_file(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_load_runs_records_the_input_not_the_last_rejected_file(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "in"
     data.mkdir()
     write_jsonl(data / "a.jsonl", [batch(1)])
     write_jsonl(data / "z-bad.jsonl", [b"{broken"])
     result = run_cli("run", "--input", data, "--db", db)
     assert result.exit_code == 0, result.output
-    assert query(db, "select source, status, rejected from load_runs") == [(str(data), "ok_with_rejects", 1)]
+    assert query(db, "select source, status, rejected from load_runs") == [
+        (str(data), "ok_with_rejects", 1)
+    ]
 
 
 def _hang_up(handler: BaseHTTPRequestHandler) -> None:
@@ -641,25 +901,43 @@ def _brotli(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(b"\x8b\x00\x80\x03")
 
 
-@pytest.mark.parametrize(("reply", "reason"), [
-    (Reply(raw=_hang_up), "gave up after 2 attempts: Server disconnected without sending a response."),
-    (Reply(raw=_brotli), "unsupported Content-Encoding 'br'"),  # not retried: it would not change
-    (Reply(200, b""), "response body is not JSON: Input is a zero-length, empty document: line 1 column 1 (char 0)"),
-    (Reply(200, b"null"), "response body is not a batch object"),
-])
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (
+            Reply(raw=_hang_up),
+            "gave up after 2 attempts: Server disconnected without sending a response.",
+        ),
+        (
+            Reply(raw=_brotli),
+            "unsupported Content-Encoding 'br'",
+        ),  # not retried: it would not change
+        (
+            Reply(200, b""),
+            "response body is not JSON: Input is a zero-length, empty document: line 1 column 1 (char 0)",
+        ),
+        (Reply(200, b"null"), "response body is not a batch object"),
+    ],
+)
 def test_answers_that_are_not_http_or_not_json_are_recorded_not_tracebacks(
     run_cli: Any, db: Path, tmp_path: Path, reply: Reply, reason: str
 ) -> None:
-    gw = Gateway(batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ODD": [reply, reply]})
+    gw = Gateway(
+        batches={batch(1)["id"]: batch(1)}, scripts={"/v1/batches/batch_ODD": [reply, reply]}
+    )
     with serve(gw):
-        result = api_run(run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ODD"]))
+        result = api_run(
+            run_cli, gw, db, "--ids-file", ids_file(tmp_path, [batch(1)["id"], "batch_ODD"])
+        )
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
     assert scalar(db, "select count(*) from batches") == 1
     assert query(db, "select batch_id, reason from fetch_errors") == [("batch_ODD", reason)]
 
 
-def test_a_huge_unknown_key_is_kept_and_announced_clipped(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_a_huge_unknown_key_is_kept_and_announced_clipped(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1, **{"k" * 100_000: 1})])
     result = run_cli("run", "--input", f, "--db", db)
     assert result.exit_code == 0, result.output
@@ -668,8 +946,10 @@ def test_a_huge_unknown_key_is_kept_and_announced_clipped(run_cli: Any, db: Path
     assert scalar(db, "select length(extra) from batches") > 100_000  # the value itself is kept
 
 
-@pytest.mark.parametrize("command", [("runs",), ("query", "spend-by-model"), ("sql", "select 1"),
-                                     ("export", "--out", "LAKE")])
+@pytest.mark.parametrize(
+    "command",
+    [("runs",), ("query", "spend-by-model"), ("sql", "select 1"), ("export", "--out", "LAKE")],
+)
 def test_readers_pointed_at_a_database_that_is_not_ours_say_so(
     run_cli: Any, tmp_path: Path, command: tuple[str, ...]
 ) -> None:
@@ -678,6 +958,36 @@ def test_readers_pointed_at_a_database_that_is_not_ours_say_so(
     args = [str(tmp_path / "lake") if a == "LAKE" else a for a in command]
     result = run_cli(*args, "--db", foreign)
     assert (result.exit_code, result.output) == (
-        2, f"billing: error: {foreign} is not a billing database (no pipeline_meta table): "
-           "pass the file `billing run` writes\n")
+        2,
+        f"billing: error: {foreign} is not a billing database (no pipeline_meta table): "
+        "pass the file `billing run` writes\n",
+    )
     assert not (tmp_path / "lake").exists()
+
+
+def test_stdin_with_an_oversize_first_line_and_utf16_loses_nothing(
+    db: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    huge = b'{"id": "batch_huge", "pad": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    data = huge + b"\n" + orjson.dumps(batch(1)) + b"\n"
+    result = CliRunner().invoke(cli, ["run", "-", "--db", str(db)], input=data)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select id from batches") == [(batch(1)["id"],)]
+    ((source, line, reason, raw_len),) = query(
+        db, "select source, line, reason, length(raw_text) from rejected_batches"
+    )
+    assert (source, line) == ("<stdin>", 1)
+    assert reason == f"record is {len(huge):,} bytes, over the 8 MiB limit"
+    assert raw_len <= 64 * 1024 + 100
+    utf16 = "\ufeff".encode("utf-16-le") + orjson.dumps(batch(2)).decode().encode("utf-16-le")
+    db2 = tmp_path / "b2.duckdb"
+    result = CliRunner().invoke(cli, ["run", "-", "--db", str(db2)], input=b"\xff\xfe" + utf16[2:])
+    assert result.exit_code == 0, result.output
+    assert query(db2, "select source, reason from rejected_batches") == [
+        ("<stdin>", "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
+    ]
+    assert scalar(db2, "select count(*) from batches") == 0

@@ -40,18 +40,26 @@ def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: 
     with reader(sample_db) as con:
         export_parquet(con, tmp_path / "lake")
     expected_total = scalar(sample_db, "select sum(cost_nanos) from batches")
-    expected_by_provider = dict(query(sample_db, "select provider, sum(cost_nanos) from batches group by 1"))
+    expected_by_provider = dict(
+        query(sample_db, "select provider, sum(cost_nanos) from batches group by 1")
+    )
     spark = (
-        SparkSession.builder.master("local[1]").appName("billing-export-test")
-        .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate()
+        SparkSession.builder.master("local[1]")
+        .appName("billing-export-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .getOrCreate()
     )
     try:
+        assert spark.version == pyspark.__version__  # the session is the installed pyspark
         batches = spark.read.parquet(str(tmp_path / "lake" / "batches"))
         assert batches.count() == 324
         assert batches.agg(F.sum("cost_nanos")).collect()[0][0] == expected_total
-        by_provider = {r["provider"]: r["s"] for r in
-                       batches.groupBy("provider").agg(F.sum("cost_nanos").alias("s")).collect()}
+        by_provider = {
+            r["provider"]: r["s"]
+            for r in batches.groupBy("provider").agg(F.sum("cost_nanos").alias("s")).collect()
+        }
         assert by_provider == expected_by_provider
         focus = spark.read.parquet(str(tmp_path / "lake" / "focus_charges"))
         assert str(focus.agg(F.sum("BilledCost")).collect()[0][0]) == "690.661169561"
@@ -59,7 +67,6 @@ def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: 
         assert set(batches.columns) >= {"month", "provider", "cost_nanos", "billing_finalized_at"}
     finally:
         spark.stop()
-    assert pyspark.__version__
 
 
 def test_notebook_runs_headless_and_builds_its_charts(sample_db: Path, monkeypatch: Any) -> None:
@@ -70,10 +77,16 @@ def test_notebook_runs_headless_and_builds_its_charts(sample_db: Path, monkeypat
     from spend_dashboard import app
 
     _, defs = app.run()
-    charts = {name: defs[name].to_dict() for name in
-              ("spend_over_time", "top_sessions", "model_mix", "reconciliation")}
+    charts = {
+        name: defs[name].to_dict()
+        for name in ("spend_over_time", "top_sessions", "model_mix", "reconciliation")
+    }
     assert {n: c["mark"]["type"] for n, c in charts.items()} == {
-        "spend_over_time": "area", "top_sessions": "bar", "model_mix": "bar", "reconciliation": "bar"}
+        "spend_over_time": "area",
+        "top_sessions": "bar",
+        "model_mix": "bar",
+        "reconciliation": "bar",
+    }
     assert defs["daily"].height > 0 and defs["sessions"].height == 10 and defs["models"].height > 0
     assert defs["totals"]["cost_nanos"] == 690_661_169_561
     assert defs["checks"].rows() == [("all checks pass", 0)]
@@ -85,8 +98,20 @@ def test_notebook_exports_to_html_with_four_charts(sample_db: Path, tmp_path: Pa
         pytest.skip("marimo not installed")
     out = tmp_path / "dashboard.html"
     proc = subprocess.run(
-        [marimo, "-y", "export", "html", str(REPO / "notebooks" / "spend_dashboard.py"), "-o", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "BILLING_DB": str(sample_db)},
+        [
+            marimo,
+            "-y",
+            "export",
+            "html",
+            str(REPO / "notebooks" / "spend_dashboard.py"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BILLING_DB": str(sample_db)},
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Failed" not in proc.stderr
@@ -100,8 +125,12 @@ def test_an_open_notebook_never_blocks_the_nightly_run_and_shows_it_next_refresh
     from tests.helpers import batch, write_jsonl
 
     db = tmp_path / "billing.duckdb"
-    first = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--db", str(db), "-q"],
-                           capture_output=True, text=True)
+    first = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert first.returncode == 0, first.stderr
     monkeypatch.setenv("BILLING_DB", str(db))
     monkeypatch.syspath_prepend(str(REPO / "notebooks"))
@@ -110,8 +139,12 @@ def test_an_open_notebook_never_blocks_the_nightly_run_and_shows_it_next_refresh
     _, defs = app.run()  # the dashboard is open (its module and app stay alive)
     assert defs["totals"]["cost_nanos"] == 690_661_169_561
     extra = write_jsonl(tmp_path / "extra.jsonl", [batch(999, cost_nanos=1)])
-    run = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(extra), "--db", str(db), "-q"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(extra), "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     _, defs = app.run()  # a refresh reads the newly published snapshot
     assert defs["totals"]["cost_nanos"] == 690_661_169_562

@@ -28,15 +28,34 @@ def billing(*args: str | Path) -> list[str]:
 
 def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
     first = write_jsonl(tmp_path / "first.jsonl", [batch(1), batch(2, cost_nanos=5)])
-    subprocess.run(billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True)
-    before = (query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches order by id"),
-              scalar(db, "select count(*) from pricing_lines"))
+    subprocess.run(
+        billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True
+    )
+    before = (
+        query(db, "select * from load_runs"),
+        query(db, "select id, cost_nanos from batches order by id"),
+        scalar(db, "select count(*) from pricing_lines"),
+    )
     big = tmp_path / "big.jsonl"
     write_sample_jsonl(big, iter_batches(30_000, seed=3))
     proc = subprocess.Popen(
-        billing("run", "--input", big, "--db", db, "--chunk-size", "1000", "--workers", "2", "-v",
-                "--log-format", "json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        billing(
+            "run",
+            "--input",
+            big,
+            "--db",
+            db,
+            "--chunk-size",
+            "1000",
+            "--workers",
+            "2",
+            "-v",
+            "--log-format",
+            "json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -49,16 +68,26 @@ def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert alive == []  # workers do not outlive a killed run
-    after = (query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches order by id"),
-             scalar(db, "select count(*) from pricing_lines"))
+    after = (
+        query(db, "select * from load_runs"),
+        query(db, "select id, cost_nanos from batches order by id"),
+        scalar(db, "select count(*) from pricing_lines"),
+    )
     assert after == before
     # and the database still takes the next run
-    done = subprocess.run(billing("run", "--input", first, "--db", db, "-q"), capture_output=True, text=True)
+    done = subprocess.run(
+        billing("run", "--input", first, "--db", db, "-q"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
 def _hold(code: str, *args: str | Path) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
     return holder
 
@@ -66,78 +95,126 @@ def _hold(code: str, *args: str | Path) -> subprocess.Popen[str]:
 def test_a_second_run_cannot_write_while_one_holds_the_database(db: Path, tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
     subprocess.run(billing("run", "--input", f, "--db", db, "-q"), check=True, capture_output=True)
-    writer = _hold("import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
-                   " WriterLock(Store(Path(sys.argv[1])), 'RUN-A', 0); print('held', flush=True); time.sleep(2)", db)
-    second = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
+    writer = _hold(
+        "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+        " WriterLock(Store(Path(sys.argv[1])), 'RUN-A', 0); print('held', flush=True); time.sleep(2)",
+        db,
+    )
+    second = subprocess.run(
+        billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True, check=False
+    )
     assert second.returncode == 1
     assert second.stderr.startswith(
-        f"billing: error: database {db} is being written by another billing run (writer pid {writer.pid}, run RUN-A, started ")
+        f"billing: error: database {db} is being written by another billing run (writer pid {writer.pid}, run RUN-A, started "
+    )
     assert second.stderr.endswith("): try again later or pass --wait SECONDS\n")
-    waited = subprocess.run(billing("run", "--input", f, "--db", db, "-q", "--wait", "60"),
-                            capture_output=True, text=True)
+    waited = subprocess.run(
+        billing("run", "--input", f, "--db", db, "-q", "--wait", "60"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     writer.wait(timeout=30)
     assert waited.returncode == 0, waited.stderr
     assert scalar(db, "select count(*) from load_runs") == 2
-    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []  # no lock or work file left
+    assert (
+        sorted(p.name for p in db.parent.iterdir() if p.name.startswith(".")) == []
+    )  # no lock or work file left
 
 
-def test_a_process_writing_the_published_file_is_named_and_a_reader_is_not_in_the_way(db: Path, tmp_path: Path) -> None:
+def test_a_process_writing_the_published_file_is_named_and_a_reader_is_not_in_the_way(
+    db: Path, tmp_path: Path
+) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
     subprocess.run(billing("run", "--input", f, "--db", db, "-q"), check=True, capture_output=True)
-    rw = _hold("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(2)", db)
-    second = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
+    rw = _hold(
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(2)",
+        db,
+    )
+    second = subprocess.run(
+        billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True, check=False
+    )
     assert second.returncode == 1
     assert second.stderr == (
         f"billing: error: database {db} is in use by another process (pid {rw.pid} has it open for writing, "
-        "not read-only): readers must open it read-only; try again later or pass --wait SECONDS\n")
+        "not read-only): readers must open it read-only; try again later or pass --wait SECONDS\n"
+    )
     rw.wait(timeout=30)
-    ro = _hold("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True);"
-               " time.sleep(30)", db)
+    ro = _hold(
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True);"
+        " time.sleep(30)",
+        db,
+    )
     try:
-        third = subprocess.run(billing("run", "--input", f, "--db", db, "-q"), capture_output=True, text=True)
+        third = subprocess.run(
+            billing("run", "--input", f, "--db", db, "-q"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert third.returncode == 0, third.stderr
     finally:
         ro.kill()
         ro.wait()
 
 
-def test_restated_bill_shows_in_history_and_load_runs(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_restated_bill_shows_in_history_and_load_runs(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     first = batch(1)
     restated = batch(1, cost_nanos=250_000_000)
     restated["billing"]["finalized_at"] = "2026-11-03T00:00:00Z"
     restated["pricing_lines"] = restated["pricing_lines"][:1]
     restated["pricing_lines"][0].update(line_nanos=250_000_000, line_cost_usd="0.250000000")
-    run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [first, batch(2)]), "--db", db)
+    first_run = run_cli(
+        "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first, batch(2)]), "--db", db
+    )
+    assert first_run.exit_code == 0, first_run.output
     result = run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [restated]), "--db", db)
+    assert result.exit_code == 0, result.output
     assert "(0 new, 1 updated, 0 unchanged)" in result.output
     assert "total cost  $0.550000000 in the database (-$0.050000000 this run)" in result.output
-    assert query(db, "select batch_id, change, previous_cost_nanos, cost_nanos, cost_delta_nanos"
-                     " from batch_history where change = 'restated'") == [
-        (first["id"], "restated", 300_000_000, 250_000_000, -50_000_000)]
+    assert query(
+        db,
+        "select batch_id, change, previous_cost_nanos, cost_nanos, cost_delta_nanos"
+        " from batch_history where change = 'restated'",
+    ) == [(first["id"], "restated", 300_000_000, 250_000_000, -50_000_000)]
     # the old lines are gone as a whole: no orphan, no duplicate
-    assert query(db, "select line_index, line_nanos from pricing_lines where batch_id = $1", [first["id"]]) == [
-        (0, 250_000_000)]
-    assert query(db, "select batches_updated, cost_delta_nanos, total_cost_nanos_after from load_runs"
-                     " order by started_at") == [(0, 600_000_000, 600_000_000), (1, -50_000_000, 550_000_000)]
+    assert query(
+        db, "select line_index, line_nanos from pricing_lines where batch_id = $1", [first["id"]]
+    ) == [(0, 250_000_000)]
+    assert query(
+        db,
+        "select batches_updated, cost_delta_nanos, total_cost_nanos_after from load_runs"
+        " order by started_at",
+    ) == [(0, 600_000_000, 600_000_000), (1, -50_000_000, 550_000_000)]
     # replaying the older snapshot later does not undo the restatement
     stale = run_cli("run", "--input", write_jsonl(tmp_path / "c.jsonl", [first]), "--db", db)
+    assert stale.exit_code == 0
     assert "stale       1 older snapshots skipped (the database is newer)" in stale.output
     assert scalar(db, "select cost_nanos from batches where id = $1", [first["id"]]) == 250_000_000
 
 
-def test_reconciliation_mismatches_are_reported_and_strict_fails(run_cli: Any, db: Path, tmp_path: Path) -> None:
+def test_reconciliation_mismatches_are_reported_and_strict_fails(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
     off = batch(1)
     off["pricing_lines"][0]["line_nanos"] = 200_000_001  # lines now sum to 300000001
     off["billing"]["cost_usd"] = 0.31
     f = write_jsonl(tmp_path / "in.jsonl", [off, batch(2)])
     strict = run_cli("run", "--input", f, "--db", db, "--strict")
     assert strict.exit_code == 1
-    assert "--strict: 0 rejected record(s), 3 reconciliation mismatch(es), 0 batch(es) not fetched and 0 unreadable input(s); nothing was committed" in strict.output
+    assert (
+        "--strict: 0 rejected record(s), 3 reconciliation mismatch(es), 0 batch(es) not fetched and 0 unreadable input(s); nothing was committed"
+        in strict.output
+    )
     assert not db.exists()
     result = run_cli("run", "--input", f, "--db", db)
     assert result.exit_code == 0
     assert "mismatches  3 (see view billing_reconciliation)" in result.output
-    assert query(db, "select batch_id, check_name, expected_nanos, actual_nanos from billing_reconciliation") == [
+    assert query(
+        db, "select batch_id, check_name, expected_nanos, actual_nanos from billing_reconciliation"
+    ) == [
         (off["id"], "api_usd_vs_nanos", 300_000_000, 310_000_000),
         (off["id"], "line_usd_vs_nanos", 300_000_001, 300_000_000),
         (off["id"], "lines_vs_cost", 300_000_000, 300_000_001),
@@ -147,30 +224,45 @@ def test_reconciliation_mismatches_are_reported_and_strict_fails(run_cli: Any, d
 
 
 def test_new_fields_are_kept_and_announced_once(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    f = write_jsonl(tmp_path / "in.jsonl", [batch(1, shiny={"a": 1}), batch(2, request_counts=[1, 2])])
+    f = write_jsonl(
+        tmp_path / "in.jsonl", [batch(1, shiny={"a": 1}), batch(2, request_counts=[1, 2])]
+    )
     first = run_cli("run", "--input", f, "--db", db)
     assert first.exit_code == 0
-    assert "new fields  request_counts, shiny (first seen; loaded, see schema_drift)" in first.output
+    assert (
+        "new fields  request_counts, shiny (first seen; loaded, see schema_drift)" in first.output
+    )
     second = run_cli("run", "--input", f, "--db", db)
+    assert second.exit_code == 0
     assert "new fields" not in second.output
     assert query(db, "select field, note from schema_drift order by field") == [
-        ("request_counts", "expected object, got list"), ("shiny", "new field")]
-    assert scalar(db, "select extra->>'$.shiny.a' from batches where id = $1", [batch(1)["id"]]) == "1"
+        ("request_counts", "expected object, got list"),
+        ("shiny", "new field"),
+    ]
+    assert (
+        scalar(db, "select extra->>'$.shiny.a' from batches where id = $1", [batch(1)["id"]]) == "1"
+    )
 
 
 def test_json_logs_and_runs_listing(run_cli: Any, db: Path, tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
-    proc = subprocess.run(billing("run", "--input", f, "--db", db, "-v", "--log-format", "json"),
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        billing("run", "--input", f, "--db", db, "-v", "--log-format", "json"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     assert events[-1]["message"] == "run finished" and events[-1]["status"] == "ok"
     listing = run_cli("runs", "--db", db, "--format", "json")
     runs = json.loads(listing.output)
     assert [(r["run_id"], r["batches_loaded"], r["total_cost_usd"]) for r in runs] == [
-        (events[-1]["run_id"], 1, "0.300000000")]
+        (events[-1]["run_id"], 1, "0.300000000")
+    ]
 
 
 # --------------------------------------------------------------------------- property
+
 
 def snapshots(n: int, cost_a: int, cost_b: int, restate: bool) -> list[dict[str, Any]]:
     """Snapshots of one batch in lifecycle order; the last one is the truth."""
@@ -185,11 +277,15 @@ def snapshots(n: int, cost_a: int, cost_b: int, restate: bool) -> list[dict[str,
     return out
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     data=st.data(),
     specs=st.lists(
-        st.tuples(st.integers(0, 2**62), st.integers(0, 2**62), st.booleans()), min_size=1, max_size=4
+        st.tuples(st.integers(0, 2**62), st.integers(0, 2**62), st.booleans()),
+        min_size=1,
+        max_size=4,
     ),
 )
 def test_any_order_of_runs_gives_the_final_snapshots_totals(

@@ -38,20 +38,41 @@ def _ask(proc: subprocess.Popen[str], sql: str) -> str:
     return proc.stdout.readline().rstrip("\n")
 
 
-def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: Path, tmp_path: Path) -> None:
+def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(
+    db: Path, tmp_path: Path
+) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [batch(1)])
     two = write_jsonl(tmp_path / "two.jsonl", [batch(2, cost_nanos=5)])
-    subprocess.run(billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True)
-    python = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    subprocess.run(
+        billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True
+    )
+    python = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     cli = shutil.which("duckdb") or str(Path(sys.executable).parent / "duckdb")
-    duck = subprocess.Popen([cli, "-readonly", "-csv", "-noheader", str(db)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True) if Path(cli).exists() else None
+    duck = (
+        subprocess.Popen(
+            [cli, "-readonly", "-csv", "-noheader", str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if Path(cli).exists()
+        else None
+    )
     try:
         assert python.stdout is not None and python.stdin is not None
         assert python.stdout.readline() == "1 300000000\n"
         assert duck is None or _ask(duck, "select count(*) from batches;") == "1"
-        run = subprocess.run(billing("run", "--input", two, "--db", db, "-q"), capture_output=True, text=True)
+        run = subprocess.run(
+            billing("run", "--input", two, "--db", db, "-q"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert run.returncode == 0, run.stderr
         # a reader that opens now sees the new totals
         assert query(db, "select count(*), sum(cost_nanos) from batches") == [(2, 300_000_005)]
@@ -67,11 +88,23 @@ def test_a_reader_held_open_for_the_whole_run_neither_stops_it_nor_sees_it(db: P
 
 
 def test_billing_query_never_waits_for_a_run(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db).exit_code == 0
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "in.jsonl", [batch(1)]), "--db", db
+        ).exit_code
+        == 0
+    )
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
-         " WriterLock(Store(Path(sys.argv[1])), 'RUN-B', 0); print('held', flush=True); time.sleep(30)", str(db)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+            " WriterLock(Store(Path(sys.argv[1])), 'RUN-B', 0); print('held', flush=True); time.sleep(30)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         result = run_cli("query", "spend-by-session", "--db", db, "--format", "csv")
@@ -108,23 +141,37 @@ main()
 """
 
 
-@pytest.mark.parametrize(("where", "expected", "runs"), [
-    ("after-copy", [(1, 300_000_000)], 1),
-    ("before-rename", [(1, 300_000_000)], 1),
-    ("after-rename", [(2, 300_000_005)], 2),
-])
+@pytest.mark.parametrize(
+    ("where", "expected", "runs"),
+    [
+        ("after-copy", [(1, 300_000_000)], 1),
+        ("before-rename", [(1, 300_000_000)], 1),
+        ("after-rename", [(2, 300_000_005)], 2),
+    ],
+)
 def test_kill_9_at_any_moment_of_publishing_leaves_a_complete_state(
     db: Path, tmp_path: Path, where: str, expected: list[tuple[int, int]], runs: int
 ) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [batch(1)])
     two = write_jsonl(tmp_path / "two.jsonl", [batch(2, cost_nanos=5)])
-    subprocess.run(billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, "-c", CRASH, where, "run", "--input", str(two), "--db", str(db), "-q"],
-                          capture_output=True, text=True)
+    subprocess.run(
+        billing("run", "--input", one, "--db", db, "-q"), check=True, capture_output=True
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, where, "run", "--input", str(two), "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == -signal.SIGKILL
     assert query(db, "select count(*), sum(cost_nanos) from batches") == expected
     assert scalar(db, "select count(*) from load_runs") == runs
-    again = subprocess.run(billing("run", "--input", two, "--db", db, "-q"), capture_output=True, text=True)
+    again = subprocess.run(
+        billing("run", "--input", two, "--db", db, "-q"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     assert query(db, "select count(*), sum(cost_nanos) from batches") == [(2, 300_000_005)]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
@@ -135,7 +182,9 @@ def test_snapshots_are_kept_pruned_and_readable(run_cli: Any, db: Path, tmp_path
         f = write_jsonl(tmp_path / f"in{n}.jsonl", [batch(n, cost_nanos=n)])
         assert run_cli("run", "--input", f, "--db", db, "--keep-snapshots", "2").exit_code == 0
     runs = [r[0] for r in query(db, "select run_id from load_runs order by started_at")]
-    kept = sorted((tmp_path / "snapshots" / "billing").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    kept = sorted(
+        (tmp_path / "snapshots" / "billing").iterdir(), key=lambda p: p.stat().st_mtime_ns
+    )
     assert [p.name for p in kept] == [f"{runs[2]}.duckdb", f"{runs[3]}.duckdb"]
     assert [scalar(p, "select sum(cost_nanos) from batches") for p in kept] == [6, 10]
     assert os.stat(kept[-1]).st_ino == os.stat(db).st_ino  # the newest shares the published file
@@ -144,11 +193,20 @@ def test_snapshots_are_kept_pruned_and_readable(run_cli: Any, db: Path, tmp_path
     assert len(list((tmp_path / "snapshots" / "billing").iterdir())) == 2  # 0 keeps no new one
 
 
-def test_a_stray_write_ahead_log_beside_the_published_file_is_moved_aside(run_cli: Any, db: Path, tmp_path: Path) -> None:
-    assert run_cli("run", "--input", write_jsonl(tmp_path / "a.jsonl", [batch(1)]), "--db", db).exit_code == 0
+def test_a_stray_write_ahead_log_beside_the_published_file_is_moved_aside(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    assert (
+        run_cli(
+            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [batch(1)]), "--db", db
+        ).exit_code
+        == 0
+    )
     Path(f"{db}.wal").write_bytes(b"not ours")
     result = run_cli("run", "--input", write_jsonl(tmp_path / "b.jsonl", [batch(2)]), "--db", db)
     assert result.exit_code == 0, result.output
     assert not Path(f"{db}.wal").exists()
-    assert [p.read_bytes() for p in (tmp_path / "snapshots" / "billing").glob("orphaned-*.wal")] == [b"not ours"]
+    assert [
+        p.read_bytes() for p in (tmp_path / "snapshots" / "billing").glob("orphaned-*.wal")
+    ] == [b"not ours"]
     assert scalar(db, "select count(*) from batches") == 2

@@ -45,20 +45,29 @@ def spell(words: list[str], style: int) -> str:
         return "".join(w.title() for w in words)  # PascalCase
     if style == 4:
         return ".".join(words)
-    return "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in "_".join(words))  # full-width
+    return "".join(
+        chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in "_".join(words)
+    )  # full-width
 
 
 credential_keys = st.builds(spell, st.sampled_from(CREDENTIAL_WORDS), st.integers(0, 5))
 secret_leaf = st.sampled_from([MARK, f"sk-{MARK}", 12345678901, f"Bearer {MARK}"])
 secret_values = st.recursive(
     secret_leaf,
-    lambda inner: st.lists(inner, min_size=1, max_size=3)
-    | st.dictionaries(st.sampled_from(SAFE_KEYS), inner, min_size=1, max_size=3),
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=3)
+        | st.dictionaries(st.sampled_from(SAFE_KEYS), inner, min_size=1, max_size=3)
+    ),
     max_leaves=6,
 )
 plain_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10**6) | st.sampled_from(["a", "search", "gpt-4o", "x y"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(SAFE_KEYS), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.sampled_from(["a", "search", "gpt-4o", "x y"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(SAFE_KEYS), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -155,11 +164,19 @@ def test_the_prefilter_is_a_superset_of_the_rule_on_credential_shaped_text(text:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.lists(_FRAGMENTS, max_size=12).map("".join) | st.text(max_size=12), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.lists(_FRAGMENTS, max_size=12).map("".join) | st.text(max_size=12),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_the_column_wise_prefilter_agrees_with_the_python_one(values: list[str]) -> None:
     import polars as pl
 
     from pipeline.redaction import _MAYBE, MAYBE_PATTERN
 
-    assert pl.Series(values).str.contains(MAYBE_PATTERN).to_list() == [may_hold_secret(v) for v in values]
+    assert pl.Series(values).str.contains(MAYBE_PATTERN).to_list() == [
+        may_hold_secret(v) for v in values
+    ]
     assert [bool(_MAYBE.search(v)) for v in values] == [may_hold_secret(v) for v in values]

@@ -64,7 +64,12 @@ def test_sample_run_loads_exact_totals_and_is_idempotent(run_cli: Any, db: Path)
     assert "rejected    6 (see table rejected_batches)" in result.output
     # 3 repeated lines, and 18 second GETs of captured bills (charged=false, already_billed)
     assert "duplicates  21 repeated batch ids in the input, counted once" in result.output
-    assert scalar(db, "select count(*) from batches where captured and billing_reason = 'already_billed'") == 0
+    assert (
+        scalar(
+            db, "select count(*) from batches where captured and billing_reason = 'already_billed'"
+        )
+        == 0
+    )
 
     again = run_cli("run", "--input", SAMPLE, "--db", db)
     assert again.exit_code == 0
@@ -185,7 +190,10 @@ def test_usage_errors_exit_2_with_one_line(run_cli: Any, db: Path, tmp_path: Pat
     assert missing.output == f"billing: error: input not found: {tmp_path / 'nope.jsonl'}\n"
     none = run_cli("run", "--db", db)
     assert none.exit_code == 2
-    assert none.output == "billing: error: nothing to load: pass --input FILE_OR_FOLDER (or --ids-file/--list)\n"
+    assert (
+        none.output
+        == "billing: error: nothing to load: pass INPUT files or folders (or --ids-file/--list)\n"
+    )
     assert run_cli("run", "--bogus").exit_code == 2
     assert not db.exists()
 
@@ -202,7 +210,7 @@ def test_python_dash_m_works(tmp_path: Path, db: Path) -> None:
 
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "--input", str(f), "--db", str(db), "-q"],
+        [sys.executable, "-m", "pipeline", "run", "--input", str(f), "--db", str(db)],
         capture_output=True,
         text=True,
         check=False,
@@ -229,8 +237,13 @@ def test_worker_processes_give_the_same_result_as_one(run_cli: Any, tmp_path: Pa
             result.output.split("\n", 1)[1],
         )
     assert outputs["1"] == outputs["2"]
-    assert outputs["1"][1][0][0] == 5 and outputs["1"][1][1] == (8, "billing must be an object or null, got list of 1 item")
-    assert sum(c for _, c, _ in outputs["1"][0]) == sum(i * 1000 for i in range(1, 12) if i not in (5, 8))
+    assert outputs["1"][1][0][0] == 5 and outputs["1"][1][1] == (
+        8,
+        "billing must be an object or null, got list of 1 item",
+    )
+    assert sum(c for _, c, _ in outputs["1"][0]) == sum(
+        i * 1000 for i in range(1, 12) if i not in (5, 8)
+    )
 
 
 def test_the_readme_demo_commands_in_the_makefile_run(run_cli: Any, db: Path) -> None:
@@ -244,12 +257,17 @@ def test_the_readme_demo_commands_in_the_makefile_run(run_cli: Any, db: Path) ->
     ]
     assert [c[0] for c in commands] == ["run", "query"]
     outputs = []
-    for args in commands:
-        args = [str(db) if a == "data/billing.duckdb" else a for a in args]
+    for command in commands:
+        args = [str(db) if a == "data/billing.duckdb" else a for a in command]
         result = run_cli(*args)
         assert result.exit_code == 0, (args, result.output)
         outputs.append(result.output)
     assert "total cost  $690.661169561 in the database" in outputs[0]
     assert outputs[1].splitlines()[0].split() == [
-        "month", "provider", "batches", "billed_batches", "cost_nanos", "cost_usd"
+        "month",
+        "provider",
+        "batches",
+        "billed_batches",
+        "cost_nanos",
+        "cost_usd",
     ]

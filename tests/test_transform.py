@@ -160,13 +160,34 @@ def test_usage_token_counters_are_not_mistaken_for_secrets() -> None:
 def test_one_lifecycle_rule_for_single_objects_and_for_frames() -> None:
     from pipeline.transform import TIMESTAMP_FIELDS, lifecycle_group, with_derived_columns
 
-    cases = [("completed", None), ("ended", "completed"), ("ended", "odd"), ("in_progress", None),
-             ("processing", "pending"), ("submission_unknown", None), ("batch_state_x", None), (None, None)]
-    frame = with_derived_columns(pl.DataFrame(
-        {"status": [c[0] for c in cases], "lifecycle_status": [c[1] for c in cases],
-         "billing_finalized_at": [None] * len(cases), "billing_reason": [None] * len(cases),
-         **{name: [None] * len(cases) for name in TIMESTAMP_FIELDS}},
-        schema_overrides={"billing_finalized_at": pl.Datetime("us", "UTC"), "billing_reason": pl.String,
-                          **{name: pl.Datetime("us", "UTC") for name in TIMESTAMP_FIELDS}}))
-    assert frame["lifecycle_group"].to_list() == [lifecycle_group(s, ls) for s, ls in cases] == [
-        "terminal", "terminal", "pending", "running", "pending", "pending", "pending", None]
+    cases = [
+        ("completed", None),
+        ("ended", "completed"),
+        ("ended", "odd"),
+        ("in_progress", None),
+        ("processing", "pending"),
+        ("submission_unknown", None),
+        ("batch_state_x", None),
+        (None, None),
+    ]
+    frame = with_derived_columns(
+        pl.DataFrame(
+            {
+                "status": [c[0] for c in cases],
+                "lifecycle_status": [c[1] for c in cases],
+                "billing_finalized_at": [None] * len(cases),
+                "billing_reason": [None] * len(cases),
+                **{name: [None] * len(cases) for name in TIMESTAMP_FIELDS},
+            },
+            schema_overrides={
+                "billing_finalized_at": pl.Datetime("us", "UTC"),
+                "billing_reason": pl.String,
+                **{name: pl.Datetime("us", "UTC") for name in TIMESTAMP_FIELDS},
+            },
+        )
+    )
+    assert (
+        frame["lifecycle_group"].to_list()
+        == [lifecycle_group(s, ls) for s, ls in cases]
+        == ["terminal", "terminal", "pending", "running", "pending", "pending", "pending", None]
+    )

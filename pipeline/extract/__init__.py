@@ -18,6 +18,7 @@ from pipeline.extract.files import (
     iter_paths,
     read_chunks,
     read_records,
+    read_stream,
 )
 from pipeline.redaction import redact
 
@@ -36,5 +37,6 @@ __all__ = [
     "read_chunks",
     "read_ids_file",
     "read_records",
+    "read_stream",
     "redact",
 ]

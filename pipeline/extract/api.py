@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -155,7 +156,7 @@ def _retry_after(resp: Answer, cap: float) -> float | None:
         seconds = float(value)
     except ValueError:
         return None
-    return max(0.0, min(seconds, cap)) if seconds == seconds else None  # NaN: no wish
+    return None if math.isnan(seconds) else max(0.0, min(seconds, cap))  # NaN: no wish
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -430,8 +431,7 @@ async def fetch_to_archive(
                 if 300 <= resp.status < 400:
                     where = redact(resp.headers.get("location", "")[:200])
                     reason = (
-                        f"HTTP {resp.status} redirect to {where!r} "
-                        "(not followed; check --base-url)"
+                        f"HTTP {resp.status} redirect to {where!r} (not followed; check --base-url)"
                     )
                 report.error(batch_id, url, resp.status, reason, "http_error")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -377,6 +377,11 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
             unreadable=True,
         )
         return
+    yield from _json_records(source, data)
+
+
+def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
+    """The records of one JSON document: an object, an array, or a saved list response."""
     if data.startswith(_BOM):
         data = data[3:]
     if not data.strip():
@@ -411,6 +416,52 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
             yield _oversize(source, i, item_text[:MAX_RAW_KEPT].encode(), len(item_text))
         else:
             yield RawRecord(source, i, item_text.strip(), pending=True)
+
+
+STDIN = "<stdin>"
+
+
+def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
+    """Records from a byte stream (``--input -``): JSONL, one record a line, or one JSON
+    document (an array, a list response or a pretty-printed object) when its first line
+    is not a whole JSON value. JSONL streams through with flat memory."""
+    first = fh.readline(MAX_RECORD_BYTES + 1)
+    head = (first[3:] if first.startswith(_BOM) else first).strip()
+    oversize = len(first) > MAX_RECORD_BYTES
+    document = head.startswith(b"[")
+    if head and not document and not oversize:
+        try:
+            orjson.loads(head)
+        except orjson.JSONDecodeError:
+            document = not head.endswith(b"}")  # a pretty-printed object spans lines
+    if document:
+        data = first + fh.read(MAX_JSON_FILE_BYTES + 1 - len(first))
+        if len(data) > MAX_JSON_FILE_BYTES:
+            yield RawRecord(
+                source,
+                0,
+                data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
+                None,
+                f"a JSON document over {MAX_JSON_FILE_BYTES // 1024 // 1024} MiB on stdin: "
+                "send JSONL (one batch a line)",
+                unreadable=True,
+            )
+            return
+        yield from _json_records(source, data)
+        return
+    if oversize:  # the first line is over the limit: read past it, keep its head
+        size, tail = len(first), first
+        while tail and not tail.endswith(b"\n"):
+            tail = fh.readline(1024 * 1024)
+            size += len(tail)
+        yield _oversize(source, 1, first[:MAX_RAW_KEPT], size - tail.endswith(b"\n"))
+    elif (rec := _decode(source, 1, first)) is not None:
+        yield rec
+    for n, (raw, _, size) in enumerate(_lines(fh), start=2):
+        if size > MAX_RECORD_BYTES:
+            yield _oversize(source, n, raw[:MAX_RAW_KEPT], size)
+        elif (rec := _decode(source, n, raw)) is not None:
+            yield rec
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[RawRecord]:
