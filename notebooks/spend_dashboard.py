@@ -19,6 +19,9 @@ def _():
     import altair as alt
     import duckdb
     import marimo as mo
+    import polars as pl
+
+    from pipeline import finance
 
     db_path = Path(os.environ.get("BILLING_DB", "data/billing.duckdb"))
     mo.stop(
@@ -26,49 +29,48 @@ def _():
         mo.md(f"**No database at `{db_path}`.** Run `make demo` (or `billing run`) first."),
     )
 
-    def frame(sql):
-        """A view as a polars frame. Dollars are DECIMAL(38,9); charts get a float copy
-        (``cost_usd_plot``) for drawing only, never for totals.
+    def frame(query, *args, whole=False):
+        """One of the finance queries (`pipeline.finance`, shared with `billing report`)
+        over the whole data, as a polars frame. Money stays integer nanos; charts get a
+        float copy (``cost_usd_plot``) for drawing only, never for totals.
 
         One short read-only connection per query: an open dashboard never holds the file,
         and each refresh reads the snapshot the nightly job last published."""
         con = duckdb.connect(str(db_path), read_only=True)
         try:
             con.execute("set TimeZone = 'UTC'")
-            return con.sql(sql).pl()
+            rows = query(con, finance.whole(con), *args) if whole else query(con, *args)
         finally:
             con.close()
+        df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        if "cost_nanos" in df.columns:
+            df = df.with_columns(
+                (pl.col("cost_nanos").cast(pl.Float64) / 1e9).alias("cost_usd_plot")
+            )
+        return df
 
-    return alt, db_path, frame, mo
+    return alt, db_path, finance, frame, mo
 
 
 @app.cell
-def _(db_path, frame, mo):
-    totals = frame(
-        "select count(*) as batches, coalesce(sum(cost_nanos), 0) as cost_nanos,"
-        " nanos_to_usd(coalesce(sum(cost_nanos), 0)) as cost_usd,"
-        " (select count(*) from billing_reconciliation) as mismatches,"
-        " (select max(finished_at) from load_runs) as last_run"
-        " from batches"
-    ).row(0, named=True)
+def _(db_path, finance, frame, mo):
+    totals = frame(lambda con, p: [finance.totals(con, p)], whole=True).row(0, named=True)
+    mismatches = sum(row["batches"] for row in frame(finance.reconciliation).iter_rows(named=True))
     mo.md(
         f"""
         # LLM gateway spend
 
-        `{db_path}` · {totals["batches"]:,} batches · **${totals["cost_usd"]:,}** billed
-        (exact: {totals["cost_nanos"]:,} nano-USD) · reconciliation mismatches:
-        **{totals["mismatches"]}** · last load {totals["last_run"]}
+        `{db_path}` · {totals["batches"]:,} batches ·
+        **{finance.usd(totals["cost_nanos"])}** billed (exact, nano-USD:
+        {totals["cost_nanos"]:,}) · reconciliation mismatches: **{mismatches}**
         """
     )
     return (totals,)
 
 
 @app.cell
-def _(alt, frame):
-    daily = frame(
-        "select day, provider, cost_nanos, cost_usd::double as cost_usd_plot"
-        " from spend_by_provider order by day, provider"
-    )
+def _(alt, finance, frame):
+    daily = frame(finance.spend_over_time, whole=True)
     spend_over_time = (
         alt.Chart(daily.select("day", "provider", "cost_usd_plot"))
         .mark_area()
@@ -85,11 +87,12 @@ def _(alt, frame):
 
 
 @app.cell
-def _(alt, frame):
-    sessions = frame(
-        "select coalesce(session_id, '(none)') || ' · ' || coalesce(provider, '?') as session,"
-        " cost_nanos, cost_usd::double as cost_usd_plot, batches"
-        " from spend_by_session where cost_rank <= 10 order by cost_nanos desc"
+def _(alt, finance, frame, pl):
+    sessions = frame(finance.top_sessions, 10, whole=True).with_columns(
+        pl.concat_str(
+            [pl.col("session_id").fill_null("(none)"), pl.col("provider").fill_null("?")],
+            separator=" · ",
+        ).alias("session")
     )
     top_sessions = (
         alt.Chart(sessions.select("session", "batches", "cost_usd_plot"))
@@ -106,20 +109,16 @@ def _(alt, frame):
 
 
 @app.cell
-def _(alt, frame):
-    models = frame(
-        "select model, attribution, sum(cost_nanos) as cost_nanos,"
-        " (nanos_to_usd(sum(cost_nanos)))::double as cost_usd_plot"
-        " from spend_by_model group by all order by cost_nanos desc"
-    )
+def _(alt, finance, frame):
+    models = frame(finance.spend_by_model, whole=True)
     model_mix = (
-        alt.Chart(models.select("model", "attribution", "cost_usd_plot"))
+        alt.Chart(models.select("model", "provider", "cost_usd_plot"))
         .mark_bar()
         .encode(
             x=alt.X("sum(cost_usd_plot):Q", title="spend (USD)"),
             y=alt.Y("model:N", sort="-x"),
-            color=alt.Color("attribution:N"),
-            tooltip=["model:N", "attribution:N", "cost_usd_plot:Q"],
+            color=alt.Color("provider:N"),
+            tooltip=["model:N", "provider:N", "cost_usd_plot:Q"],
         )
         .properties(
             title="Model mix (request rows where the gateway gave them)", width=640, height=220
@@ -130,12 +129,10 @@ def _(alt, frame):
 
 
 @app.cell
-def _(alt, frame, mo):
-    checks = frame(
-        "select check_name, count(*) as batches from billing_reconciliation group by all"
-        " union all select 'all checks pass', 0 where not exists"
-        " (select 1 from billing_reconciliation) order by batches desc"
-    )
+def _(alt, finance, frame, mo, pl):
+    checks = frame(finance.reconciliation)
+    if checks.is_empty():
+        checks = pl.DataFrame({"check_name": ["all checks pass"], "batches": [0]})
     reconciliation = (
         alt.Chart(checks)
         .mark_bar()
@@ -145,10 +142,7 @@ def _(alt, frame, mo):
         )
         .properties(title="Reconciliation status", width=640, height=120)
     )
-    runs = frame(
-        "select run_id, status, records_read, batches_loaded, rejected,"
-        " reconciliation_issues, cost_delta_nanos from load_runs order by started_at desc limit 5"
-    )
+    runs = frame(finance.recent_runs, 5)
     mo.vstack([reconciliation, mo.md("Recent loads"), mo.ui.table(runs, selection=None)])
     return checks, reconciliation, runs
 

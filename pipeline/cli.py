@@ -110,6 +110,13 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
     sys.exit(code)
 
 
+def _unquoted(text: str) -> str:
+    """KeyError-style messages come wrapped in quotes: drop them, and only them."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def friendly_errors(fn: F) -> F:
     """One clear line instead of a traceback, with the documented exit codes."""
 
@@ -122,7 +129,7 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (ConfigError, FileNotFoundError, NotABillingDatabase, ExportRefused) as exc:
-            fail(str(exc).strip("'\""), EXIT_USAGE)
+            fail(_unquoted(str(exc)), EXIT_USAGE)
         except (LockedError, runner.StrictFailure) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
@@ -330,6 +337,13 @@ def _stderr_console() -> Any:
     show_default=True,
     help="Published states kept in snapshots/ beside the database (0: none).",
 )
+@click.option(
+    "--check",
+    "check_after",
+    is_flag=True,
+    help="After the load, exit 4 if a budget is crossed or 5 on a spend anomaly "
+    "(the load is committed either way), as `billing check` does.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets redacted).")
 @click.option(
@@ -360,6 +374,7 @@ def run_cmd(
     chunk_size: int,
     workers: int | None,
     keep_snapshots: int,
+    check_after: bool,
     quiet: bool,
     verbose: bool,
     log_format: str,
@@ -378,7 +393,8 @@ def run_cmd(
       billing run data/sample --log-format json -q   # one JSON summary for a scheduler
 
     Exit codes: 0 loaded, 1 failed (nothing committed), 2 usage error, 3 committed but
-    incomplete (batches not fetched or inputs unreadable), 130 interrupted.
+    incomplete (batches not fetched or inputs unreadable), 4 budget crossed and 5 spend
+    anomaly (with --check only; committed), 130 interrupted.
     """
     ctx.meta["json_summary"] = log_format == "json"
     setup_logging(verbose, log_format)
@@ -405,6 +421,7 @@ def run_cmd(
     cfg = RunConfig(
         db_path=db,
         account=file_cfg.account if file_cfg.path is not None else None,
+        settings=file_cfg if file_cfg.path is not None else None,
         strict=strict,
         chunk_size=chunk_size,
         wait_for_lock_s=wait_s,
@@ -457,16 +474,62 @@ def run_cmd(
             with load_progress(show, total) as advance:
                 result = runner.execute(chunks, cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
+    from pipeline import finance
+
+    with reader(db) as con:
+        checked = finance.check(con)
     code = EXIT_INCOMPLETE if result.incomplete else EXIT_OK
+    if check_after and not code:
+        code = checked.exit_code
     if log_format == "json":
         summary = run_summary_json(result, str(db), code)
         summary["new_database"] = new_db
+        summary["budgets"] = _json_rows(checked.budgets)
+        summary["anomalies"] = _json_rows(checked.anomalies)
         click.echo(redact(json.dumps(summary)))
     elif not quiet:
         where = f"{db} (a new database)" if new_db else str(db)
-        click.echo(redact(run_summary(result, where)))
+        click.echo(redact(run_summary(result, where) + check_summary(checked)))
     if code:
         sys.exit(code)
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            k: (str(v) if not isinstance(v, int | float | str | bool) and v is not None else v)
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
+
+
+def check_summary(checked: Any) -> str:
+    """Budget and anomaly lines for the run summary (nothing when neither has news)."""
+    from pipeline.spend_report import usd
+
+    lines = []
+    if checked.budgets:
+        crossed = checked.crossed
+        warn = [b for b in checked.budgets if b["status"] == "warning"]
+        lines.append(
+            f"  budgets     {len(crossed)} crossed, {len(warn)} at 80% or more"
+            f" of {len(checked.budgets)} (see view budget_status)"
+        )
+        for b in crossed[:5]:
+            when = b["period_start"] if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
+            lines.append(
+                f"    CROSSED {b['budget_name']} ({b['period']} {when}): "
+                f"{usd(b['spend_nanos'])} of {usd(b['limit_nanos'])}"
+            )
+    if checked.anomalies:
+        lines.append(
+            f"  anomalies   {len(checked.anomalies)} on the latest day (see view spend_anomalies)"
+        )
+        for a in checked.anomalies[:5]:
+            who = a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}"
+            lines.append(f"    {a['day']} {who}: {a['explanation']}")
+    return "".join("\n" + line for line in lines)
 
 
 def _size(path: Path) -> int:
@@ -790,6 +853,125 @@ def export_cmd(db: Path, fmt: str, out: Path) -> None:
             result = export_focus(con, out, "csv" if fmt == "focus-csv" else "parquet")
     for name, rows in result.rows.items():
         click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
+
+
+def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> None:
+    """A --config given to a read command applies to this connection only."""
+    from pipeline.load import store_settings
+
+    file_cfg = load_config_file(config_path)
+    if file_cfg.path is not None:
+        store_settings(con, file_cfg, temp=True)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_default=f"${CONFIG_ENV}, else what the last run stored",
+    help="A billing.toml whose budgets, prices and tags to use (nothing is written).",
+)
+
+
+@cli.command("report")
+@db_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option("--month", help="The month to report, YYYY-MM (default: the latest with spend).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
+@config_option
+@friendly_errors
+def report_cmd(
+    db: Path,
+    out: Path,
+    month: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    config_path: Path | None,
+) -> None:
+    """Write a spend report: one self-contained HTML file to open or forward.
+
+    The period's exact total, spend over time by provider, by model, top sessions and
+    tags, failed/expired/unbilled spend, reconciliation, budgets, anomalies, a month-end
+    forecast and price checks: charts with the exact figures beside them. Opens offline.
+
+    \b
+    Examples:
+      billing report --out november.html --month 2026-11
+      billing report --since 2026-11-01 --until 2026-11-15 --out first-half.html
+    """
+    from pipeline import finance, spend_report
+
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: name the HTML file to write")
+    with reader(db, sandbox=True) as con:
+        _read_settings(con, config_path)
+        period = finance.period(
+            con, month, since.date() if since else None, until.date() if until else None
+        )
+        page = spend_report.render(con, period, db.name, datetime.now(UTC))
+        total = finance.totals(con, period)["cost_nanos"]
+    tmp = out.with_name(f".{out.name}.tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(redact(page), encoding="utf-8")
+    tmp.replace(out)
+    click.echo(f"{out}: {period.label}, {spend_report.usd(total)}")
+
+
+@cli.command("check")
+@db_option
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Budgets and anomalies from this UTC date on "
+    "(default: budgets of the latest month, anomalies of the latest day).",
+)
+@config_option
+@format_option
+@friendly_errors
+def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: str) -> None:
+    """Check budgets and spend anomalies; the exit code tells a scheduler.
+
+    Exit codes: 0 nothing to report, 4 a budget is crossed, 5 a spend anomaly (and no
+    budget crossed), 2 usage error.
+
+    \b
+    Examples:
+      billing check                          # after the nightly run
+      billing check --since 2026-11-01 --format json
+      billing check --config billing.toml    # try budgets before storing them
+    """
+    from pipeline import finance
+
+    with reader(db, sandbox=True) as con:
+        _read_settings(con, config_path)
+        checked = finance.check(con, since.date() if since else None)
+    if fmt in ("json", "jsonl"):
+        click.echo(
+            json.dumps(
+                {
+                    "exit_code": checked.exit_code,
+                    "budgets": _json_rows(checked.budgets),
+                    "anomalies": _json_rows(checked.anomalies),
+                }
+            )
+        )
+    else:
+        verdict = {
+            0: "ok: no budget crossed, no anomaly",
+            finance.EXIT_BUDGET: f"{len(checked.crossed)} budget(s) crossed",
+            finance.EXIT_ANOMALY: f"{len(checked.anomalies)} spend anomaly(ies)",
+        }[checked.exit_code]
+        click.echo(f"check: {verdict}{check_summary(checked)}")
+    if checked.exit_code:
+        sys.exit(checked.exit_code)
 
 
 def main() -> None:

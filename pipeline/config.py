@@ -7,9 +7,13 @@ environment themselves. The API token lives in a :class:`Secret` whose ``repr`` 
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -120,6 +124,7 @@ class RunConfig:
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     account: dict[str, str] | None = None  # from the config file; None keeps the stored
+    settings: FileConfig | None = None  # budgets, prices, tags from the config file
 
 
 # -- the optional config file (TOML) ---------------------------------------------------
@@ -137,15 +142,233 @@ DEFAULT_ACCOUNT = {
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A spend limit per day or month on a scope (every filter given must match)."""
+
+    name: str
+    period: str  # "day" | "month"
+    limit_nanos: int
+    provider: str | None = None
+    model: str | None = None
+    session_id: str | None = None
+    tag_key: str | None = None
+    tag_value: str | None = None
+
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.name,
+            self.period,
+            self.limit_nanos,
+            self.provider,
+            self.model,
+            self.session_id,
+            self.tag_key,
+            self.tag_value,
+        )
+
+
+@dataclass(frozen=True)
+class Price:
+    """One entry of the user's price list: what a line should cost per ``unit_size``."""
+
+    provider: str
+    dimension: str
+    unit_price_nanos: int
+    model: str | None = None  # None: any model
+    pricing_plan: str | None = None  # None: any plan
+    unit_size: int | None = None  # None: the line's own unit size
+    effective_from: date | None = None
+    effective_to: date | None = None  # exclusive
+    source: str = ""
+
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.provider,
+            self.model,
+            self.dimension,
+            self.pricing_plan,
+            self.unit_size,
+            self.unit_price_nanos,
+            self.effective_from,
+            self.effective_to,
+            self.source,
+        )
+
+
+@dataclass(frozen=True)
 class FileConfig:
-    """What ``billing.toml`` sets. Every table and key is optional."""
+    """What ``billing.toml`` sets. Every table and key is optional; a part the file does
+    not set (None) keeps what an earlier run stored."""
 
     path: Path | None = None
     account: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNT))
+    budgets: tuple[Budget, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    prices: tuple[Price, ...] | None = None
 
-    def meta_rows(self) -> list[tuple[str, str]]:
-        """``pipeline_meta`` rows the views read (``account.*``)."""
-        return [(f"account.{k}", v) for k, v in sorted(self.account.items())]
+
+_KNOWN_TABLES = ("account", "attribution", "budget", "prices")
+_BUDGET_KEYS = ("name", "period", "limit_usd", "provider", "model", "session", "tag")
+_PRICE_KEYS = (
+    "provider",
+    "model",
+    "dimension",
+    "plan",
+    "unit_size",
+    "unit_price_usd",
+    "effective_from",
+    "effective_to",
+)
+
+
+def usd_to_nanos(value: object, where: str) -> int:
+    """An exact dollar amount (a string like "12.50", or an integer) in nano-USD."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f'{where} must be a dollar amount like "12.50"')
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConfigError(f'{where} must be a dollar amount like "12.50"') from None
+    nanos = amount * NANOS_PER_USD
+    if not amount.is_finite() or nanos != nanos.to_integral_value() or amount < 0:
+        raise ConfigError(f"{where} must be a non-negative amount with at most 9 decimals")
+    return int(nanos)
+
+
+NANOS_PER_USD = 10**9
+
+
+def _optional(value: object, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip() in ("", "*")):
+        return None
+    return _text(value, where)
+
+
+def _date(value: object, where: str) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{where} must be a date YYYY-MM-DD") from None
+
+
+def _budget(item: object, n: int, path: Path) -> Budget:
+    where = f"budget #{n} in {path}"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a table ([[budget]])")
+    unknown = sorted(set(item) - set(_BUDGET_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    period = item.get("period", "month")
+    if period not in ("day", "month"):
+        raise ConfigError(f'{where}: period must be "day" or "month", got {period!r}')
+    if "limit_usd" not in item:
+        raise ConfigError(f"{where}: limit_usd is required")
+    tag_key = tag_value = None
+    if item.get("tag") is not None:
+        tag = _text(item["tag"], f"{where}: tag")
+        tag_key, sep, tag_value = tag.partition("=")
+        if not sep or not tag_key.strip():
+            raise ConfigError(f"{where}: tag must look like team=research, got {tag!r}")
+        tag_key, tag_value = tag_key.strip(), tag_value.strip()
+    provider = _optional(item.get("provider"), f"{where}: provider")
+    model = _optional(item.get("model"), f"{where}: model")
+    session = _optional(item.get("session"), f"{where}: session")
+    scope = ", ".join(
+        f"{k}={v}" for k, v in (("provider", provider), ("model", model), ("session", session)) if v
+    )
+    if tag_key:
+        scope = ", ".join(filter(None, [scope, f"{tag_key}={tag_value}"]))
+    default_name = f"{period}ly {scope or 'all spend'}".replace("dayly", "daily")
+    return Budget(
+        name=_text(item.get("name", default_name), f"{where}: name"),
+        period=period,
+        limit_nanos=usd_to_nanos(item["limit_usd"], f"{where}: limit_usd"),
+        provider=provider,
+        model=model,
+        session_id=session,
+        tag_key=tag_key,
+        tag_value=tag_value,
+    )
+
+
+def _price(item: dict[str, object], where: str, source: str) -> Price:
+    unknown = sorted(set(item) - set(_PRICE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key in ("provider", "dimension", "unit_price_usd"):
+        if item.get(key) in (None, ""):
+            raise ConfigError(f"{where}: {key} is required")
+    unit_size: int | None = None
+    if item.get("unit_size") not in (None, ""):
+        try:
+            unit_size = int(str(item["unit_size"]).strip())
+        except ValueError:
+            raise ConfigError(f"{where}: unit_size must be a whole number") from None
+        if unit_size < 1:
+            raise ConfigError(f"{where}: unit_size must be at least 1")
+    start = _date(item.get("effective_from"), f"{where}: effective_from")
+    end = _date(item.get("effective_to"), f"{where}: effective_to")
+    if start and end and end <= start:
+        raise ConfigError(f"{where}: effective_to must be after effective_from")
+    return Price(
+        provider=_text(item["provider"], f"{where}: provider"),
+        model=_optional(item.get("model"), f"{where}: model"),
+        dimension=_text(item["dimension"], f"{where}: dimension"),
+        pricing_plan=_optional(item.get("plan"), f"{where}: plan"),
+        unit_size=unit_size,
+        unit_price_nanos=usd_to_nanos(item["unit_price_usd"], f"{where}: unit_price_usd"),
+        effective_from=start,
+        effective_to=end,
+        source=source,
+    )
+
+
+def _prices(table: object, path: Path) -> tuple[Price, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [prices] must be a table")
+    unknown = sorted(set(table) - {"file", "price"})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) prices.{', prices.'.join(unknown)}")
+    out: list[Price] = []
+    if table.get("file") is not None:
+        csv_path = path.parent / _text(table["file"], f"prices.file in {path}")
+        if not csv_path.is_file():
+            raise ConfigError(f"price list {csv_path} (prices.file in {path}) does not exist")
+        try:
+            text = csv_path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConfigError(f"price list {csv_path} is not UTF-8 text") from None
+        reader = csv.DictReader(io.StringIO(text))
+        missing = {"provider", "dimension", "unit_price_usd"} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError(
+                f"price list {csv_path} lacks column(s) {', '.join(sorted(missing))} "
+                f"(columns: {', '.join(_PRICE_KEYS)})"
+            )
+        for n, row in enumerate(reader, start=2):
+            clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            out.append(_price(clean, f"price list {csv_path} line {n}", f"{csv_path.name}:{n}"))
+    items = table.get("price", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"config file {path}: prices.price must be [[prices.price]] tables")
+    for n, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise ConfigError(f"config file {path}: prices.price #{n} must be a table")
+        out.append(_price(item, f"prices.price #{n} in {path}", f"{path.name}#{n}"))
+    return tuple(out)
+
+
+def _tags(table: object, path: Path) -> tuple[str, ...]:
+    if not isinstance(table, dict) or set(table) - {"tags"}:
+        raise ConfigError(f"config file {path}: [attribution] takes one key, tags = [...]")
+    tags = table.get("tags", [])
+    if not isinstance(tags, list):
+        raise ConfigError(f"config file {path}: attribution.tags must be a list of keys")
+    return tuple(dict.fromkeys(_text(t, f"attribution.tags in {path}") for t in tags))
 
 
 def _text(value: object, where: str, limit: int = 200) -> str:
@@ -173,9 +396,12 @@ def load_config_file(path: Path | None) -> FileConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {redact(str(exc))}") from None
-    unknown = sorted(set(data) - {"account"})
+    unknown = sorted(set(data) - set(_KNOWN_TABLES))
     if unknown:
-        raise ConfigError(f"config file {path}: unknown table(s) {', '.join(unknown)}")
+        raise ConfigError(
+            f"config file {path}: unknown table(s) {', '.join(unknown)} "
+            f"(known: {', '.join(_KNOWN_TABLES)})"
+        )
     account = dict(DEFAULT_ACCOUNT)
     given = data.get("account", {})
     if not isinstance(given, dict):
@@ -187,4 +413,15 @@ def load_config_file(path: Path | None) -> FileConfig:
                 f"(known: {', '.join(DEFAULT_ACCOUNT)})"
             )
         account[key] = _text(value, f"account.{key} in {path}")
-    return FileConfig(path=path, account=account)
+    budgets = None
+    if "budget" in data:
+        items = data["budget"]
+        if not isinstance(items, list):
+            raise ConfigError(f"config file {path}: budgets are [[budget]] tables")
+        budgets = tuple(_budget(item, n, path) for n, item in enumerate(items, start=1))
+        names = [b.name for b in budgets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"config file {path}: two budgets have the same name")
+    tags = _tags(data["attribution"], path) if "attribution" in data else None
+    prices = _prices(data["prices"], path) if "prices" in data else None
+    return FileConfig(path=path, account=account, budgets=budgets, tags=tags, prices=prices)

@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS
+from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS, FileConfig
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,16 @@ alter table load_runs add column if not exists not_fetched bigint;
 alter table load_runs add column if not exists batches_reread bigint;
 alter table load_runs add column if not exists unreadable_inputs bigint;
 alter table load_runs add column if not exists focus_corrections bigint;
+create table if not exists budgets (
+    name varchar, period varchar, limit_nanos bigint, provider varchar, model varchar,
+    session_id varchar, tag_key varchar, tag_value varchar
+);
+create table if not exists price_list (
+    provider varchar, model varchar, dimension varchar, pricing_plan varchar,
+    unit_size bigint, unit_price_nanos bigint, effective_from date, effective_to date,
+    source varchar
+);
+create table if not exists attribution_keys (tag_key varchar);
 create table if not exists charge_ledger (
     batch_id varchar not null, charge_kind varchar not null, provider varchar,
     model varchar, dimension varchar, unit_size double, unit_price_usd decimal(38, 9),
@@ -631,9 +641,11 @@ class Loader:
         memory_limit: str = "1GB",
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
         account: dict[str, str] | None = None,
+        settings: FileConfig | None = None,
     ) -> None:
         self.db_path = db_path
         self.account = account
+        self.settings = settings
         self.run_id = run_id
         self.keep_snapshots = keep_snapshots
         self.store = Store(db_path)
@@ -780,6 +792,7 @@ class Loader:
         stats.total_after = self.total_cost_nanos()
         stats.new_fields = self._record_drift()
         self._store_account()
+        self._store_settings()
         create_views(con)
         first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
         scope = (
@@ -796,6 +809,14 @@ class Loader:
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
         )
         return stats
+
+    def _store_settings(self) -> None:
+        """The config file's budgets, price list and attribution keys (the parts it sets;
+        the others stay as an earlier run stored them)."""
+        cfg = self.settings
+        if cfg is None:
+            return
+        store_settings(self.con, cfg, temp=False)
 
     def _store_account(self) -> None:
         """The FOCUS account names: the config file's when one was given, else what an
@@ -864,6 +885,36 @@ class Loader:
         for suffix in ("", ".wal"):
             Path(f"{self.work}{suffix}").unlink(missing_ok=True)
         self._lock.release()
+
+
+SETTINGS_TABLES = {
+    "budgets": 8,
+    "price_list": 9,
+    "attribution_keys": 1,
+}
+
+
+def store_settings(con: duckdb.DuckDBPyConnection, cfg: FileConfig, *, temp: bool) -> None:
+    """Write the parts of ``cfg`` it sets into the settings tables. ``temp`` (read
+    commands given --config) shadows the stored tables for this connection only."""
+    parts: dict[str, list[tuple[object, ...]] | None] = {
+        "budgets": None if cfg.budgets is None else [b.row() for b in cfg.budgets],
+        "price_list": None if cfg.prices is None else [p.row() for p in cfg.prices],
+        "attribution_keys": None if cfg.tags is None else [(t,) for t in cfg.tags],
+    }
+    for table, rows in parts.items():
+        if rows is None:
+            continue
+        if temp:
+            con.execute(
+                f"create or replace temp table {table} as "  # noqa: S608 - fixed names
+                f"select * from main.{table} limit 0"
+            )
+        else:
+            con.execute(f"delete from {table}")  # noqa: S608 - fixed names
+        if rows:
+            marks = ", ".join(f"${i + 1}" for i in range(SETTINGS_TABLES[table]))
+            con.executemany(f"insert into {table} values ({marks})", rows)  # noqa: S608
 
 
 def run_script(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:

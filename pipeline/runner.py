@@ -184,6 +184,7 @@ def execute(
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
         account=cfg.account,
+        settings=cfg.settings,
     )
     result = RunResult(
         run_id=ldr.run_id,
@@ -294,6 +295,7 @@ def execute_api(
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
         account=cfg.account,
+        settings=cfg.settings,
     )
     archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"
     try:

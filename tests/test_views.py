@@ -329,8 +329,9 @@ def test_query_errors_are_one_line(run_cli: Any, loaded: Path, tmp_path: Path) -
     assert unknown.exit_code == 2
     assert unknown.output == (
         "billing: error: unknown query 'spend-by-planet'; choose from: batch-outcomes, "
-        "billing-reconciliation, focus-charges, spend-by-dimension, spend-by-model, spend-by-provider, "
-        "spend-by-request-status, spend-by-session\n"
+        "billing-reconciliation, budget-status, focus-charges, price-checks, spend-anomalies, "
+        "spend-by-dimension, spend-by-model, spend-by-provider, spend-by-request-status, "
+        "spend-by-session, spend-by-tag, spend-forecast, spend-waste\n"
     )
     missing = run_cli("query", "spend-by-provider", "--db", tmp_path / "none.duckdb")
     assert missing.exit_code == 2

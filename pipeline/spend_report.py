@@ -1,0 +1,363 @@
+"""`billing report`: one self-contained HTML page (no network needed to open it) with the
+period's exact total, charts drawn as inline SVG, and the exact figures beside them."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+
+from pipeline import __version__, finance
+from pipeline.finance import Period, Rows
+
+NANOS = Decimal(10**9)
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B",
+           "#9D755D", "#BAB0AC", "#FF9DA6"]  # fmt: skip
+
+
+usd = finance.usd
+
+
+def usd_short(nanos: Any) -> str:
+    value = Decimal(int(nanos or 0)) / NANOS
+    return f"${value:,.2f}"
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key.endswith("_nanos") and isinstance(value, int):
+        return usd(value)
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: Rows, columns: Sequence[str] | None = None, empty: str = "none") -> str:
+    if not rows:
+        return f'<p class="empty">{esc(empty)}</p>'
+    cols = list(columns or rows[0].keys())
+    head = "".join(f"<th>{esc(c.replace('_nanos', ' (USD)'))}</th>" for c in cols)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if isinstance(r.get(c), int | float | Decimal) else ""}">'
+            f"{esc(_cell(c, r.get(c)))}</td>"
+            for c in cols
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pivot(rows: Rows) -> Rows:
+    """Daily rows × provider columns, with the day's total."""
+    providers = sorted({str(r["provider"]) for r in rows})
+    days: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        day = days.setdefault(
+            r["day"], {"day": r["day"], **{f"{p}_nanos": 0 for p in providers}, "total_nanos": 0}
+        )
+        day[f"{r['provider']}_nanos"] += int(r["cost_nanos"] or 0)
+        day["total_nanos"] += int(r["cost_nanos"] or 0)
+    return list(days.values())
+
+
+def _colors(keys: Sequence[str]) -> dict[str, str]:
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+
+
+def stacked_bars(rows: Rows, p: Period, title: str) -> str:
+    """Daily spend stacked by provider."""
+    last = max((r["day"] for r in rows), default=p.start)
+    days = [
+        p.start + timedelta(days=i) for i in range((min(p.end, last + timedelta(1)) - p.start).days)
+    ]
+    providers = sorted({str(r["provider"]) for r in rows})
+    colors = _colors(providers)
+    by_day: dict[date, dict[str, int]] = {}
+    for r in rows:
+        by_day.setdefault(r["day"], {})[str(r["provider"])] = int(r["cost_nanos"] or 0)
+    top = max((sum(v for v in d.values() if v > 0) for d in by_day.values()), default=0) or 1
+    width, height, left, bottom = 760, 260, 70, 30
+    step = (width - left - 10) / max(len(days), 1)
+    parts = []
+    for i, day in enumerate(days):
+        y: float = height - bottom
+        for prov in providers:
+            value = by_day.get(day, {}).get(prov, 0)
+            if value <= 0:
+                continue
+            h = (height - bottom - 10) * value / top
+            y -= h
+            parts.append(
+                f'<rect x="{left + i * step + 1:.1f}" y="{y:.1f}" width="{max(step - 2, 1):.1f}" '
+                f'height="{h:.1f}" fill="{colors[prov]}"><title>{esc(day)} {esc(prov)}: '
+                f"{esc(usd(value))}</title></rect>"
+            )
+    axis = (
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" '
+        'stroke="#888"/>'
+        f'<text x="{left - 6}" y="16" text-anchor="end" class="tick">{esc(usd_short(top))}</text>'
+        f'<text x="{left - 6}" y="{height - bottom}" text-anchor="end" class="tick">$0</text>'
+    )
+    if days:
+        axis += (
+            f'<text x="{left}" y="{height - 8}" class="tick">{esc(days[0])}</text>'
+            f'<text x="{width - 10}" y="{height - 8}" text-anchor="end" class="tick">'
+            f"{esc(days[-1])}</text>"
+        )
+    legend = "".join(
+        f'<span class="key"><i style="background:{c}"></i>{esc(k)}</span>'
+        for k, c in colors.items()
+    )
+    return _figure(title, width, height, axis + "".join(parts), legend)
+
+
+def hbars(items: list[tuple[str, int]], title: str) -> str:
+    """Horizontal bars, largest first."""
+    items = [(k, v) for k, v in items if v > 0][:12]
+    top = max((v for _, v in items), default=0) or 1
+    row_h, left, width = 24, 230, 760
+    height = max(row_h * len(items) + 10, 40)
+    parts = []
+    for i, (label, value) in enumerate(items):
+        w = (width - left - 120) * value / top
+        y = 5 + i * row_h
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" class="label">'
+            f"{esc(label[:34])}</text>"
+            f'<rect x="{left}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row_h - 8}" '
+            f'fill="{PALETTE[i % len(PALETTE)]}"><title>{esc(label)}: {esc(usd(value))}</title>'
+            f'</rect><text x="{left + w + 6:.1f}" y="{y + 15}" class="tick">'
+            f"{esc(usd_short(value))}</text>"
+        )
+    if not items:
+        parts.append('<text x="10" y="25" class="tick">no spend in this period</text>')
+    return _figure(title, width, height, "".join(parts), "")
+
+
+def _figure(title: str, width: int, height: int, body: str, legend: str) -> str:
+    return (
+        f"<figure><figcaption>{esc(title)}</figcaption>"
+        f'<svg class="chart" role="img" aria-label="{esc(title)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}">{body}</svg>'
+        f'<div class="legend">{legend}</div></figure>'
+    )
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1000px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem;margin:0}h2{font-size:1.15rem;margin:2rem 0 .5rem;border-bottom:1px solid #ddd}
+.total{font-size:2.2rem;font-weight:700;margin:.5rem 0}.meta{color:#666}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
+th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left}td.num{text-align:right;
+font-variant-numeric:tabular-nums}th{background:#f6f6f6}
+figure{margin:1rem 0}figcaption{font-weight:600;margin-bottom:.25rem}
+.tick,.label{font-size:11px;fill:#444}.legend .key{margin-right:1rem;font-size:12px}
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+.badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-weight:600}
+.ok{background:#54A24B}.warn{background:#EECA3B;color:#222}.bad{background:#E45756}
+.estimate{font-style:italic;color:#8a5a00}.empty{color:#777}
+"""
+
+# Marks the page once the browser has laid the charts out: a test (headless Chromium)
+# reads data-charts-drawn, the count of charts with a drawn, non-empty box.
+SCRIPT = """
+document.addEventListener('DOMContentLoaded', function () {
+  var drawn = 0;
+  document.querySelectorAll('svg.chart').forEach(function (svg) {
+    var box = svg.getBBox();
+    if (box.width > 0 && box.height > 0 && svg.querySelectorAll('rect,text').length) drawn++;
+  });
+  document.body.setAttribute('data-charts-drawn', String(drawn));
+  document.getElementById('charts-drawn').textContent = drawn + ' charts';
+});
+"""
+
+
+def _badge(status: str) -> str:
+    cls = {"ok": "ok", "warning": "warn", "crossed": "bad"}.get(status, "warn")
+    return f'<span class="badge {cls}">{esc(status)}</span>'
+
+
+def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime) -> str:
+    total = finance.totals(con, p)
+    over_time = finance.spend_over_time(con, p)
+    providers = finance.spend_by_provider(con, p)
+    models = finance.spend_by_model(con, p)
+    sessions = finance.top_sessions(con, p)
+    tags = finance.top_tags(con, p)
+    waste = finance.waste(con, p)
+    unbilled = finance.unbilled(con, p)
+    recon = finance.reconciliation(con)
+    budgets = [b for b in finance.budget_status(con) if p.start <= b["period_start"] < p.end]
+    anomalies = [a for a in finance.anomalies(con) if p.start <= a["day"] < p.end]
+    forecast = finance.forecast(con)
+    prices = finance.price_check_summary(con, p)
+    price_problems = finance.price_problems(con, p)
+
+    recon_status = (
+        '<span class="badge ok">the bill adds up</span>'
+        if not recon
+        else f'<span class="badge bad">{sum(r["batches"] for r in recon)} mismatches</span>'
+    )
+    crossed = [b for b in budgets if b["status"] == "crossed"]
+    budget_badge = (
+        '<span class="badge bad">' + f"{len(crossed)} crossed</span>"
+        if crossed
+        else '<span class="badge ok">within budget</span>'
+        if budgets
+        else '<span class="badge warn">no budgets set</span>'
+    )
+    budget_rows = "".join(
+        f"<tr><td>{esc(b['budget_name'])}</td><td>{esc(b['period'])}</td>"
+        f"<td>{esc(b['period_start'])}</td><td>{esc(b['scope'])}</td>"
+        f'<td class="num">{esc(usd(b["limit_nanos"]))}</td>'
+        f'<td class="num">{esc(usd(b["spend_nanos"]))}</td>'
+        f'<td class="num">{esc(b["used_pct"])}%</td><td>{_badge(b["status"])}</td></tr>'
+        for b in budgets
+    )
+    budget_table = (
+        "<table><thead><tr><th>budget</th><th>period</th><th>from</th><th>scope</th>"
+        "<th>limit</th><th>spend</th><th>used</th><th>status</th></tr></thead>"
+        f"<tbody>{budget_rows}</tbody></table>"
+        if budgets
+        else '<p class="empty">no budgets: add [[budget]] tables to billing.toml</p>'
+    )
+    waste_total = sum(int(w["waste_nanos"] or 0) for w in waste)
+    charts = [
+        stacked_bars(over_time, p, "Spend over time by provider (UTC days)"),
+        hbars([(str(r["provider"]), int(r["cost_nanos"])) for r in providers], "Spend by provider"),
+        hbars(
+            [(f"{r['provider']} / {r['model']}", int(r["cost_nanos"])) for r in models],
+            "Spend by model (request rows' model; else metadata.model)",
+        ),
+        hbars(
+            [(f"{r['session_id']} ({r['provider']})", int(r["cost_nanos"])) for r in sessions],
+            "Top sessions",
+        ),
+        hbars(
+            [(f"{r['tag_key']}={r['tag_value']}", int(r["cost_nanos"])) for r in tags],
+            "Top tags (untagged spend shown as (untagged))",
+        ),
+    ]
+    data = {
+        "period": {"start": str(p.start), "end": str(p.end)},
+        "total_cost_nanos": str(total["cost_nanos"]),
+        "by_provider": [
+            {"provider": r["provider"], "cost_nanos": str(r["cost_nanos"])} for r in providers
+        ],
+    }
+    body = f"""
+<h1>LLM gateway spend — {esc(p.label)}</h1>
+<p class="meta">{esc(p.start)} to {esc(p.end - timedelta(days=1))} (UTC) · from {esc(source)} ·
+generated {esc(now.strftime("%Y-%m-%d %H:%M UTC"))} by billing {esc(__version__)} ·
+<span id="charts-drawn">charts not drawn</span></p>
+<div class="total" id="total">{esc(usd(total["cost_nanos"]))}</div>
+<p class="meta">{total["billed_batches"]:,} billed of {total["batches"]:,} batches ·
+reconciliation: {recon_status} · budgets: {budget_badge} ·
+anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))}</p>
+
+<h2>Spend over time</h2>
+{charts[0]}
+{table(_pivot(over_time), None, "no spend in this period")}
+
+<h2>By provider</h2>
+{charts[1]}
+{table(providers, ["provider", "batches", "cost_nanos"])}
+
+<h2>By model</h2>
+{charts[2]}
+{table(models, ["provider", "model", "requests", "cost_nanos"])}
+
+<h2>Top sessions</h2>
+{charts[3]}
+{table(sessions, ["session_id", "provider", "batches", "cost_nanos"])}
+
+<h2>Top tags</h2>
+{charts[4]}
+{table(tags, ["tag_key", "tag_value", "batches", "cost_nanos"])}
+
+<h2>Failed, expired and unbilled spend</h2>
+{
+        table(
+            waste,
+            [
+                "provider",
+                "failed_batch_nanos",
+                "expired_batch_nanos",
+                "cancelled_batch_nanos",
+                "failed_request_nanos",
+                "waste_nanos",
+            ],
+            "no waste",
+        )
+    }
+<p>Finished batches without a bill: {unbilled["final_without_bill"]:,} ·
+bills not charged: {unbilled["not_billed"]:,} ({esc(usd(unbilled["not_billed_nanos"]))})</p>
+
+<h2>Budgets</h2>
+{budget_table}
+
+<h2>Anomalies</h2>
+<p class="meta">A day is unusual when it is far above the median of the days with spend
+before it (median and median absolute deviation over 28 days), or 3 times the day before
+while there is little history. See the view spend_anomalies.</p>
+{
+        table(
+            anomalies,
+            ["day", "level", "provider", "model", "cost_nanos", "explanation"],
+            "no anomalies",
+        )
+    }
+
+<h2>Month-end forecast <span class="estimate">(an estimate)</span></h2>
+<p class="estimate">Billed so far + the month's daily run rate for the days left + what
+batches still running will add at their own prices. Not a bill.</p>
+{
+        table(
+            forecast,
+            [
+                "month",
+                "as_of",
+                "provider",
+                "billed_nanos",
+                "projected_rest_nanos",
+                "running_batches",
+                "running_estimate_nanos",
+                "forecast_nanos",
+            ],
+            "no data",
+        )
+    }
+
+<h2>Price checks</h2>
+{table(prices, ["status", "lines", "line_nanos", "diff_nanos"], "no priced lines")}
+{table(price_problems, None, "every priced line checks out")}
+
+<h2>Reconciliation</h2>
+{table(recon, None, "the bill adds up: every batch's lines, breakdown and usage agree")}
+"""
+    payload = json.dumps(data).replace("</", "<\\/")
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>LLM gateway spend — {esc(p.label)}</title>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{CSS}</style></head><body>{body}"
+        f'<script type="application/json" id="report-data">{payload}</script>'
+        f"<script>{SCRIPT}</script></body></html>\n"
+    )

@@ -1,0 +1,169 @@
+-- unusual daily spend per provider and per provider × model (the request rows' model).
+-- Each day is compared with the days that had spend among the 28 days before it:
+--   baseline_median_nanos = the median of those days' spend, baseline_mad_nanos = their
+--   median absolute deviation, scale = the larger of 1.4826 × MAD (one standard
+--   deviation for normal data), 5% of the median and one cent;
+--   score = (day's spend − median) / scale.
+-- A day is listed when its spend is at least $0.01 and
+--   rule 'baseline':     5 or more earlier days had spend and score >= 5 (a spike), or
+--   rule 'day_over_day': fewer than 5 earlier days had spend, the day before had spend,
+--                        and the day is at least 3 times it.
+create or replace view spend_anomalies as
+with daily as (
+    select
+        'provider' as level,
+        provider,
+        '*' as model,
+        (charged_at at time zone 'UTC')::date as day,
+        sum(cost_nanos) as cost_nanos
+    from int_model_charges
+    group by all
+    union all
+    select
+        'model' as level,
+        provider,
+        model,
+        (charged_at at time zone 'UTC')::date as day,
+        sum(cost_nanos) as cost_nanos
+    from int_model_charges
+    group by all
+),
+
+series_bounds as (
+    select level, provider, model, min(day) as first_day
+    from daily
+    group by all
+),
+
+last_day as (
+    select max(day) as day from daily
+),
+
+calendar as (
+    select
+        s.level,
+        s.provider,
+        s.model,
+        unnest(generate_series(s.first_day, l.day, interval 1 day))::date as day
+    from series_bounds as s
+    cross join last_day as l
+),
+
+series as (
+    select
+        c.level,
+        c.provider,
+        c.model,
+        c.day,
+        coalesce(d.cost_nanos, 0)::double as cost_nanos
+    from calendar as c
+    left join daily as d
+        on d.level = c.level
+        and d.provider is not distinct from c.provider
+        and d.model is not distinct from c.model
+        and d.day = c.day
+),
+
+history as (
+    select
+        s.level,
+        s.provider,
+        s.model,
+        s.day,
+        p.cost_nanos as past_nanos
+    from series as s
+    inner join series as p
+        on p.level = s.level
+        and p.provider is not distinct from s.provider
+        and p.model is not distinct from s.model
+        and p.day between s.day - 28 and s.day - 1
+        and p.cost_nanos > 0
+),
+
+medians as (
+    select level, provider, model, day,
+        median(past_nanos) as baseline_median_nanos,
+        count(*) as baseline_days
+    from history
+    group by all
+),
+
+mads as (
+    select h.level, h.provider, h.model, h.day,
+        median(abs(h.past_nanos - m.baseline_median_nanos)) as baseline_mad_nanos
+    from history as h
+    inner join medians as m
+        on m.level = h.level
+        and m.provider is not distinct from h.provider
+        and m.model is not distinct from h.model
+        and m.day = h.day
+    group by all
+),
+
+scored as (
+    select
+        s.*,
+        lag(s.cost_nanos) over (
+            partition by s.level, s.provider, s.model order by s.day
+        ) as previous_day_nanos,
+        coalesce(m.baseline_days, 0) as baseline_days,
+        m.baseline_median_nanos,
+        d.baseline_mad_nanos,
+        greatest(
+            1.4826 * coalesce(d.baseline_mad_nanos, 0),
+            0.05 * coalesce(m.baseline_median_nanos, 0),
+            10000000
+        ) as scale_nanos
+    from series as s
+    left join medians as m
+        on m.level = s.level
+        and m.provider is not distinct from s.provider
+        and m.model is not distinct from s.model
+        and m.day = s.day
+    left join mads as d
+        on d.level = s.level
+        and d.provider is not distinct from s.provider
+        and d.model is not distinct from s.model
+        and d.day = s.day
+),
+
+flagged as (
+    select
+        *,
+        (cost_nanos - coalesce(baseline_median_nanos, 0)) / scale_nanos as score,
+        case
+            when baseline_days >= 5
+                and (cost_nanos - baseline_median_nanos) / scale_nanos >= 5 then 'baseline'
+            when baseline_days < 5
+                and previous_day_nanos > 0
+                and cost_nanos >= 3 * previous_day_nanos then 'day_over_day'
+        end as rule
+    from scored
+    where cost_nanos >= 10000000
+)
+
+select
+    day,
+    level,
+    provider,
+    model,
+    cost_nanos::hugeint as cost_nanos,
+    nanos_to_usd(cost_nanos::hugeint) as cost_usd,
+    round(baseline_median_nanos)::hugeint as baseline_median_nanos,
+    round(baseline_mad_nanos)::hugeint as baseline_mad_nanos,
+    baseline_days,
+    previous_day_nanos::hugeint as previous_day_nanos,
+    round(score, 2) as score,
+    rule,
+    case rule
+        when 'baseline' then
+            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD vs a median of '
+            || nanos_to_usd(round(baseline_median_nanos)::hugeint)::varchar
+            || ' USD on the ' || baseline_days || ' days with spend before (score '
+            || round(score, 1)::varchar || ')'
+        else
+            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD is '
+            || round(cost_nanos / previous_day_nanos, 1)::varchar || 'x the day before'
+    end as explanation
+from flagged
+where rule is not null

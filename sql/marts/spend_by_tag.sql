@@ -1,0 +1,48 @@
+-- spend per UTC day, tag key, tag value and provider. The keys are the config file's
+-- attribution.tags (every metadata key when it names none); a batch without a key counts
+-- under '(untagged)', so each key's rows sum exactly to the bill.
+create or replace view spend_by_tag as
+with chosen as (
+    select tag_key from attribution_keys
+),
+
+tag_keys as (
+    select tag_key from chosen
+    union
+    select distinct tag_key from int_batch_tags
+    where not exists (select 1 from chosen)
+),
+
+billed as (
+    select
+        batch_id,
+        provider,
+        (charged_at at time zone 'UTC')::date as day,
+        cost_nanos
+    from stg_batches
+    where cost_nanos is not null
+),
+
+tagged as (
+    select
+        b.day,
+        k.tag_key,
+        coalesce(t.tag_value, '(untagged)') as tag_value,
+        b.provider,
+        b.batch_id,
+        b.cost_nanos
+    from billed as b
+    cross join tag_keys as k
+    left join int_batch_tags as t on t.batch_id = b.batch_id and t.tag_key = k.tag_key
+)
+
+select
+    day,
+    tag_key,
+    tag_value,
+    provider,
+    count(*) as batches,
+    sum(cost_nanos)::hugeint as cost_nanos,
+    nanos_to_usd(sum(cost_nanos)) as cost_usd
+from tagged
+group by day, tag_key, tag_value, provider

@@ -1,0 +1,472 @@
+"""Finance outputs: the HTML report in a real browser, budgets and `billing check`,
+anomalies, the month-end forecast, attribution tags, price checks and waste."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
+
+Cli = Callable[..., Result]
+
+
+def billed(
+    n: int,
+    day: str,
+    nanos: int,
+    provider: str = "openai",
+    model: str = "gpt-5",
+    status: str = "completed",
+    metadata: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A consistent billed batch: one priced line of `nanos` tokens at $1 per 1e9 tokens."""
+    when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+    obj = batch(n, provider=provider, status=status, metadata={"model": model, **(metadata or {})})
+    obj["created_at"] = int(when.timestamp()) - 3600
+    obj["completed_at"] = int(when.timestamp())
+    usd = f"{Decimal(nanos) / 10**9:.9f}"
+    obj["pricing_lines"] = [
+        {
+            "dimension": "input_text_tokens",
+            "quantity": nanos,
+            "billable_units": nanos / 1e9,
+            "unit_size": 1000000000,
+            "unit_price_usd": "1.000000000",
+            "line_cost_usd": usd,
+            "line_nanos": nanos,
+            "pricing_plan": "batch",
+            "service_tier": "batch",
+        }
+    ]
+    obj["billing"].update(
+        cost_nanos=nanos,
+        cost_usd=nanos / 1e9,
+        finalized_at=when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    )
+    obj["billing"]["pricing_breakdown"].update(
+        total_nanos=nanos, total_usd_str=usd, total_cents=nanos // 10**7
+    )
+    obj.update(extra)
+    return obj
+
+
+def days(start: str, count: int) -> list[str]:
+    first = datetime.fromisoformat(start)
+    return [(first + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(count)]
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "billing.toml"
+    path.write_text(text)
+    return path
+
+
+# -- the report, in a real browser ------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _render(html_file: Path, profile: Path) -> str:
+    browser = _chromium()
+    assert browser is not None
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            html_file.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    if _chromium() is None:
+        if os.environ.get("REQUIRE_CHROMIUM"):
+            pytest.fail("REQUIRE_CHROMIUM is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "november.html"
+    result = run_cli("report", "--db", db, "--out", out, "--month", "2026-11")
+    assert result.exit_code == 0, result.output
+    november = scalar(
+        db,
+        "select sum(cost_nanos) from spend_by_provider"
+        " where day >= '2026-11-01' and day < '2026-12-01'",
+    )
+    total = f"${Decimal(november) / 10**9:,.9f}"
+    assert result.output == f"{out}: November 2026, {total}\n"
+    page = out.read_text()
+    # self-contained: nothing fetched from anywhere
+    assert "<script src" not in page and "<link" not in page and "@import" not in page
+    assert "http://" not in page and "https://" not in page
+    dom = _render(out, tmp_path / "profile")
+    assert 'data-charts-drawn="5"' in dom  # the browser laid out all five SVG charts
+    assert f'<div class="total" id="total">{total}</div>' in dom
+    for heading in ("Spend over time", "By model", "Top sessions", "Top tags", "Budgets",
+                    "Anomalies", "Month-end forecast", "Price checks", "Reconciliation",
+                    "Failed, expired and unbilled spend"):  # fmt: skip
+        assert f"<h2>{heading}" in dom, heading
+    data = json.loads(dom.split('id="report-data">')[1].split("</script>")[0])
+    assert int(data["total_cost_nanos"]) == november
+
+
+def test_report_period_options_and_a_bad_month(run_cli: Cli, db: Path, tmp_path: Path) -> None:
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "r.html"
+    whole = run_cli("report", "--db", db, "--out", out, "--since", "2026-10-01")
+    assert whole.exit_code == 0
+    assert whole.output == f"{out}: 2026-10-01 to 2026-11-27, $690.661169561\n"
+    default = run_cli("report", "--db", db, "--out", out)
+    assert default.output.startswith(f"{out}: November 2026, $")
+    bad = run_cli("report", "--db", db, "--out", out, "--month", "2026-13")
+    assert (bad.exit_code, bad.output) == (
+        2,
+        "billing: error: --month must be YYYY-MM, got '2026-13'\n",
+    )
+    folder = run_cli("report", "--db", db, "--out", tmp_path)
+    assert folder.exit_code == 2
+
+
+# -- budgets -----------------------------------------------------------------------------
+
+BUDGETS = """
+[[budget]]
+name = "openai monthly"
+period = "month"
+provider = "openai"
+limit_usd = "3.5"
+
+[[budget]]
+name = "research daily"
+period = "day"
+tag = "team=research"
+limit_usd = "1.5"
+
+[[budget]]
+name = "everything"
+limit_usd = "1000"
+"""
+
+
+def _budget_data(tmp_path: Path) -> Path:
+    items = [billed(i, d, 1_000_000_000) for i, d in enumerate(days("2026-11-01", 4), 1)]
+    items.append(
+        billed(10, "2026-11-04", 2_500_000_000, provider="mistral", metadata={"team": "research"})
+    )
+    items.append(billed(11, "2026-11-04", 100_000_000, provider="anthropic", model="claude"))
+    return write_jsonl(tmp_path / "in.jsonl", items)
+
+
+def test_a_crossed_budget_shows_in_the_summary_the_view_and_check_exits_4(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, BUDGETS)
+    run = run_cli("run", _budget_data(tmp_path), "--db", db, "--config", cfg)
+    assert run.exit_code == 0, run.output  # opt-in: a crossed budget never fails a load
+    assert "  budgets     2 crossed, 0 at 80% or more of 3 (see view budget_status)" in run.output
+    assert "    CROSSED openai monthly (month 2026-11): $4.000000000 of $3.500000000" in run.output
+    assert "    CROSSED research daily (day 2026-11-04): $2.500000000 of $1.500000000" in run.output
+    rows = query(
+        db,
+        "select budget_name, period_start::varchar, spend_nanos, limit_nanos, status"
+        " from budget_status order by budget_name, period_start",
+    )
+    assert rows == [
+        ("everything", "2026-11-01", 6_600_000_000, 1_000_000_000_000, "ok"),
+        ("openai monthly", "2026-11-01", 4_000_000_000, 3_500_000_000, "crossed"),
+        ("research daily", "2026-11-04", 2_500_000_000, 1_500_000_000, "crossed"),
+    ]
+    check = run_cli("check", "--db", db)
+    assert check.exit_code == 4
+    assert check.output.startswith("check: 2 budget(s) crossed\n")
+    as_json = run_cli("check", "--db", db, "--format", "json")
+    assert as_json.exit_code == 4
+    assert sorted(b["budget_name"] for b in json.loads(as_json.output)["budgets"] if
+                  b["status"] == "crossed") == ["openai monthly", "research daily"]  # fmt: skip
+    # run --check: the load is committed and the exit code says a budget is crossed
+    again = run_cli("run", _budget_data(tmp_path), "--db", db, "--check", "-q")
+    assert again.exit_code == 4
+    assert scalar(db, "select count(*) from load_runs") == 2
+
+
+def test_check_with_a_config_tries_budgets_without_storing_them(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    assert run_cli("run", _budget_data(tmp_path), "--db", db, "-q").exit_code == 0
+    assert scalar(db, "select count(*) from budgets") == 0
+    assert run_cli("check", "--db", db).exit_code == 0
+    generous = _config(tmp_path, '[[budget]]\nlimit_usd = "100"\n')
+    ok = run_cli("check", "--db", db, "--config", generous)
+    assert (ok.exit_code, ok.output.splitlines()[0]) == (
+        0,
+        "check: ok: no budget crossed, no anomaly",
+    )
+    tight = tmp_path / "tight.toml"
+    tight.write_text('[[budget]]\nname = "tight"\nlimit_usd = "1"\n')
+    crossed = run_cli("check", "--db", db, "--config", tight)
+    assert crossed.exit_code == 4
+    assert "CROSSED tight (month 2026-11): $6.600000000 of $1.000000000" in crossed.output
+    assert scalar(db, "select count(*) from budgets") == 0  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[budget]]\nperiod = "week"\nlimit_usd = "1"\n', 'period must be "day" or "month"'),
+        ('[[budget]]\nperiod = "day"\n', "limit_usd is required"),
+        ('[[budget]]\nlimit_usd = "1.0000000001"\n', "at most 9 decimals"),
+        ('[[budget]]\nlimit_usd = "-3"\n', "non-negative"),
+        ('[[budget]]\nlimit_usd = "ten"\n', 'must be a dollar amount like "12.50"'),
+        ('[[budget]]\nlimit_usd = "1"\ntag = "research"\n', "tag must look like team=research"),
+        ('[[budget]]\nlimit_usd = "1"\ncolour = "red"\n', "unknown key(s) colour"),
+        (
+            '[[budget]]\nname = "a"\nlimit_usd = "1"\n[[budget]]\nname = "a"\nlimit_usd = "2"\n',
+            "two budgets have the same name",
+        ),
+        ('[prices]\nfile = "nope.csv"\n', "does not exist"),
+        ('[attribution]\ntags = "team"\n', "attribution.tags must be a list of keys"),
+    ],
+)
+def test_bad_budget_price_and_tag_config_is_refused(
+    run_cli: Cli, db: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    cfg = _config(tmp_path, text)
+    result = run_cli("run", SAMPLE, "--db", db, "--config", cfg)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not db.exists()
+
+
+# -- anomalies ---------------------------------------------------------------------------
+
+
+def test_an_injected_spike_shows_in_spend_anomalies_the_summary_and_check(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    steady = [
+        billed(i, d, 1_000_000_000 + (i % 3) * 50_000_000)
+        for i, d in enumerate(days("2026-10-01", 20), 1)
+    ]
+    spike = billed(100, "2026-10-21", 9_000_000_000)
+    data = write_jsonl(tmp_path / "in.jsonl", [*steady, spike])
+    run = run_cli("run", data, "--db", db)
+    assert run.exit_code == 0
+    assert "  anomalies   2 on the latest day (see view spend_anomalies)" in run.output
+    rows = query(
+        db,
+        "select day::varchar, level, provider, model, cost_nanos, baseline_median_nanos,"
+        " rule from spend_anomalies order by level",
+    )
+    assert rows == [
+        ("2026-10-21", "model", "openai", "gpt-5", 9_000_000_000, 1_050_000_000, "baseline"),
+        ("2026-10-21", "provider", "openai", "*", 9_000_000_000, 1_050_000_000, "baseline"),
+    ]
+    explanation = scalar(db, "select explanation from spend_anomalies where level = 'provider'")
+    assert explanation.startswith(
+        "spend 9.000000000 USD vs a median of 1.050000000 USD on the 20 days with spend before"
+    )
+    check = run_cli("check", "--db", db)
+    assert check.exit_code == 5
+    assert check.output.startswith("check: 2 spend anomaly(ies)\n")
+    # steady spend alone is not an anomaly
+    quiet = tmp_path / "quiet.duckdb"
+    assert (
+        run_cli("run", write_jsonl(tmp_path / "q.jsonl", steady), "--db", quiet, "-q").exit_code
+        == 0
+    )
+    assert scalar(quiet, "select count(*) from spend_anomalies") == 0
+    assert run_cli("check", "--db", quiet).exit_code == 0
+
+
+def test_with_little_history_a_day_three_times_the_day_before_is_flagged(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    items = [billed(1, "2026-10-01", 1_000_000_000), billed(2, "2026-10-02", 3_500_000_000)]
+    assert (
+        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
+    )
+    assert query(db, "select level, rule, explanation from spend_anomalies order by level") == [
+        ("model", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
+        ("provider", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
+    ]
+
+
+# -- forecast, waste, tags -------------------------------------------------------------
+
+
+def test_month_end_forecast_is_run_rate_plus_running_batches_and_says_estimate(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    items = [billed(i, d, 1_000_000_000) for i, d in enumerate(days("2026-11-01", 10), 1)]
+    running = batch(50, status="in_progress", provider="openai")
+    running.pop("completed_at")
+    running["created_at"] = items[-1]["completed_at"]
+    running["request_counts"] = {"total": 200, "completed": 100, "failed": 0}
+    running["billing"] = {"cost_nanos": 500_000_000}
+    items.append(running)
+    assert (
+        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
+    )
+    rows = query(
+        db,
+        "select month::varchar, as_of::varchar, provider, billed_nanos, days_left,"
+        " run_rate_nanos_per_day, projected_rest_nanos, running_batches,"
+        " running_estimate_nanos, forecast_nanos, is_estimate from spend_forecast"
+        " order by provider",
+    )
+    assert rows == [
+        ("2026-11-01", "2026-11-10", "*", 10_000_000_000, 20, 1_000_000_000, 20_000_000_000,
+         1, 500_000_000, 30_500_000_000, True),
+        ("2026-11-01", "2026-11-10", "openai", 10_000_000_000, 20, 1_000_000_000,
+         20_000_000_000, 1, 500_000_000, 30_500_000_000, True),
+    ]  # fmt: skip
+
+
+def test_waste_counts_failed_and_expired_batches_and_failed_requests(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    ok = billed(1, "2026-11-02", 1_000_000_000)
+    ok["requests"] = [
+        {"id": "r1", "model": "gpt-5", "status": "completed", "cost_nanos": 700_000_000},
+        {"id": "r2", "model": "gpt-5", "status": "failed", "response_status": 500,
+         "cost_nanos": 300_000_000},
+    ]  # fmt: skip
+    failed = billed(2, "2026-11-02", 400_000_000, status="failed")
+    expired = billed(3, "2026-11-03", 250_000_000, status="expired")
+    data = write_jsonl(tmp_path / "in.jsonl", [ok, failed, expired])
+    assert run_cli("run", data, "--db", db, "-q").exit_code == 0
+    assert query(
+        db,
+        "select month::varchar, provider, billed_nanos, failed_batch_nanos, expired_batch_nanos,"
+        " failed_request_nanos, failed_requests, waste_nanos from spend_waste",
+    ) == [("2026-11-01", "openai", 1_650_000_000, 400_000_000, 250_000_000, 300_000_000, 1,
+           950_000_000)]  # fmt: skip
+
+
+def test_spend_by_tag_uses_the_chosen_keys_and_shows_untagged_spend(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, '[attribution]\ntags = ["team", "project"]\n')
+    items = [
+        billed(1, "2026-11-02", 1_000_000_000, metadata={"team": "search", "project": "p1"}),
+        billed(2, "2026-11-02", 2_000_000_000, metadata={"team": "ads"}),
+        billed(3, "2026-11-02", 4_000_000_000, metadata={"other": "x"}),
+    ]
+    data = write_jsonl(tmp_path / "in.jsonl", items)
+    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    rows = query(
+        db,
+        "select tag_key, tag_value, sum(cost_nanos) from spend_by_tag group by all"
+        " order by tag_key, tag_value",
+    )
+    assert rows == [
+        ("project", "(untagged)", 6_000_000_000),
+        ("project", "p1", 1_000_000_000),
+        ("team", "(untagged)", 4_000_000_000),
+        ("team", "ads", 2_000_000_000),
+        ("team", "search", 1_000_000_000),
+    ]
+    # FOCUS Tags carry the metadata too
+    assert scalar(db, "select Tags from focus_charges where ResourceId = $1", [items[0]["id"]])
+
+
+# -- price checks --------------------------------------------------------------------------
+
+
+def test_price_checks_flag_arithmetic_unpriced_and_price_list_differences(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "prices.csv").write_text(
+        "provider,model,dimension,plan,unit_size,unit_price_usd,effective_from,effective_to\n"
+        "openai,gpt-5,input_text_tokens,batch,1000000000,1.000000000,2026-11-01,\n"
+        "openai,*,input_text_tokens,,,0.900000000,,\n"
+        "anthropic,claude,input_text_tokens,,,1.000000000,,2026-11-03\n"
+    )
+    cfg = _config(tmp_path, '[prices]\nfile = "prices.csv"\n')
+    good = billed(1, "2026-11-02", 1_000_000_000)
+    off = billed(2, "2026-11-02", 1_000_000_000)
+    off["pricing_lines"][0]["line_nanos"] = 1_000_000_100  # billed 100 nanos over its price
+    old = billed(3, "2026-10-30", 2_000_000_000)  # before the list's gpt-5 entry: $0.90
+    unpriced = billed(4, "2026-11-02", 1_000_000_000)
+    unpriced["pricing_lines"][0].update(unit_price_usd="0.000000000")
+    stale = billed(5, "2026-11-04", 1_000_000_000, provider="anthropic", model="claude")
+    data = write_jsonl(tmp_path / "in.jsonl", [good, off, old, unpriced, stale])
+    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    rows = query(
+        db,
+        "select batch_id, status, expected_line_nanos, arithmetic_diff_nanos,"
+        " list_unit_price_usd, list_line_nanos, list_diff_nanos from price_checks"
+        " order by batch_id",
+    )
+    assert rows == [
+        (good["id"], "ok", 1_000_000_000, 0, Decimal("1.000000000"), 1_000_000_000, 0),
+        (off["id"], "arithmetic_mismatch", 1_000_000_000, 100, Decimal("1.000000000"),
+         1_000_000_000, 100),
+        (old["id"], "list_mismatch", 2_000_000_000, 0, Decimal("0.900000000"), 1_800_000_000,
+         200_000_000),
+        (unpriced["id"], "unpriced", 0, 1_000_000_000, Decimal("1.000000000"), 1_000_000_000,
+         0),
+        (stale["id"], "not_in_list", 1_000_000_000, 0, None, None, None),
+    ]  # fmt: skip
+
+
+def test_price_list_csv_problems_are_named(run_cli: Cli, db: Path, tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text("provider,dimension\nopenai,input_text_tokens\n")
+    cfg = _config(tmp_path, '[prices]\nfile = "prices.csv"\n')
+    result = run_cli("run", SAMPLE, "--db", db, "--config", cfg)
+    assert result.exit_code == 2
+    assert f"price list {tmp_path / 'prices.csv'} lacks column(s) unit_price_usd" in result.output
+    (tmp_path / "prices.csv").write_text(
+        "provider,dimension,unit_price_usd,effective_from\nopenai,x,1.0,yesterday\n"
+    )
+    result = run_cli("run", SAMPLE, "--db", db, "--config", cfg)
+    assert result.exit_code == 2
+    assert "line 2: effective_from must be a date YYYY-MM-DD" in result.output
+
+
+def test_the_example_config_loads_the_sample(run_cli: Cli, db: Path) -> None:
+    from tests.helpers import REPO
+
+    cfg = REPO / "docs" / "billing.example.toml"
+    result = run_cli("run", SAMPLE, "--db", db, "--config", cfg)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select name from budgets order by name") == [
+        ("all spend per month",),
+        ("anthropic per day",),
+        ("research team per month",),
+    ]
+    assert scalar(db, "select count(*) from price_list") == 3
+    assert query(db, "select tag_key from attribution_keys order by 1") == [("model",), ("team",)]
+    statuses = dict(query(db, "select status, count(*) from price_checks group by 1"))
+    assert statuses["ok"] > 0 and statuses["not_in_list"] > 0
+    assert scalar(db, "select distinct BillingAccountId from focus_charges") == "acme-001"
