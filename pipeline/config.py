@@ -207,7 +207,7 @@ class FileConfig:
     prices: tuple[Price, ...] | None = None
 
 
-_KNOWN_TABLES = ("account", "attribution", "budget", "prices")
+_KNOWN_TABLES = ("account", "attribution", "budget", "budgets", "prices")
 _BUDGET_KEYS = ("name", "period", "limit_usd", "provider", "model", "session", "tag")
 _PRICE_KEYS = (
     "provider",
@@ -255,16 +255,41 @@ def _date(value: object, where: str) -> date | None:
         raise ConfigError(f"{where} must be a date YYYY-MM-DD") from None
 
 
+_BUDGET_ALIASES = {"limit": "limit_usd", "amount_usd": "limit_usd", "session_id": "session"}
+_PRICE_ALIASES = {
+    "pricing_plan": "plan",
+    "price_usd": "unit_price_usd",
+    "valid_from": "effective_from",
+    "valid_to": "effective_to",
+}
+_PERIODS = {"day": "day", "daily": "day", "month": "month", "monthly": "month"}
+
+
+def _canonical(item: dict[str, object], aliases: dict[str, str], where: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in item.items():
+        name = aliases.get(key, key)
+        if name in out:
+            raise ConfigError(f"{where}: {name} is given twice ({key})")
+        out[name] = value
+    return out
+
+
 def _budget(item: object, n: int, path: Path) -> Budget:
     where = f"budget #{n} in {path}"
     if not isinstance(item, dict):
         raise ConfigError(f"{where} must be a table ([[budget]])")
+    item = _canonical(item, _BUDGET_ALIASES, where)
+    tag_table = item.get("tag")
+    if isinstance(tag_table, dict) and len(tag_table) == 1:  # tag = {team = "research"}
+        ((key, value),) = tag_table.items()
+        item["tag"] = f"{key}={value}"
     unknown = sorted(set(item) - set(_BUDGET_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    period = item.get("period", "month")
-    if period not in ("day", "month"):
-        raise ConfigError(f'{where}: period must be "day" or "month", got {period!r}')
+    period = _PERIODS.get(str(item.get("period", "month")))
+    if period is None:
+        raise ConfigError(f'{where}: period must be "day" or "month", got {item.get("period")!r}')
     if "limit_usd" not in item:
         raise ConfigError(f"{where}: limit_usd is required")
     tag_key = tag_value = None
@@ -296,6 +321,7 @@ def _budget(item: object, n: int, path: Path) -> Budget:
 
 
 def _price(item: dict[str, object], where: str, source: str) -> Price:
+    item = _canonical(item, _PRICE_ALIASES, where)
     unknown = sorted(set(item) - set(_PRICE_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -343,7 +369,8 @@ def _prices(table: object, path: Path) -> tuple[Price, ...]:
         except UnicodeDecodeError:
             raise ConfigError(f"price list {csv_path} is not UTF-8 text") from None
         reader = csv.DictReader(io.StringIO(text))
-        missing = {"provider", "dimension", "unit_price_usd"} - set(reader.fieldnames or [])
+        fields = {_PRICE_ALIASES.get(f.strip(), f.strip()) for f in reader.fieldnames or []}
+        missing = {"provider", "dimension", "unit_price_usd"} - fields
         if missing:
             raise ConfigError(
                 f"price list {csv_path} lacks column(s) {', '.join(sorted(missing))} "
@@ -413,11 +440,15 @@ def load_config_file(path: Path | None) -> FileConfig:
                 f"(known: {', '.join(DEFAULT_ACCOUNT)})"
             )
         account[key] = _text(value, f"account.{key} in {path}")
+    if "budgets" in data:  # [[budgets]] is read as [[budget]]
+        if "budget" in data:
+            raise ConfigError(f"config file {path}: use [[budget]] or [[budgets]], not both")
+        data["budget"] = data.pop("budgets")
     budgets = None
     if "budget" in data:
         items = data["budget"]
         if not isinstance(items, list):
-            raise ConfigError(f"config file {path}: budgets are [[budget]] tables")
+            raise ConfigError(f"config file {path}: budgets are [[budget]] tables, a list")
         budgets = tuple(_budget(item, n, path) for n, item in enumerate(items, start=1))
         names = [b.name for b in budgets]
         if len(set(names)) != len(names):

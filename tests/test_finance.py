@@ -470,3 +470,44 @@ def test_the_example_config_loads_the_sample(run_cli: Cli, db: Path) -> None:
     statuses = dict(query(db, "select status, count(*) from price_checks group by 1"))
     assert statuses["ok"] > 0 and statuses["not_in_list"] > 0
     assert scalar(db, "select distinct BillingAccountId from focus_charges") == "acme-001"
+
+
+def test_with_sparse_history_a_day_three_times_the_usual_is_flagged(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    items = [
+        billed(1, "2026-10-01", 1_000_000_000),
+        billed(2, "2026-10-05", 1_200_000_000),
+        billed(3, "2026-10-09", 5_000_000_000),  # no spend the day before
+    ]
+    assert (
+        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
+    )
+    assert query(db, "select day::varchar, rule, explanation from spend_anomalies"
+                     " where level = 'provider'") == [
+        ("2026-10-09", "day_over_day",
+         "spend 5.000000000 USD is 4.5x the median of the 2 earlier days with spend"),
+    ]  # fmt: skip
+
+
+def test_budget_and_price_spellings_people_reach_for_are_understood(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "p.csv").write_text(
+        "provider,model,dimension,pricing_plan,price_usd,valid_from\n"
+        "openai,gpt-5,input_text_tokens,batch,0.5,2026-01-01\n"
+    )
+    cfg = _config(
+        tmp_path,
+        '[[budgets]]\nname = "b"\nperiod = "monthly"\namount_usd = 1\n'
+        'tag = { team = "research" }\n[prices]\nfile = "p.csv"\n',
+    )
+    items = [billed(1, "2026-11-02", 2_000_000_000, metadata={"team": "research"})]
+    data = write_jsonl(tmp_path / "in.jsonl", items)
+    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    assert query(db, "select period, limit_nanos, tag_key, tag_value from budgets") == [
+        ("month", 1_000_000_000, "team", "research")
+    ]
+    assert query(db, "select status, list_diff_nanos from price_checks") == [
+        ("list_mismatch", 1_000_000_000)
+    ]

@@ -300,7 +300,7 @@ def test_the_billing_account_comes_from_the_config_file_and_is_kept(
     ("text", "message"),
     [
         ("[account]\nbilling_account = 'x'\n", "unknown key account.billing_account (known: "),
-        ("[budgets]\n", "unknown table(s) budgets"),
+        ("[budgetz]\n", "unknown table(s) budgetz"),
         ("[account\n", "is not valid TOML"),
         ("[account]\nbilling_account_id = ''\n", "must be a non-empty string"),
         ("[account]\nbilling_account_id = 7\n", "must be a non-empty string"),

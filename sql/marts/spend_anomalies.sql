@@ -5,9 +5,10 @@
 --   deviation for normal data), 5% of the median and one cent;
 --   score = (day's spend − median) / scale.
 -- A day is listed when its spend is at least $0.01 and
---   rule 'baseline':     5 or more earlier days had spend and score >= 5 (a spike), or
---   rule 'day_over_day': fewer than 5 earlier days had spend, the day before had spend,
---                        and the day is at least 3 times it.
+--   rule 'baseline':     5 or more earlier days had spend and score >= 4 (a spike), or
+--   rule 'day_over_day': fewer than 5 earlier days had spend, and the day is at least 3
+--                        times the day before (when it had spend) or 3 times the median
+--                        of the earlier days with spend.
 create or replace view spend_anomalies as
 with daily as (
     select
@@ -133,10 +134,12 @@ flagged as (
         (cost_nanos - coalesce(baseline_median_nanos, 0)) / scale_nanos as score,
         case
             when baseline_days >= 5
-                and (cost_nanos - baseline_median_nanos) / scale_nanos >= 5 then 'baseline'
+                and (cost_nanos - baseline_median_nanos) / scale_nanos >= 4 then 'baseline'
             when baseline_days < 5
-                and previous_day_nanos > 0
-                and cost_nanos >= 3 * previous_day_nanos then 'day_over_day'
+                and (
+                    (previous_day_nanos > 0 and cost_nanos >= 3 * previous_day_nanos)
+                    or (baseline_days > 0 and cost_nanos >= 3 * baseline_median_nanos)
+                ) then 'day_over_day'
         end as rule
     from scored
     where cost_nanos >= 10000000
@@ -155,15 +158,19 @@ select
     previous_day_nanos::hugeint as previous_day_nanos,
     round(score, 2) as score,
     rule,
-    case rule
-        when 'baseline' then
+    case
+        when rule = 'baseline' then
             'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD vs a median of '
             || nanos_to_usd(round(baseline_median_nanos)::hugeint)::varchar
             || ' USD on the ' || baseline_days || ' days with spend before (score '
             || round(score, 1)::varchar || ')'
-        else
+        when previous_day_nanos > 0 and cost_nanos >= 3 * previous_day_nanos then
             'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD is '
             || round(cost_nanos / previous_day_nanos, 1)::varchar || 'x the day before'
+        else
+            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD is '
+            || round(cost_nanos / baseline_median_nanos, 1)::varchar
+            || 'x the median of the ' || baseline_days || ' earlier days with spend'
     end as explanation
 from flagged
 where rule is not null
