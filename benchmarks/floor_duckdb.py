@@ -1,4 +1,8 @@
-"""The floor: DuckDB's own read_json + unnest into the same two tables, no validation.
+"""The floor: DuckDB's own read_json (default options) + unnest into the same two tables,
+no validation, no redaction, no audit.
+
+Timestamps come as Unix seconds or ISO-8601 strings (as the gateway sends them), so the
+floor reads both: an ISO string casts to TIMESTAMPTZ, a number goes through to_timestamp.
 
 usage: python benchmarks/floor_duckdb.py INPUT.jsonl DB
 """
@@ -10,28 +14,31 @@ import sys
 import duckdb
 
 
+def ts(column: str) -> str:
+    """A Unix-seconds-or-ISO field as TIMESTAMPTZ (whatever type read_json inferred)."""
+    text = f"trim({column}::varchar, '\"')"
+    return (
+        f"coalesce(try_cast({text} as timestamptz),"
+        f" to_timestamp(try_cast({text} as double))) as {column.rsplit('.', maxsplit=1)[-1]}"
+    )
+
+
 def main(src: str, db: str) -> None:
     con = duckdb.connect(db)
     con.execute("begin")
+    con.execute("create table raw as select * from read_json($1)", [src])
     con.execute(
-        """
-        create table raw as select * from read_json($1, format = 'newline_delimited',
-            maximum_object_size = 16777216, sample_size = -1)
-        """,
-        [src],
-    )
-    con.execute(
-        """
+        f"""
         create table batches as
         select id, status, provider, session_id, endpoint,
-            to_timestamp(created_at) as created_at, to_timestamp(completed_at) as completed_at,
+            {ts("created_at")}, {ts("completed_at")},
             request_counts.total as request_counts_total,
             billing.billed as billed, billing.charged as charged, billing.reason as billing_reason,
             billing.cost_nanos::bigint as cost_nanos,
-            billing.finalized_at::timestamptz as billing_finalized_at,
+            {ts("billing.finalized_at")},
             metadata::json as metadata, webhook.url as webhook_url
         from raw
-        """
+        """  # noqa: S608 - fixed column names
     )
     con.execute(
         """

@@ -290,11 +290,16 @@ def gateway_snapshots(objs: list[dict[str, Any]], seed: int = 11) -> list[dict[s
     return out
 
 
-def iter_batches(n: int, seed: int = 7, sessions: int = 40) -> Iterator[dict[str, Any]]:
+def iter_batches(
+    n: int, seed: int = 7, sessions: int = 40, iso_share: float = 0.0
+) -> Iterator[dict[str, Any]]:
+    """``n`` batches; ``iso_share`` of them with ISO-8601 timestamps instead of Unix
+    seconds (the gateway's list pages and webhooks use ISO, GET uses Unix)."""
     rng = random.Random(seed)
     names = [f"sess_{i:03d}" for i in range(sessions)]
     for _ in range(n):
-        yield make_batch(rng, names)
+        iso = iso_share > 0 and rng.random() < iso_share
+        yield make_batch(rng, names, iso_times=iso)
 
 
 def write_jsonl(path: Path, objs: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:

@@ -19,3 +19,4 @@ def test_benchmark_smoke_run_writes_its_report(tmp_path: Path) -> None:
     assert "## Fetch throughput (loopback server, 20 ms per request)" in text
     assert "| 4 | 100 |" in text
     assert "## Incremental night (200 batches loaded, 1% changed)" in text
+    assert "| 50 .json files |" in text and "| one JSONL file |" in text
