@@ -41,6 +41,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from pipeline import schema
 from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS, FileConfig
 
 log = logging.getLogger(__name__)
@@ -48,39 +49,25 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 STORAGE_COMPAT = "v1.4.0"
 
-TABLES_DDL = """
+# The three fact tables come from the column spec (pipeline/schema.py), with their
+# bookkeeping columns; every spec column is also added to an older database that lacks it.
+BATCH_TABLE = (*schema.BATCH, *schema.DERIVED)
+TABLES_DDL = f"""
 create table if not exists batches (
-    id varchar not null,
-    object varchar, endpoint varchar, input_file_id varchar, completion_window varchar,
-    status varchar, lifecycle_status varchar, output_file_id varchar, error_file_id varchar,
-    request_id varchar, provider varchar, session_id varchar, native_batch_id varchar,
-    polling_url varchar, cancel_url varchar, results_url varchar,
-    created_at timestamptz, in_progress_at timestamptz, expires_at timestamptz,
-    finalizing_at timestamptz, completed_at timestamptz, failed_at timestamptz,
-    expired_at timestamptz, cancelling_at timestamptz, cancelled_at timestamptz,
-    updated_at timestamptz,
-    request_counts_total bigint, request_counts_completed bigint, request_counts_failed bigint,
-    metadata json, errors json, usage json,
-    webhook_url varchar, webhook_events varchar[], webhook_endpoint_id varchar,
-    webhook_has_secret boolean, webhook json,
-    has_billing boolean, billed boolean, charged boolean, billing_reason varchar,
-    cost_nanos bigint, api_cost_usd double, billing_finalized_at timestamptz,
-    breakdown_total_nanos bigint, breakdown_total_usd decimal(38, 9),
-    breakdown_total_cents bigint, breakdown_completed_requests bigint,
-    breakdown_failed_requests bigint, breakdown_total_requests bigint,
-    pricing_line_count integer, extra json,
-    is_terminal boolean, is_final boolean, status_rank tinyint, last_event_at timestamptz,
-    content_hash ubigint,
-    source varchar, source_line integer,
-    first_run_id varchar, run_id varchar, loaded_at timestamptz
+    {schema.ddl_columns(BATCH_TABLE)},
+    content_hash ubigint, source varchar, source_line integer,
+    first_run_id varchar, run_id varchar, loaded_at timestamptz,
+    captured boolean, captured_at timestamptz, capture_reason varchar
 );
+{schema.add_columns("batches", BATCH_TABLE)}
 create table if not exists pricing_lines (
-    batch_id varchar not null, line_index integer not null, line_shape varchar,
-    dimension varchar, quantity double, billable_units double, unit_size double,
-    unit_price_usd decimal(38, 9), line_cost_usd decimal(38, 9), line_nanos bigint,
-    pricing_plan varchar, service_tier varchar, endpoint varchar, extra json,
-    run_id varchar
+    {schema.ddl_columns(schema.LINE)}, run_id varchar
 );
+{schema.add_columns("pricing_lines", schema.LINE)}
+create table if not exists batch_requests (
+    {schema.ddl_columns(schema.REQUEST)}, run_id varchar, loaded_at timestamptz
+);
+{schema.add_columns("batch_requests", schema.REQUEST)}
 create table if not exists batch_history (
     batch_id varchar not null, run_id varchar not null, recorded_at timestamptz,
     change varchar, status varchar, is_final boolean, billed boolean, charged boolean,
@@ -116,29 +103,10 @@ create table if not exists load_runs (
     reconciliation_issues bigint, new_fields varchar[]
 );
 create table if not exists pipeline_meta (key varchar, value varchar);
-create table if not exists batch_requests (
-    batch_id varchar not null, request_id varchar not null, custom_id varchar,
-    request_index bigint, provider varchar, model varchar, method varchar, endpoint varchar,
-    status varchar, response_status bigint, cost_nanos bigint, cost_usd double,
-    input_tokens bigint, output_tokens bigint, total_tokens bigint,
-    usage json, error json, meta json,
-    created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
-    run_id varchar, loaded_at timestamptz
-);
 create table if not exists request_fetches (
     batch_id varchar not null, cost_nanos bigint, rows bigint, run_id varchar,
     fetched_at timestamptz
 );
-alter table batches add column if not exists lifecycle_group varchar;
-alter table batches add column if not exists billing_reason_base varchar;
-alter table batches add column if not exists billing_reason_detail varchar;
-alter table batches add column if not exists usage_requests bigint;
-alter table batches add column if not exists usage_input_tokens bigint;
-alter table batches add column if not exists usage_output_tokens bigint;
-alter table batches add column if not exists usage_total_tokens bigint;
-alter table batches add column if not exists usage_cost_nanos bigint;
-alter table batches add column if not exists usage_cost_usd double;
-alter table batches add column if not exists usage_currency varchar;
 alter table batches add column if not exists captured boolean;
 alter table batches add column if not exists captured_at timestamptz;
 alter table batches add column if not exists capture_reason varchar;

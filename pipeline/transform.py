@@ -19,15 +19,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pandera.polars as pa
 import polars as pl
 
+from pipeline import schema
 from pipeline.redaction import (
     MAYBE_PATTERN,
     may_hold_secret,
     redact,
     redact_obj,
     registered_secrets,
+)
+from pipeline.schema import (
+    JSON_FIELDS,
+    STRING_FIELDS,
+    TIMESTAMP_FIELDS,
+    USAGE_INT_FIELDS,
 )
 
 INT64_MAX = 2**63 - 1
@@ -91,38 +97,6 @@ _STATUS_RANK = {
     "expired": 3,
     "cancelled": 3,
 }
-USAGE_INT_FIELDS = ("requests", "input_tokens", "output_tokens", "total_tokens")
-
-TIMESTAMP_FIELDS = (
-    "created_at",
-    "in_progress_at",
-    "expires_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-    "updated_at",
-)
-STRING_FIELDS = (
-    "object",
-    "endpoint",
-    "input_file_id",
-    "completion_window",
-    "status",
-    "lifecycle_status",
-    "output_file_id",
-    "error_file_id",
-    "request_id",
-    "provider",
-    "session_id",
-    "native_batch_id",
-    "polling_url",
-    "cancel_url",
-    "results_url",
-)
-JSON_FIELDS = ("metadata", "errors", "usage")
 KNOWN_TOP_LEVEL = frozenset(
     (
         "id",
@@ -375,65 +349,18 @@ def _dec_fast(value: Any, prefix: str, name: str) -> str | None:
 
 # --------------------------------------------------------------------------- columns
 
-BATCH_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "id": pl.String,
-    **{name: pl.String for name in STRING_FIELDS},
-    **{name: pl.Int64 for name in TIMESTAMP_FIELDS},  # micros, cast to Datetime below
-    "request_counts_total": pl.Int64,
-    "request_counts_completed": pl.Int64,
-    "request_counts_failed": pl.Int64,
-    "metadata": pl.String,
-    "errors": pl.String,
-    "usage": pl.String,
-    "webhook_url": pl.String,
-    "webhook_events": pl.String,  # JSON text, decoded column-wise in cast_batches
-    "webhook_endpoint_id": pl.String,
-    "webhook_has_secret": pl.Boolean,
-    "webhook": pl.String,
-    "has_billing": pl.Boolean,
-    "billed": pl.Boolean,
-    "charged": pl.Boolean,
-    "billing_reason": pl.String,
-    "cost_nanos": pl.Int64,
-    "api_cost_usd": pl.Float64,
-    "billing_finalized_at": pl.Int64,
-    "breakdown_total_nanos": pl.Int64,
-    "breakdown_total_usd": pl.String,
-    "breakdown_total_cents": pl.Int64,
-    "breakdown_completed_requests": pl.Int64,
-    "breakdown_failed_requests": pl.Int64,
-    "breakdown_total_requests": pl.Int64,
-    "pricing_line_count": pl.Int32,
-    "extra": pl.String,
-    **{f"usage_{name}": pl.Int64 for name in USAGE_INT_FIELDS},
-    "usage_cost_nanos": pl.Int64,
-    "usage_cost_usd": pl.Float64,
-    "usage_currency": pl.String,
-}
+BATCH_SCHEMA = schema.staged_schema(schema.BATCH)
 BATCH_COLUMNS = tuple(BATCH_SCHEMA)
-_TS_COLUMNS = (*TIMESTAMP_FIELDS, "billing_finalized_at")
-_STATUS_AT = STRING_FIELDS.index("status")
 
-LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "batch_id": pl.String,
-    "line_index": pl.Int32,
-    "line_shape": pl.String,
-    "dimension": pl.String,
-    "quantity": pl.Float64,
-    "billable_units": pl.Float64,
-    "unit_size": pl.Float64,
-    "unit_price_usd": pl.String,
-    "line_cost_usd": pl.String,
-    "line_nanos": pl.Int64,
-    "pricing_plan": pl.String,
-    "service_tier": pl.String,
-    "endpoint": pl.String,
-    "extra": pl.String,
-}
+LINE_SCHEMA = schema.staged_schema(schema.LINE)
 LINE_COLUMNS = tuple(LINE_SCHEMA)
-
-DECIMAL = pl.Decimal(38, 9)
-TIMESTAMP = pl.Datetime("us", "UTC")
+# rows are filled by name and put in frame order by builders generated from the spec
+BATCH_ROW = schema.row_builder(schema.BATCH)
+LINE_ROW = schema.row_builder(schema.LINE)
+REQUEST_ROW = schema.row_builder(schema.REQUEST)
+_BATCH_TYPING = schema.typing_exprs(schema.BATCH)
+_LINE_TYPING = schema.typing_exprs(schema.LINE)
+_REQUEST_TYPING = schema.typing_exprs(schema.REQUEST)
 
 
 def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, ...]:
@@ -455,21 +382,23 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
     extra = {k: v for k, v in raw.items() if k not in KNOWN_LINE}
     for k in extra:
         drift.setdefault(f"{path}.{k}", "new field")
-    return (
-        batch_id,
-        i,
-        "fallback" if fallback else "priced",
-        _str_fast(get("dimension"), path, "dimension", drift),
-        quantity,
-        billable,
-        _num_fast(get("unit_size"), path, "unit_size", drift),
-        _dec_fast(get("unit_price_usd"), path, "unit_price_usd"),
-        cost,
-        nanos,
-        _str_fast(get("pricing_plan"), path, "pricing_plan", drift),
-        _str_fast(get("service_tier"), path, "service_tier", drift),
-        _str_fast(get("endpoint"), path, "endpoint", drift),
-        _json(extra, f"{path} extra fields") if extra else None,
+    return LINE_ROW(
+        {
+            "batch_id": batch_id,
+            "line_index": i,
+            "line_shape": "fallback" if fallback else "priced",
+            "dimension": _str_fast(get("dimension"), path, "dimension", drift),
+            "quantity": quantity,
+            "billable_units": billable,
+            "unit_size": _num_fast(get("unit_size"), path, "unit_size", drift),
+            "unit_price_usd": _dec_fast(get("unit_price_usd"), path, "unit_price_usd"),
+            "line_cost_usd": cost,
+            "line_nanos": nanos,
+            "pricing_plan": _str_fast(get("pricing_plan"), path, "pricing_plan", drift),
+            "service_tier": _str_fast(get("service_tier"), path, "service_tier", drift),
+            "endpoint": _str_fast(get("endpoint"), path, "endpoint", drift),
+            "extra": _json(extra, f"{path} extra fields") if extra else None,
+        }
     )
 
 
@@ -494,11 +423,12 @@ def normalize_batch(obj: Any) -> Normalized:
     batch_id = raw_id.strip()
 
     get = obj.get
-    strings = [
-        v if (v := get(name)) is None or type(v) is str else _str(v, name, drift)
-        for name in STRING_FIELDS
-    ]
-    stamps = [to_micros(name, get(name)) for name in TIMESTAMP_FIELDS]
+    row: dict[str, Any] = {"id": batch_id}
+    for name in STRING_FIELDS:
+        v = get(name)
+        row[name] = v if v is None or type(v) is str else _str(v, name, drift)
+    for name in TIMESTAMP_FIELDS:
+        row[name] = to_micros(name, get(name))
     counts = _dict(obj.get("request_counts"), "request_counts", drift)
     hook = _dict(obj.get("webhook"), "webhook", drift)
     events = hook.get("events")
@@ -528,7 +458,7 @@ def normalize_batch(obj: Any) -> Normalized:
     requests, request_errors = request_rows(batch_id, requests_raw)
 
     usage = _dict(obj.get("usage"), "usage", drift)
-    status = strings[_STATUS_AT]
+    status = row["status"]
     if status is not None and status not in _KNOWN_STATUS_SET:
         drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
 
@@ -543,36 +473,43 @@ def normalize_batch(obj: Any) -> Normalized:
         if "." not in path and path in obj:
             extra[path] = obj[path]
 
-    batch = (
-        batch_id,
-        *strings,
-        *stamps,
-        _int_fast(counts.get("total"), "request_counts", "total"),
-        _int_fast(counts.get("completed"), "request_counts", "completed"),
-        _int_fast(counts.get("failed"), "request_counts", "failed"),
-        *(_json(obj.get(name), name) for name in JSON_FIELDS),
-        _str(hook.get("url"), "webhook.url", drift),
-        orjson.dumps(events).decode() if events is not None else None,
-        _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
-        has_secret,
-        _json(hook_kept, "webhook") if hook else None,
-        isinstance(billing_raw, dict),
-        _bool(bill.get("billed"), "billing.billed", drift),
-        _bool(bill.get("charged"), "billing.charged", drift),
-        _str(bill.get("reason"), "billing.reason", drift),
-        _int_fast(bill.get("cost_nanos"), "billing", "cost_nanos"),
-        _num_fast(bill.get("cost_usd"), "billing", "cost_usd", drift),
-        to_micros("billing.finalized_at", bill.get("finalized_at")),
-        *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[:1]),
-        _dec_fast(bd.get("total_usd_str"), _BREAKDOWN, "total_usd_str"),
-        *(_int_fast(bd.get(k), _BREAKDOWN, k) for k in BREAKDOWN_INT_FIELDS[1:]),
-        len(lines),
-        _json(extra, "extra fields") if extra else None,
-        *(_int_fast(usage.get(k), "usage", k) for k in USAGE_INT_FIELDS),
-        _int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
-        _num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
-        _str(usage.get("currency"), "usage.currency", drift),
+    for name in JSON_FIELDS:
+        row[name] = _json(obj.get(name), name)
+    row.update(
+        request_counts_total=_int_fast(counts.get("total"), "request_counts", "total"),
+        request_counts_completed=_int_fast(counts.get("completed"), "request_counts", "completed"),
+        request_counts_failed=_int_fast(counts.get("failed"), "request_counts", "failed"),
+        webhook_url=_str(hook.get("url"), "webhook.url", drift),
+        webhook_events=orjson.dumps(events).decode() if events is not None else None,
+        webhook_endpoint_id=_str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
+        webhook_has_secret=has_secret,
+        webhook=_json(hook_kept, "webhook") if hook else None,
+        has_billing=isinstance(billing_raw, dict),
+        billed=_bool(bill.get("billed"), "billing.billed", drift),
+        charged=_bool(bill.get("charged"), "billing.charged", drift),
+        billing_reason=_str(bill.get("reason"), "billing.reason", drift),
+        cost_nanos=_int_fast(bill.get("cost_nanos"), "billing", "cost_nanos"),
+        api_cost_usd=_num_fast(bill.get("cost_usd"), "billing", "cost_usd", drift),
+        billing_finalized_at=to_micros("billing.finalized_at", bill.get("finalized_at")),
+        breakdown_total_nanos=_int_fast(bd.get("total_nanos"), _BREAKDOWN, "total_nanos"),
+        breakdown_total_usd=_dec_fast(bd.get("total_usd_str"), _BREAKDOWN, "total_usd_str"),
+        breakdown_total_cents=_int_fast(bd.get("total_cents"), _BREAKDOWN, "total_cents"),
+        breakdown_completed_requests=_int_fast(
+            bd.get("completed_requests"), _BREAKDOWN, "completed_requests"
+        ),
+        breakdown_failed_requests=_int_fast(
+            bd.get("failed_requests"), _BREAKDOWN, "failed_requests"
+        ),
+        breakdown_total_requests=_int_fast(bd.get("total_requests"), _BREAKDOWN, "total_requests"),
+        pricing_line_count=len(lines),
+        extra=_json(extra, "extra fields") if extra else None,
+        usage_cost_nanos=_int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
+        usage_cost_usd=_num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
+        usage_currency=_str(usage.get("currency"), "usage.currency", drift),
     )
+    for name in USAGE_INT_FIELDS:
+        row[f"usage_{name}"] = _int_fast(usage.get(name), "usage", name)
+    batch = BATCH_ROW(row)
     return Normalized(batch, lines, drift, requests, request_errors)
 
 
@@ -584,32 +521,10 @@ _TOKENS = {
     "output_tokens": ("output_tokens", "completion_tokens", "candidatesTokenCount"),
     "total_tokens": ("total_tokens", "totalTokenCount"),
 }
-REQUEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "batch_id": pl.String,
-    "request_id": pl.String,
-    "custom_id": pl.String,
-    "request_index": pl.Int64,
-    "provider": pl.String,
-    "model": pl.String,
-    "method": pl.String,
-    "endpoint": pl.String,
-    "status": pl.String,
-    "response_status": pl.Int64,
-    "cost_nanos": pl.Int64,
-    "cost_usd": pl.Float64,
-    "input_tokens": pl.Int64,
-    "output_tokens": pl.Int64,
-    "total_tokens": pl.Int64,
-    "usage": pl.String,
-    "error": pl.String,
-    "meta": pl.String,
-    "created_at": pl.Int64,
-    "updated_at": pl.Int64,
-    "completed_at": pl.Int64,
-}
+REQUEST_SCHEMA = schema.staged_schema(schema.REQUEST)
 REQUEST_COLUMNS = tuple(REQUEST_SCHEMA)
 REQUEST_TEXT_COLUMNS = ("request_id", "custom_id", "model", "method", "endpoint", "status")
-_REQUEST_TS = ("created_at", "updated_at", "completed_at")
+_REQUEST_TS = schema.REQUEST_TIMESTAMPS
 
 
 def request_row(batch_id: str, raw: Any, path: str) -> tuple[Any, ...]:
@@ -634,25 +549,25 @@ def request_row(batch_id: str, raw: Any, path: str) -> tuple[Any, ...]:
     cost = to_int(f"{path}.cost_nanos", raw.get("cost_nanos"))
     if cost is not None and cost < 0:
         raise RecordError(f"{path}.cost_nanos must be >= 0, got {cost}")
-    return (
-        batch_id,
-        str(rid).strip(),
-        _str(raw.get("custom_id"), f"{path}.custom_id", drift),
-        to_int(f"{path}.request_index", raw.get("request_index")),
-        _str(raw.get("provider"), f"{path}.provider", drift),
-        _str(raw.get("model"), f"{path}.model", drift),
-        _str(raw.get("method"), f"{path}.method", drift),
-        _str(raw.get("endpoint"), f"{path}.endpoint", drift),
-        _str(raw.get("status"), f"{path}.status", drift),
-        to_int(f"{path}.response_status", raw.get("response_status")),
-        cost,
-        _number(raw.get("cost_usd"), f"{path}.cost_usd", drift),
-        *tokens,
-        _json(raw.get("usage"), f"{path}.usage"),
-        _json(raw.get("error_body"), f"{path}.error_body"),
-        _json(raw.get("meta"), f"{path}.meta"),
-        *(to_micros(f"{path}.{k}", raw.get(k)) for k in _REQUEST_TS),
-    )
+    row: dict[str, Any] = {
+        "batch_id": batch_id,
+        "request_id": str(rid).strip(),
+        "custom_id": _str(raw.get("custom_id"), f"{path}.custom_id", drift),
+        "request_index": to_int(f"{path}.request_index", raw.get("request_index")),
+        "response_status": to_int(f"{path}.response_status", raw.get("response_status")),
+        "cost_nanos": cost,
+        "cost_usd": _number(raw.get("cost_usd"), f"{path}.cost_usd", drift),
+        "usage": _json(raw.get("usage"), f"{path}.usage"),
+        "error": _json(raw.get("error_body"), f"{path}.error_body"),
+        "meta": _json(raw.get("meta"), f"{path}.meta"),
+    }
+    for name in ("provider", "model", "method", "endpoint", "status"):
+        row[name] = _str(raw.get(name), f"{path}.{name}", drift)
+    for name, value in zip(_TOKENS, tokens, strict=True):
+        row[name] = value
+    for name in _REQUEST_TS:
+        row[name] = to_micros(f"{path}.{name}", raw.get(name))
+    return REQUEST_ROW(row)
 
 
 def request_rows(
@@ -684,7 +599,7 @@ def build_requests(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
     """Typed request-rows frame: ``_rec`` + REQUEST_COLUMNS, with ``meta``'s ``_seq``."""
     frame = redact_text_columns(frame.sort(REC, "request_index"), REQUEST_TEXT_COLUMNS)
     frame = frame.join(meta.select(REC, "_seq"), on=REC, how="left", maintain_order="left")
-    return frame.with_columns(pl.col(*_REQUEST_TS).cast(TIMESTAMP))
+    return frame.with_columns(*_REQUEST_TYPING)
 
 
 # --------------------------------------------------------------------------- frames
@@ -754,12 +669,7 @@ def build_batches(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
 
 
 def cast_batches(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.col(*_TS_COLUMNS).cast(TIMESTAMP),
-        pl.col("breakdown_total_usd").cast(DECIMAL, strict=False),
-        pl.col("id").str.strip_chars(),
-        pl.col("webhook_events").str.json_decode(pl.List(pl.String)),
-    )
+    return frame.with_columns(*_BATCH_TYPING, pl.col("id").str.strip_chars())
 
 
 def with_derived_columns(frame: pl.DataFrame) -> pl.DataFrame:
@@ -800,40 +710,13 @@ def build_lines(frame: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
     """Typed pricing-lines frame: ``_rec`` + LINE_COLUMNS, with ``meta``'s ``_seq``."""
     frame = redact_text_columns(frame.sort(REC, "line_index"), LINE_TEXT_COLUMNS)
     frame = frame.join(meta.select(REC, "_seq"), on=REC, how="left", maintain_order="left")
-    return frame.with_columns(pl.col("unit_price_usd", "line_cost_usd").cast(DECIMAL))
+    return frame.with_columns(*_LINE_TYPING)
 
 
 # --------------------------------------------------------------------------- contract
 
 
-BatchesSchema = pa.DataFrameSchema(
-    {
-        "id": pa.Column(pl.String, pa.Check.str_matches(r"^\S+$"), nullable=False),
-        "status": pa.Column(pl.String, nullable=True),
-        "usage_cost_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "cost_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "breakdown_total_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "request_counts_total": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "request_counts_completed": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "request_counts_failed": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        **{name: pa.Column(TIMESTAMP, nullable=True) for name in _TS_COLUMNS},
-        "breakdown_total_usd": pa.Column(DECIMAL, nullable=True),
-        "is_final": pa.Column(pl.Boolean, nullable=False),
-    },
-    name="batches",
-    strict=False,
-    description="Contract of the batches frame handed to the loader.",
-)
-
-LinesSchema = pa.DataFrameSchema(
-    {
-        "batch_id": pa.Column(pl.String, pa.Check.str_matches(r"^\S+$"), nullable=False),
-        "line_index": pa.Column(pl.Int32, pa.Check.ge(0)),
-        "line_nanos": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-        "unit_price_usd": pa.Column(DECIMAL, nullable=True),
-        "line_cost_usd": pa.Column(DECIMAL, nullable=True),
-    },
-    name="pricing_lines",
-    strict=False,
-    description="Contract of the pricing_lines frame handed to the loader.",
-)
+# The contracts between stages, derived from the column spec (pipeline/schema.py): every
+# column's typed dtype and nullability, and its rules (whose failures give the reasons).
+BatchesSchema = schema.contract((*schema.BATCH, *schema.DERIVED), "batches")
+LinesSchema = schema.contract(schema.LINE, "pricing_lines")

@@ -13,18 +13,13 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
 
+from pipeline import schema
 from pipeline.transform import REC, BatchesSchema, LinesSchema
 
 
 def _reason(column: str | None, check: str | None, value: object) -> str:
-    check = check or ""
-    if column == "status" and check.startswith("isin"):
-        return f"status {value!r} is not a known batch status"
-    if check.startswith("greater_than_or_equal_to(0)"):
-        return f"{column} must be >= 0, got {value}"
-    if check.startswith("str_matches") or check == "not_nullable":
-        return f"{column} is missing or empty"
-    return f"{column} failed {check} (got {value!r})"
+    """The rule's own words (pipeline/schema.py RULES), keyed by the check's name."""
+    return schema.reason(check, column, value)
 
 
 def failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> dict[int, list[str]]:
