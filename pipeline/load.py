@@ -301,6 +301,20 @@ insert into rejected_batches by name
 # rewritten, and the ledger sums to the current bill per batch and key. {scope} names
 # the batches to compare: this run's new and updated ones (all of them on the first run
 # of a database that had no ledger yet).
+# A batch never booked before (new to the database, or every batch the first time a
+# database gets its books) is booked line by line as it stands: no comparison needed.
+LEDGER_NEW_SQL = """
+insert into charge_ledger by name
+    select
+        l.batch_id, l.charge_kind, l.provider, l.model, l.dimension, l.unit_size,
+        l.unit_price_usd, l.pricing_plan, l.service_tier, l.quantity, l.billable_units,
+        l.charge_nanos, l.charged_at as charge_period_at, l.charged_at as billing_period_at,
+        null as charge_class, l.billing_reason, l.charged,
+        $run_id as run_id, $now as recorded_at
+    from int_charge_lines as l
+    {where}
+"""
+
 LEDGER_SQL = """
 create or replace temp table ledger_scope as {scope};
 
@@ -763,12 +777,20 @@ class Loader:
         self._store_settings()
         create_views(con)
         first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
-        scope = (
-            "select id as batch_id from batches"
-            if first
-            else "select id as batch_id from decisions where action in ('new', 'updated')"
-        )
-        run_script(con, LEDGER_SQL.replace("{scope}", scope), params)
+        if first:  # a database without books yet: book everything as it stands
+            run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
+            run_script(
+                con, LEDGER_SQL.replace("{scope}", "select ''::varchar as batch_id limit 0"), params
+            )
+        else:
+            new_ids = "select id from decisions where action = 'new'"
+            run_script(
+                con,
+                LEDGER_NEW_SQL.replace("{where}", f"where l.batch_id in ({new_ids})"),
+                params,
+            )
+            scope = "select id as batch_id from decisions where action = 'updated'"
+            run_script(con, LEDGER_SQL.replace("{scope}", scope), params)
         stats.corrections = _scalar(
             con, "select count(*) from ledger_delta where charge_class = 'Correction'"
         )
