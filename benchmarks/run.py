@@ -207,7 +207,7 @@ def changed_snapshots(src: Path, fraction: float) -> Iterator[dict[str, Any]]:
             "finalized_at": "2026-12-01T00:00:00Z",
         }
         obj["status"] = "completed"
-        obj["completed_at"] = obj.get("completed_at") or obj["created_at"] + 60
+        obj["completed_at"] = obj.get("completed_at") or obj["created_at"]  # Unix or ISO
         yield obj
 
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     latency = args.latency_ms / 1000
     loads = bench_loads(sizes, args.repeats, args.dlt_max, work)
-    fetch = bench_fetch([int(c) for c in args.fetch.split(",")], latency, work)
+    fetch = bench_fetch([int(c) for c in args.fetch.split(",") if c], latency, work)
     inc_n = args.incremental or max(sizes)
     inc = bench_incremental(inc_n, args.repeats, work)
     small = bench_small_files(args.small_files, args.repeats, work) if args.small_files else None
