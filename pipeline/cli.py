@@ -855,9 +855,24 @@ def export_cmd(db: Path, fmt: str, out: Path) -> None:
         click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
 
 
+FINANCE_VIEWS = ("budget_status", "spend_anomalies", "spend_forecast", "price_checks")
+
+
 def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> None:
-    """A --config given to a read command applies to this connection only."""
+    """A --config given to a read command applies to this connection only. A database
+    written by an older version lacks the finance views: say how to upgrade it."""
     from pipeline.load import store_settings
+
+    found = {
+        r[0]
+        for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+    }
+    missing = [v for v in FINANCE_VIEWS if v not in found]
+    if missing:
+        raise ConfigError(
+            f"this database has no {', '.join(missing)} (written by an older version): "
+            "run `billing run` on it once (any input) to add them"
+        )
 
     file_cfg = load_config_file(config_path)
     if file_cfg.path is not None:

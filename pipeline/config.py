@@ -129,6 +129,8 @@ class RunConfig:
 
 # -- the optional config file (TOML) ---------------------------------------------------
 CONFIG_ENV = "BILLING_CONFIG"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_PRICE_LIST_BYTES = 64 * 1024 * 1024
 
 DEFAULT_ACCOUNT = {
     # FOCUS columns the batch objects do not carry. The gateway sells the models and
@@ -364,6 +366,8 @@ def _prices(table: object, path: Path) -> tuple[Price, ...]:
         csv_path = path.parent / _text(table["file"], f"prices.file in {path}")
         if not csv_path.is_file():
             raise ConfigError(f"price list {csv_path} (prices.file in {path}) does not exist")
+        if csv_path.stat().st_size > MAX_PRICE_LIST_BYTES:
+            raise ConfigError(f"price list {csv_path} is over 64 MiB: is it the right file?")
         try:
             text = csv_path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
@@ -419,9 +423,11 @@ def load_config_file(path: Path | None) -> FileConfig:
         path = Path(env)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist or is not a file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over 1 MiB: is it the right file?")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {redact(str(exc))}") from None
     unknown = sorted(set(data) - set(_KNOWN_TABLES))
     if unknown:

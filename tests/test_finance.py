@@ -511,3 +511,23 @@ def test_budget_and_price_spellings_people_reach_for_are_understood(
     assert query(db, "select status, list_diff_nanos from price_checks") == [
         ("list_mismatch", 1_000_000_000)
     ]
+
+
+def test_check_and_report_on_a_database_from_an_older_version_say_how_to_upgrade(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    import duckdb
+
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    con = duckdb.connect(str(db))
+    con.execute("drop view budget_status")
+    con.close()
+    for args in (("check",), ("report", "--out", tmp_path / "r.html")):
+        result = run_cli(*args, "--db", db)
+        assert result.exit_code == 2
+        assert result.output == (
+            "billing: error: this database has no budget_status (written by an older "
+            "version): run `billing run` on it once (any input) to add them\n"
+        )
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert run_cli("check", "--db", db).exit_code in (0, 5)

@@ -26,7 +26,7 @@ from pipeline.extract.files import MAX_RAW_KEPT, find_inputs
 from pipeline.sample import iter_batches
 from pipeline.sample import write_jsonl as write_sample_jsonl
 from tests.gateway import TOKEN, Gateway, Reply, serve
-from tests.helpers import batch, query, scalar, write_jsonl
+from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
 
 ENV = {"PHASEO_API_KEY": TOKEN}
 
@@ -991,3 +991,86 @@ def test_stdin_with_an_oversize_first_line_and_utf16_loses_nothing(
         ("<stdin>", "UTF-16 text (it starts with a UTF-16 byte order mark): save the file as UTF-8")
     ]
     assert scalar(db2, "select count(*) from batches") == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"x = 1\n" * 300_000, "is over 1 MiB: is it the right file?"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "is not valid TOML"),
+        (b"\xff\xfe[\x00a\x00]\x00", "is not valid TOML"),
+        (
+            b'[account]\nbilling_account_name = "Bearer abcdefghijklmnopqrstuvwxyz012345"\n',
+            "looks like a credential",
+        ),
+        (
+            b'[[budget]]\nname = "whsec_abcdefghijklmnopqrstuvwx"\nlimit_usd = "1"\n',
+            "looks like a credential",
+        ),
+    ],
+)
+def test_a_hostile_config_file_is_refused_with_one_line(
+    db: Path, tmp_path: Path, content: bytes, message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    cfg = tmp_path / "billing.toml"
+    cfg.write_bytes(content)
+    result = CliRunner().invoke(cli, ["run", str(SAMPLE), "--db", str(db), "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.splitlines()) == 1
+    assert "abcdefghijklmnopqrstuv" not in result.output
+    assert not db.exists()
+
+
+def test_a_config_path_pointing_at_a_folder_is_refused(db: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["run", str(SAMPLE), "--db", str(db), "--config", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        f"billing: error: config file {tmp_path} does not exist or is not a file\n"
+    )
+
+
+def test_the_report_escapes_hostile_names_and_shows_no_secret(db: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    evil = batch(1, session_id="<script>alert('s')</script>")
+    evil["metadata"] = {
+        "team": "</script><img src=x onerror=alert(1)>",
+        "note": "key sk-proj-abcdefghijklmnopqrstuvwx",
+        "model": '"><svg onload=alert(2)>',
+    }
+    data = write_jsonl(tmp_path / "in.jsonl", [evil])
+    assert CliRunner().invoke(cli, ["run", str(data), "--db", str(db), "-q"]).exit_code == 0
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<script>alert" not in page and "<img src=x" not in page and "<svg onload" not in page
+    assert "&lt;script&gt;alert(&#x27;s&#x27;)&lt;/script&gt;" in page
+    assert "sk-proj-abcdefghijklmnopqrstuvwx" not in page
+    assert page.count("<script") == 2  # the data block and the chart check, nothing else
+
+
+def test_sql_from_stdin_is_capped(db: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    data = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
+    assert CliRunner().invoke(cli, ["run", str(data), "--db", str(db), "-q"]).exit_code == 0
+    huge = b"select 1 -- " + b"x" * (2 * 1024 * 1024)
+    result = CliRunner().invoke(cli, ["sql", "-", "--db", str(db)], input=huge)
+    assert result.exit_code == 2
+    assert result.output == "billing: error: the SQL is over 1 MiB: pass one query\n"
