@@ -396,8 +396,13 @@ def test_spend_by_tag_uses_the_chosen_keys_and_shows_untagged_spend(
         ("team", "ads", 2_000_000_000),
         ("team", "search", 1_000_000_000),
     ]
-    # FOCUS Tags carry the metadata too
-    assert scalar(db, "select Tags from focus_charges where ResourceId = $1", [items[0]["id"]])
+    # FOCUS Tags carry the chosen keys
+    tags = query(db, "select ResourceId, Tags from focus_charges order by ResourceId")
+    assert [(r, json.loads(t)) for r, t in tags] == [
+        (items[0]["id"], {"team": "search", "project": "p1"}),
+        (items[1]["id"], {"team": "ads"}),
+        (items[2]["id"], {}),
+    ]
 
 
 # -- price checks --------------------------------------------------------------------------

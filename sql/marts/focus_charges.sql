@@ -40,7 +40,8 @@ ledger as (
 ),
 
 tags as (
-    -- user metadata as FOCUS Tags: flat key-value pairs, nested values as JSON text
+    -- user metadata as FOCUS Tags: flat key-value pairs, nested values as JSON text; the
+    -- config's attribution.tags when it names some, else every key
     select
         batch_id,
         json_group_object(
@@ -52,6 +53,8 @@ tags as (
         where json_type(metadata) = 'OBJECT'
     ) as m,
         json_each(m.metadata) as t
+    where not exists (select 1 from attribution_keys)
+        or t.key in (select tag_key from attribution_keys)
     group by batch_id
 )
 
