@@ -318,14 +318,19 @@ insert into charge_ledger by name
 LEDGER_SQL = """
 create or replace temp table ledger_scope as {scope};
 
+create or replace temp table scope_stg_batches as
+    select * from stg_batches where batch_id in (select batch_id from ledger_scope);
+
+create or replace temp table scope_stg_pricing_lines as
+    select * from stg_pricing_lines where batch_id in (select batch_id from ledger_scope);
+
 create or replace temp table ledger_delta as
 with now_lines as (
     select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
         pricing_plan, service_tier,
         sum(quantity) as quantity, sum(billable_units) as billable_units,
         sum(charge_nanos) as charge_nanos
-    from int_charge_lines
-    where batch_id in (select batch_id from ledger_scope)
+    from ({scoped_charge_lines})
     group by all
 ),
 
@@ -365,11 +370,27 @@ select d.*,
     s.billing_reason, s.charged
 from deltas as d
 left join first_booked as f on f.batch_id = d.batch_id
-left join stg_batches as s on s.batch_id = d.batch_id;
+left join scope_stg_batches as s on s.batch_id = d.batch_id;
 
 insert into charge_ledger by name
     select *, $run_id as run_id, $now as recorded_at from ledger_delta
 """
+
+
+def _ledger_sql(scope: str) -> str:
+    return LEDGER_SQL.replace("{scope}", scope).replace(
+        "{scoped_charge_lines}", scoped_charge_lines()
+    )
+
+
+def scoped_charge_lines() -> str:
+    """``int_charge_lines`` (sql/intermediate/int_charge_lines.sql, the one definition) over
+    the batches in scope only (``scope_stg_*`` temp tables): the view itself would work out
+    every batch's lines before a filter on a few could apply."""
+    text = (sql_dir() / "intermediate" / "int_charge_lines.sql").read_text()
+    body = text.split("create or replace view int_charge_lines as", 1)[1]
+    return re.sub(r"\b(stg_batches|stg_pricing_lines)\b", r"scope_\1", body)
+
 
 RECONCILE_SQL = """
 insert into reconciliation_results
@@ -779,9 +800,8 @@ class Loader:
         first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
         if first:  # a database without books yet: book everything as it stands
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
-            run_script(
-                con, LEDGER_SQL.replace("{scope}", "select ''::varchar as batch_id limit 0"), params
-            )
+            nothing = "select ''::varchar as batch_id limit 0"
+            run_script(con, _ledger_sql(nothing), params)
         else:
             new_ids = "select id from decisions where action = 'new'"
             run_script(
@@ -790,7 +810,7 @@ class Loader:
                 params,
             )
             scope = "select id as batch_id from decisions where action = 'updated'"
-            run_script(con, LEDGER_SQL.replace("{scope}", scope), params)
+            run_script(con, _ledger_sql(scope), params)
         stats.corrections = _scalar(
             con, "select count(*) from ledger_delta where charge_class = 'Correction'"
         )
@@ -908,11 +928,14 @@ def store_settings(con: duckdb.DuckDBPyConnection, cfg: FileConfig, *, temp: boo
 
 
 def run_script(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
-    """Run ';'-separated statements, each with just the named parameters it uses."""
+    """Run ';'-separated statements, each with just the named parameters it uses (each
+    timed in the debug log: `billing run -v` shows where a slow merge spends its time)."""
     for statement in (part.strip() for part in sql.split(";")):
         if statement:
             used = {k: v for k, v in params.items() if f"${k}" in statement}
+            started = time.monotonic()
             con.execute(statement, used or None)
+            log.debug("%.2fs %s", time.monotonic() - started, " ".join(statement.split())[:90])
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int:
