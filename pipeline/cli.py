@@ -514,7 +514,7 @@ def check_summary(checked: Any) -> str:
         warn = [b for b in checked.budgets if b["status"] == "warning"]
         lines.append(
             f"  budgets     {len(crossed)} crossed, {len(warn)} at 80% or more"
-            f" of {len(checked.budgets)} (see view budget_status)"
+            f" of {len(checked.budgets)} budget periods (see view budget_status)"
         )
         for b in crossed[:5]:
             when = b["period_start"] if b["period"] == "day" else f"{b['period_start']:%Y-%m}"

@@ -193,7 +193,10 @@ def test_a_crossed_budget_shows_in_the_summary_the_view_and_check_exits_4(
     cfg = _config(tmp_path, BUDGETS)
     run = run_cli("run", _budget_data(tmp_path), "--db", db, "--config", cfg)
     assert run.exit_code == 0, run.output  # opt-in: a crossed budget never fails a load
-    assert "  budgets     2 crossed, 0 at 80% or more of 3 (see view budget_status)" in run.output
+    assert (
+        "  budgets     2 crossed, 0 at 80% or more of 3 budget periods (see view budget_status)"
+        in run.output
+    )
     assert "    CROSSED openai monthly (month 2026-11): $4.000000000 of $3.500000000" in run.output
     assert "    CROSSED research daily (day 2026-11-04): $2.500000000 of $1.500000000" in run.output
     rows = query(
