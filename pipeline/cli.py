@@ -834,8 +834,9 @@ def runs_cmd(db: Path, fmt: str, limit: int) -> None:
     required=True,
     help="Folder to (re)write: a new or empty one, or an earlier export.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @friendly_errors
-def export_cmd(db: Path, fmt: str, out: Path) -> None:
+def export_cmd(db: Path, fmt: str, out: Path, quiet: bool) -> None:
     """Export the tables as Parquet files, or the FOCUS 1.2 dataset for FinOps tools.
 
     \b
@@ -852,7 +853,8 @@ def export_cmd(db: Path, fmt: str, out: Path) -> None:
         else:
             result = export_focus(con, out, "csv" if fmt == "focus-csv" else "parquet")
     for name, rows in result.rows.items():
-        click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
+        if not quiet:
+            click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
 
 
 FINANCE_VIEWS = ("budget_status", "spend_anomalies", "spend_forecast", "price_checks")
@@ -902,6 +904,7 @@ config_option = click.option(
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
 @config_option
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @friendly_errors
 def report_cmd(
     db: Path,
@@ -910,6 +913,7 @@ def report_cmd(
     since: datetime | None,
     until: datetime | None,
     config_path: Path | None,
+    quiet: bool,
 ) -> None:
     """Write a spend report: one self-contained HTML file to open or forward.
 
@@ -937,7 +941,8 @@ def report_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(redact(page), encoding="utf-8")
     tmp.replace(out)
-    click.echo(f"{out}: {period.label}, {spend_report.usd(total)}")
+    if not quiet:
+        click.echo(f"{out}: {period.label}, {spend_report.usd(total)}")
 
 
 @cli.command("check")

@@ -75,6 +75,13 @@ def test_quiet_prints_nothing_but_errors(run_cli: Cli, db: Path, tmp_path: Path)
     missing = run_cli("run", tmp_path / "nope.jsonl", "--db", db, "-q")
     assert missing.exit_code == 2
     assert missing.output == f"billing: error: input not found: {tmp_path / 'nope.jsonl'}\n"
+    for command in (
+        ("export", "--db", db, "--out", tmp_path / "lake", "-q"),
+        ("export", "--db", db, "--format", "focus", "--out", tmp_path / "focus", "-q"),
+        ("report", "--db", db, "--out", tmp_path / "r.html", "-q"),
+    ):
+        quiet = run_cli(*command)
+        assert (quiet.exit_code, quiet.output) == (0, ""), command
     sample = run_cli("sample", "--out", tmp_path / "s", "--batches", "120", "-q")
     assert (sample.exit_code, sample.output) == (0, "")
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
