@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,42 @@ def scalar(db_path: Path, sql: str, params: Any = None) -> Any:
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
+
+
+def billing(*args: str | Path) -> list[str]:
+    """The CLI as a subprocess command (``python -m pipeline ...``)."""
+    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
+
+
+def start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
+    """A 30,000-batch run in 1,000-record chunks over two workers, returned once three
+    chunks are staged (more to come): the moment to interrupt or kill it."""
+    from pipeline.sample import iter_batches
+    from pipeline.sample import write_jsonl as write_sample_jsonl
+
+    big = tmp_path / "big.jsonl"
+    write_sample_jsonl(big, iter_batches(30_000, seed=3))
+    proc = subprocess.Popen(
+        billing(
+            "run",
+            "--input",
+            big,
+            "--db",
+            db,
+            "--chunk-size",
+            "1000",
+            "--workers",
+            "2",
+            "-v",
+            "--log-format",
+            "json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if json.loads(line).get("chunk") == 3:
+            return proc
+    raise AssertionError("the run never reached chunk 3")

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler
@@ -23,16 +22,10 @@ import pytest
 
 from pipeline.extract import read_chunks
 from pipeline.extract.files import MAX_RAW_KEPT, find_inputs
-from pipeline.sample import iter_batches
-from pipeline.sample import write_jsonl as write_sample_jsonl
 from tests.gateway import TOKEN, Gateway, Reply, serve
-from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
+from tests.helpers import SAMPLE, batch, billing, query, scalar, start_big_run, write_jsonl
 
 ENV = {"PHASEO_API_KEY": TOKEN}
-
-
-def billing(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
 
 
 def everything_stored(db: Path) -> str:
@@ -494,42 +487,13 @@ def test_a_malformed_replay_line_is_quarantined(run_cli: Any, db: Path, tmp_path
 # --------------------------------------------------------------------------- Ctrl-C and kill -9
 
 
-def _start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
-    big = tmp_path / "big.jsonl"
-    write_sample_jsonl(big, iter_batches(30_000, seed=3))
-    proc = subprocess.Popen(
-        billing(
-            "run",
-            "--input",
-            big,
-            "--db",
-            db,
-            "--chunk-size",
-            "1000",
-            "--workers",
-            "2",
-            "-v",
-            "--log-format",
-            "json",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if json.loads(line).get("chunk") == 3:  # three chunks staged, more to come
-            return proc
-    raise AssertionError("the run never reached chunk 3")
-
-
 def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path: Path) -> None:
     first = write_jsonl(tmp_path / "first.jsonl", [batch(1)])
     subprocess.run(
         billing("run", "--input", first, "--db", db, "-q"), check=True, capture_output=True
     )
     before = query(db, "select * from load_runs"), query(db, "select id, cost_nanos from batches")
-    proc = _start_big_run(tmp_path, db)
+    proc = start_big_run(tmp_path, db)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -554,7 +518,7 @@ def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path
 def test_kill_9_on_a_first_run_leaves_no_half_made_database(
     run_cli: Any, db: Path, tmp_path: Path
 ) -> None:
-    proc = _start_big_run(tmp_path, db)
+    proc = start_big_run(tmp_path, db)
     workers = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

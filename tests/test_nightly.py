@@ -17,13 +17,7 @@ from hypothesis import strategies as st
 from pipeline.config import RunConfig
 from pipeline.extract import read_chunks
 from pipeline.runner import execute
-from pipeline.sample import iter_batches
-from pipeline.sample import write_jsonl as write_sample_jsonl
-from tests.helpers import batch, query, scalar, write_jsonl
-
-
-def billing(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
+from tests.helpers import batch, billing, query, scalar, start_big_run, write_jsonl
 
 
 def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
@@ -36,31 +30,7 @@ def test_kill_9_mid_load_commits_nothing(db: Path, tmp_path: Path) -> None:
         query(db, "select id, cost_nanos from batches order by id"),
         scalar(db, "select count(*) from pricing_lines"),
     )
-    big = tmp_path / "big.jsonl"
-    write_sample_jsonl(big, iter_batches(30_000, seed=3))
-    proc = subprocess.Popen(
-        billing(
-            "run",
-            "--input",
-            big,
-            "--db",
-            db,
-            "--chunk-size",
-            "1000",
-            "--workers",
-            "2",
-            "-v",
-            "--log-format",
-            "json",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if json.loads(line).get("chunk") == 3:  # mid-load: three chunks staged, more to come
-            break
+    proc = start_big_run(tmp_path, db)  # mid-load: three chunks staged, more to come
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert len(workers) >= 2  # two transform workers (and multiprocessing's resource tracker)
     proc.send_signal(signal.SIGKILL)

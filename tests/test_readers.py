@@ -13,12 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import batch, query, scalar, write_jsonl
-
-
-def billing(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
-
+from tests.helpers import batch, billing, query, scalar, write_jsonl
 
 HOLD = """
 import duckdb, sys
