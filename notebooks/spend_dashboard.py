@@ -22,6 +22,7 @@ def _():
     import polars as pl
 
     from pipeline import finance
+    from pipeline.report import usd
 
     db_path = Path(os.environ.get("BILLING_DB", "data/billing.duckdb"))
     mo.stop(
@@ -49,11 +50,11 @@ def _():
             )
         return df
 
-    return alt, db_path, finance, frame, mo
+    return alt, db_path, finance, frame, mo, usd
 
 
 @app.cell
-def _(db_path, finance, frame, mo):
+def _(db_path, finance, frame, mo, usd):
     totals = frame(lambda con, p: [finance.totals(con, p)], whole=True).row(0, named=True)
     mismatches = sum(row["batches"] for row in frame(finance.reconciliation).iter_rows(named=True))
     mo.md(
@@ -61,7 +62,7 @@ def _(db_path, finance, frame, mo):
         # LLM gateway spend
 
         `{db_path}` · {totals["batches"]:,} batches ·
-        **{finance.usd(totals["cost_nanos"])}** billed (exact, nano-USD:
+        **{usd(totals["cost_nanos"])}** billed (exact, nano-USD:
         {totals["cost_nanos"]:,}) · reconciliation mismatches: **{mismatches}**
         """
     )

@@ -54,7 +54,7 @@ from pipeline.extract import (
 from pipeline.extract.files import STDIN, find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, reader
 from pipeline.redaction import redact, register_secret
-from pipeline.report import FORMATS, run_summary, run_summary_json, table
+from pipeline.report import FORMATS, run_summary, run_summary_json, table, usd
 from pipeline.transform import KNOWN_STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -506,7 +506,6 @@ def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def check_summary(checked: Any) -> str:
     """Budget and anomaly lines for the run summary (nothing when neither has news)."""
-    from pipeline.spend_report import usd
 
     lines = []
     if checked.budgets:
@@ -845,7 +844,6 @@ def export_cmd(db: Path, fmt: str, out: Path, quiet: bool) -> None:
       billing export --format focus --out focus/  # focus_charges/billing_period=YYYY-MM/
     """
     from pipeline.export import export_focus, export_parquet
-    from pipeline.report import usd
 
     with reader(db) as con:
         if fmt == "parquet":
@@ -942,7 +940,7 @@ def report_cmd(
     tmp.write_text(redact(page), encoding="utf-8")
     tmp.replace(out)
     if not quiet:
-        click.echo(f"{out}: {period.label}, {spend_report.usd(total)}")
+        click.echo(f"{out}: {period.label}, {usd(total)}")
 
 
 @cli.command("check")

@@ -129,6 +129,7 @@ class RunConfig:
 
 # -- the optional config file (TOML) ---------------------------------------------------
 CONFIG_ENV = "BILLING_CONFIG"
+NANOS_PER_USD = 10**9  # money is integer nano-USD everywhere
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_PRICE_LIST_BYTES = 64 * 1024 * 1024
 
@@ -235,9 +236,6 @@ def usd_to_nanos(value: object, where: str) -> int:
     if not amount.is_finite() or nanos != nanos.to_integral_value() or amount < 0:
         raise ConfigError(f"{where} must be a non-negative amount with at most 9 decimals")
     return int(nanos)
-
-
-NANOS_PER_USD = 10**9
 
 
 def _optional(value: object, where: str) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -71,16 +70,6 @@ def whole(con: duckdb.DuckDBPyConnection) -> Period:
     start = first or date.today()
     end = (last or start) + timedelta(days=1)
     return Period(start, end, f"{start} to {end - timedelta(days=1)}")
-
-
-def usd(nanos: Any) -> str:
-    """Exact dollars: $1,234.567890123."""
-    value = Decimal(int(nanos or 0)) / NANOS_PER_USD
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.9f}"
-
-
-NANOS_PER_USD = Decimal(10**9)
 
 
 def recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 5) -> Rows:

@@ -14,9 +14,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from pipeline.config import NANOS_PER_USD
 from pipeline.runner import RunResult
-
-NANOS_PER_USD = 10**9
 
 
 def usd(nanos: int) -> str:

@@ -13,18 +13,16 @@ from typing import Any
 import duckdb
 
 from pipeline import __version__, finance
+from pipeline.config import NANOS_PER_USD
 from pipeline.finance import Period, Rows
+from pipeline.report import usd
 
-NANOS = Decimal(10**9)
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B",
            "#9D755D", "#BAB0AC", "#FF9DA6"]  # fmt: skip
 
 
-usd = finance.usd
-
-
 def usd_short(nanos: Any) -> str:
-    value = Decimal(int(nanos or 0)) / NANOS
+    value = Decimal(int(nanos or 0)) / NANOS_PER_USD
     return f"${value:,.2f}"
 
 
