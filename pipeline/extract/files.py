@@ -242,11 +242,14 @@ def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iter
             yield rec
 
 
-def _lines(fh: Any) -> Iterator[tuple[bytes, int, int]]:
+def _lines(fh: Any, first: bytes | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(line, bytes with its newline, bytes of the record) for each line, never holding
-    more than MAX_RECORD_BYTES of one line: an oversize line yields only its head."""
+    more than MAX_RECORD_BYTES of one line: an oversize line yields only its head.
+    ``first``: a first line already read with ``readline(MAX_RECORD_BYTES + 1)``."""
     while True:
-        raw = fh.readline(MAX_RECORD_BYTES + 1)
+        raw, first = (
+            (first, None) if first is not None else (fh.readline(MAX_RECORD_BYTES + 1), None)
+        )
         if not raw:
             return
         size = len(raw)
@@ -291,13 +294,18 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     source = str(path)
     try:
         with path.open("rb") as fh:
-            for n, (raw, _, size) in enumerate(_lines(fh), start=1):
-                if size > MAX_RECORD_BYTES:
-                    yield _oversize(source, n, raw, size)
-                elif (rec := _decode(source, n, raw)) is not None:
-                    yield rec
+            yield from _jsonl_stream(source, fh)
     except OSError as exc:
         yield unreadable(source, _os_error(exc))
+
+
+def _jsonl_stream(source: str, fh: Any, first: bytes | None = None) -> Iterator[RawRecord]:
+    """One record a line; an oversize line is quarantined with its head only."""
+    for n, (raw, _, size) in enumerate(_lines(fh, first), start=1):
+        if size > MAX_RECORD_BYTES:
+            yield _oversize(source, n, raw, size)
+        elif (rec := _decode(source, n, raw)) is not None:
+            yield rec
 
 
 def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
@@ -367,17 +375,20 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
         yield unreadable(source, _os_error(exc))
         return
     if len(data) > MAX_JSON_FILE_BYTES:
-        yield RawRecord(
-            source,
-            0,
-            data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
-            None,
-            f"a .json file over {MAX_JSON_FILE_BYTES // 1024 // 1024} MiB: "
-            "write it as JSONL (one batch a line)",
-            unreadable=True,
-        )
+        yield _document_too_large(source, data, "a .json file", "write it as JSONL")
         return
     yield from _json_records(source, data)
+
+
+def _document_too_large(source: str, data: bytes, what: str, advice: str) -> RawRecord:
+    return RawRecord(
+        source,
+        0,
+        data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
+        None,
+        f"{what} over {MAX_JSON_FILE_BYTES // 1024 // 1024} MiB: {advice} (one batch a line)",
+        unreadable=True,
+    )
 
 
 def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
@@ -437,31 +448,11 @@ def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
     if document:
         data = first + fh.read(MAX_JSON_FILE_BYTES + 1 - len(first))
         if len(data) > MAX_JSON_FILE_BYTES:
-            yield RawRecord(
-                source,
-                0,
-                data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
-                None,
-                f"a JSON document over {MAX_JSON_FILE_BYTES // 1024 // 1024} MiB on stdin: "
-                "send JSONL (one batch a line)",
-                unreadable=True,
-            )
+            yield _document_too_large(source, data, "a JSON document on stdin", "send JSONL")
             return
         yield from _json_records(source, data)
         return
-    if oversize:  # the first line is over the limit: read past it, keep its head
-        size, tail = len(first), first
-        while tail and not tail.endswith(b"\n"):
-            tail = fh.readline(1024 * 1024)
-            size += len(tail)
-        yield _oversize(source, 1, first[:MAX_RAW_KEPT], size - tail.endswith(b"\n"))
-    elif (rec := _decode(source, 1, first)) is not None:
-        yield rec
-    for n, (raw, _, size) in enumerate(_lines(fh), start=2):
-        if size > MAX_RECORD_BYTES:
-            yield _oversize(source, n, raw[:MAX_RAW_KEPT], size)
-        elif (rec := _decode(source, n, raw)) is not None:
-            yield rec
+    yield from _jsonl_stream(source, fh, first)
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[RawRecord]:
