@@ -40,24 +40,23 @@ last_day as (
     select max(day) as day from daily
 ),
 
-calendar as (
-    select
-        s.level,
-        s.provider,
-        s.model,
-        unnest(generate_series(s.first_day, l.day, interval 1 day))::date as day
-    from series_bounds as s
-    cross join last_day as l
-),
-
 series as (
+    -- every day from a series' first spend to the last day in the data; no spend is 0
     select
         c.level,
         c.provider,
         c.model,
         c.day,
         coalesce(d.cost_nanos, 0)::double as cost_nanos
-    from calendar as c
+    from (
+        select
+            s.level,
+            s.provider,
+            s.model,
+            unnest(generate_series(s.first_day, l.day, interval 1 day))::date as day
+        from series_bounds as s
+        cross join last_day as l
+    ) as c
     left join daily as d
         on d.level = c.level
         and d.provider is not distinct from c.provider
@@ -65,67 +64,33 @@ series as (
         and d.day = c.day
 ),
 
-history as (
-    select
-        s.level,
-        s.provider,
-        s.model,
-        s.day,
-        p.cost_nanos as past_nanos
-    from series as s
-    inner join series as p
-        on p.level = s.level
-        and p.provider is not distinct from s.provider
-        and p.model is not distinct from s.model
-        and p.day between s.day - 28 and s.day - 1
-        and p.cost_nanos > 0
-),
-
-medians as (
-    select level, provider, model, day,
-        median(past_nanos) as baseline_median_nanos,
-        count(*) as baseline_days
-    from history
-    group by all
-),
-
-mads as (
-    select h.level, h.provider, h.model, h.day,
-        median(abs(h.past_nanos - m.baseline_median_nanos)) as baseline_mad_nanos
-    from history as h
-    inner join medians as m
-        on m.level = h.level
-        and m.provider is not distinct from h.provider
-        and m.model is not distinct from h.model
-        and m.day = h.day
-    group by all
-),
-
 scored as (
+    -- the baseline: the days with spend among the 28 before (a framed window)
     select
-        s.*,
-        lag(s.cost_nanos) over (
-            partition by s.level, s.provider, s.model order by s.day
-        ) as previous_day_nanos,
-        coalesce(m.baseline_days, 0) as baseline_days,
-        m.baseline_median_nanos,
-        d.baseline_mad_nanos,
+        *,
+        lag(cost_nanos) over by_day as previous_day_nanos,
+        count(*) filter (where cost_nanos > 0) over baseline as baseline_days,
+        median(cost_nanos) filter (where cost_nanos > 0) over baseline
+            as baseline_median_nanos,
+        mad(cost_nanos) filter (where cost_nanos > 0) over baseline as baseline_mad_nanos
+    from series
+    window
+        by_day as (partition by level, provider, model order by day),
+        baseline as (
+            partition by level, provider, model order by day
+            range between interval 28 days preceding and interval 1 day preceding
+        )
+),
+
+scaled as (
+    select
+        *,
         greatest(
-            1.4826 * coalesce(d.baseline_mad_nanos, 0),
-            0.05 * coalesce(m.baseline_median_nanos, 0),
+            1.4826 * coalesce(baseline_mad_nanos, 0),
+            0.05 * coalesce(baseline_median_nanos, 0),
             10000000
         ) as scale_nanos
-    from series as s
-    left join medians as m
-        on m.level = s.level
-        and m.provider is not distinct from s.provider
-        and m.model is not distinct from s.model
-        and m.day = s.day
-    left join mads as d
-        on d.level = s.level
-        and d.provider is not distinct from s.provider
-        and d.model is not distinct from s.model
-        and d.day = s.day
+    from scored
 ),
 
 flagged as (
@@ -141,7 +106,7 @@ flagged as (
                     or (baseline_days > 0 and cost_nanos >= 3 * baseline_median_nanos)
                 ) then 'day_over_day'
         end as rule
-    from scored
+    from scaled
     where cost_nanos >= 10000000
 )
 
