@@ -154,6 +154,17 @@ db_option = click.option(
 )
 
 
+def config_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        show_default=f"${CONFIG_ENV}, else what the last run stored",
+        help=help_text,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="billing")
 def cli() -> None:
@@ -296,13 +307,9 @@ def _stderr_console() -> Any:
     help="Load a raw response archive (data/archive/RUN.jsonl) again without refetching.",
 )
 @db_option
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    show_default=f"${CONFIG_ENV}, else the names stored by an earlier run",
-    help="A billing.toml: the account names FOCUS rows carry.",
+@config_option(
+    "A billing.toml: account names, budgets, price list, attribution tags (stored with the "
+    "data; what it leaves out keeps what an earlier run stored)."
 )
 @click.option(
     "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
@@ -879,16 +886,6 @@ def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> 
         store_settings(con, file_cfg, temp=True)
 
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    show_default=f"${CONFIG_ENV}, else what the last run stored",
-    help="A billing.toml whose budgets, prices and tags to use (nothing is written).",
-)
-
-
 @cli.command("report")
 @db_option
 @click.option(
@@ -901,7 +898,7 @@ config_option = click.option(
 @click.option("--month", help="The month to report, YYYY-MM (default: the latest with spend).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
-@config_option
+@config_option("A billing.toml whose budgets, prices and tags to use (nothing is written).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @friendly_errors
 def report_cmd(
@@ -951,7 +948,7 @@ def report_cmd(
     help="Budgets and anomalies from this UTC date on "
     "(default: budgets of the latest month, anomalies of the latest day).",
 )
-@config_option
+@config_option("A billing.toml whose budgets, prices and tags to use (nothing is written).")
 @format_option
 @friendly_errors
 def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: str) -> None:
