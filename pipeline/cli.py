@@ -427,7 +427,6 @@ def run_cmd(
     file_cfg = load_config_file(config_path)
     cfg = RunConfig(
         db_path=db,
-        account=file_cfg.account if file_cfg.path is not None else None,
         settings=file_cfg if file_cfg.path is not None else None,
         strict=strict,
         chunk_size=chunk_size,

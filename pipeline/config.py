@@ -123,8 +123,7 @@ class RunConfig:
     memory_limit: str = "256MB"
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
-    account: dict[str, str] | None = None  # from the config file; None keeps the stored
-    settings: FileConfig | None = None  # budgets, prices, tags from the config file
+    settings: FileConfig | None = None  # the config file's; None keeps what is stored
 
 
 # -- the optional config file (TOML) ---------------------------------------------------

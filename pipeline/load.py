@@ -643,11 +643,9 @@ class Loader:
         wait_s: float = 0.0,
         memory_limit: str = "1GB",
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
-        account: dict[str, str] | None = None,
         settings: FileConfig | None = None,
     ) -> None:
         self.db_path = db_path
-        self.account = account
         self.settings = settings
         self.run_id = run_id
         self.keep_snapshots = keep_snapshots
@@ -800,8 +798,6 @@ class Loader:
         first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
         if first:  # a database without books yet: book everything as it stands
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
-            nothing = "select ''::varchar as batch_id limit 0"
-            run_script(con, _ledger_sql(nothing), params)
         else:
             new_ids = "select id from decisions where action = 'new'"
             run_script(
@@ -811,9 +807,9 @@ class Loader:
             )
             scope = "select id as batch_id from decisions where action = 'updated'"
             run_script(con, _ledger_sql(scope), params)
-        stats.corrections = _scalar(
-            con, "select count(*) from ledger_delta where charge_class = 'Correction'"
-        )
+            stats.corrections = _scalar(
+                con, "select count(*) from ledger_delta where charge_class = 'Correction'"
+            )
         con.execute(RECONCILE_SQL, {"run_id": self.run_id})
         stats.reconciliation_issues = _scalar(
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
@@ -836,7 +832,7 @@ class Loader:
                 "select key, value from pipeline_meta where key like 'account.%'"
             ).fetchall()
         )
-        given = dict(self.account) if self.account is not None else {}
+        given = dict(self.settings.account) if self.settings is not None else {}
         rows = {f"account.{k}": v for k, v in DEFAULT_ACCOUNT.items()}
         rows.update(stored)
         rows.update({f"account.{k}": v for k, v in given.items()})
@@ -897,13 +893,6 @@ class Loader:
         self._lock.release()
 
 
-SETTINGS_TABLES = {
-    "budgets": 8,
-    "price_list": 9,
-    "attribution_keys": 1,
-}
-
-
 def store_settings(con: duckdb.DuckDBPyConnection, cfg: FileConfig, *, temp: bool) -> None:
     """Write the parts of ``cfg`` it sets into the settings tables. ``temp`` (read
     commands given --config) shadows the stored tables for this connection only."""
@@ -923,7 +912,7 @@ def store_settings(con: duckdb.DuckDBPyConnection, cfg: FileConfig, *, temp: boo
         else:
             con.execute(f"delete from {table}")  # noqa: S608 - fixed names
         if rows:
-            marks = ", ".join(f"${i + 1}" for i in range(SETTINGS_TABLES[table]))
+            marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
             con.executemany(f"insert into {table} values ({marks})", rows)  # noqa: S608
 
 

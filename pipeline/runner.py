@@ -183,7 +183,6 @@ def execute(
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
-        account=cfg.account,
         settings=cfg.settings,
     )
     result = RunResult(
@@ -294,7 +293,6 @@ def execute_api(
         wait_s=cfg.wait_for_lock_s,
         memory_limit=cfg.memory_limit,
         keep_snapshots=cfg.keep_snapshots,
-        account=cfg.account,
         settings=cfg.settings,
     )
     archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"

@@ -231,10 +231,6 @@ DERIVED: tuple[Column, ...] = (
 )
 
 
-def names(columns: Sequence[Column]) -> tuple[str, ...]:
-    return tuple(c.name for c in columns)
-
-
 def staged_schema(columns: Sequence[Column]) -> dict[str, PolarsType]:
     return {c.name: c.staged for c in columns}
 

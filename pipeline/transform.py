@@ -318,7 +318,7 @@ def _dict(value: Any, path: str, drift: dict[str, str]) -> dict[str, Any]:
 # Fast paths for the common case (the value already has its expected type). Field paths
 # for messages are only built when a value needs the full rules above.
 _INT64_MIN = -INT64_MAX - 1
-_BREAKDOWN = "billing.pricing_breakdown"
+_BREAKDOWN = schema.BREAKDOWN
 
 
 def _str_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> str | None:
