@@ -54,7 +54,7 @@ from pipeline.extract import (
 from pipeline.extract.files import STDIN, find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, reader
 from pipeline.redaction import redact, register_secret
-from pipeline.report import FORMATS, run_summary, run_summary_json, table, usd
+from pipeline.report import FORMATS, json_rows, run_summary, run_summary_json, table, usd
 from pipeline.transform import KNOWN_STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -490,24 +490,14 @@ def run_cmd(
     if log_format == "json":
         summary = run_summary_json(result, str(db), code)
         summary["new_database"] = new_db
-        summary["budgets"] = _json_rows(checked.budgets)
-        summary["anomalies"] = _json_rows(checked.anomalies)
+        summary["budgets"] = json_rows(checked.budgets)
+        summary["anomalies"] = json_rows(checked.anomalies)
         click.echo(redact(json.dumps(summary)))
     elif not quiet:
         where = f"{db} (a new database)" if new_db else str(db)
         click.echo(redact(run_summary(result, where) + check_summary(checked)))
     if code:
         sys.exit(code)
-
-
-def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            k: (str(v) if not isinstance(v, int | float | str | bool) and v is not None else v)
-            for k, v in row.items()
-        }
-        for row in rows
-    ]
 
 
 def check_summary(checked: Any) -> str:
@@ -972,8 +962,8 @@ def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: s
             json.dumps(
                 {
                     "exit_code": checked.exit_code,
-                    "budgets": _json_rows(checked.budgets),
-                    "anomalies": _json_rows(checked.anomalies),
+                    "budgets": json_rows(checked.budgets),
+                    "anomalies": json_rows(checked.anomalies),
                 }
             )
         )

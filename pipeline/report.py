@@ -254,6 +254,11 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def json_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready objects: exact decimal strings, ISO dates."""
+    return [{k: _json_value(v) for k, v in row.items()} for row in rows]
+
+
 def to_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return json.dumps(
         [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
