@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,26 @@ def batch(n: int = 1, **overrides: Any) -> dict[str, Any]:
         else:
             obj[key] = value
     return obj
+
+
+def rebilled(obj: dict[str, Any], nanos: int, finalized_at: str, **billing: Any) -> dict[str, Any]:
+    """A copy of ``obj`` billed ``nanos`` at ``finalized_at``, its breakdown in step
+    (``billing`` sets other billing fields, e.g. ``reason``)."""
+    out = copy.deepcopy(obj)
+    usd = f"{nanos // 10**9}.{nanos % 10**9:09d}"
+    out["billing"].update(cost_nanos=nanos, cost_usd=nanos / 1e9, finalized_at=finalized_at)
+    out["billing"].update(billing)
+    out["billing"]["pricing_breakdown"].update(
+        total_nanos=nanos, total_usd_str=usd, total_cents=nanos // 10**7
+    )
+    return out
+
+
+def load(run: Callable[..., Any], db: Path, path: Path, items: list[Any], *args: Any) -> Any:
+    """Write ``items`` as JSONL at ``path`` and load it into ``db`` (quietly, must succeed)."""
+    result = run("run", "--input", write_jsonl(path, items), "--db", db, "-q", *args)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 def write_jsonl(path: Path, items: list[Any]) -> Path:

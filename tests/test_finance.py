@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
+from tests.helpers import SAMPLE, batch, load, query, rebilled, scalar, write_jsonl
 
 Cli = Callable[..., Result]
 
@@ -34,9 +34,9 @@ def billed(
     """A consistent billed batch: one priced line of `nanos` tokens at $1 per 1e9 tokens."""
     when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
     obj = batch(n, provider=provider, status=status, metadata={"model": model, **(metadata or {})})
+    obj = rebilled(obj, nanos, when.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     obj["created_at"] = int(when.timestamp()) - 3600
     obj["completed_at"] = int(when.timestamp())
-    usd = f"{Decimal(nanos) / 10**9:.9f}"
     obj["pricing_lines"] = [
         {
             "dimension": "input_text_tokens",
@@ -44,20 +44,12 @@ def billed(
             "billable_units": nanos / 1e9,
             "unit_size": 1000000000,
             "unit_price_usd": "1.000000000",
-            "line_cost_usd": usd,
+            "line_cost_usd": obj["billing"]["pricing_breakdown"]["total_usd_str"],
             "line_nanos": nanos,
             "pricing_plan": "batch",
             "service_tier": "batch",
         }
     ]
-    obj["billing"].update(
-        cost_nanos=nanos,
-        cost_usd=nanos / 1e9,
-        finalized_at=when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-    )
-    obj["billing"]["pricing_breakdown"].update(
-        total_nanos=nanos, total_usd_str=usd, total_cents=nanos // 10**7
-    )
     obj.update(extra)
     return obj
 
@@ -303,10 +295,7 @@ def test_an_injected_spike_shows_in_spend_anomalies_the_summary_and_check(
     assert check.output.startswith("check: 2 spend anomaly(ies)\n")
     # steady spend alone is not an anomaly
     quiet = tmp_path / "quiet.duckdb"
-    assert (
-        run_cli("run", write_jsonl(tmp_path / "q.jsonl", steady), "--db", quiet, "-q").exit_code
-        == 0
-    )
+    load(run_cli, quiet, tmp_path / "q.jsonl", steady)
     assert scalar(quiet, "select count(*) from spend_anomalies") == 0
     assert run_cli("check", "--db", quiet).exit_code == 0
 
@@ -315,9 +304,7 @@ def test_with_little_history_a_day_three_times_the_day_before_is_flagged(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     items = [billed(1, "2026-10-01", 1_000_000_000), billed(2, "2026-10-02", 3_500_000_000)]
-    assert (
-        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
-    )
+    load(run_cli, db, tmp_path / "in.jsonl", items)
     assert query(db, "select level, rule, explanation from spend_anomalies order by level") == [
         ("model", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
         ("provider", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
@@ -337,9 +324,7 @@ def test_month_end_forecast_is_run_rate_plus_running_batches_and_says_estimate(
     running["request_counts"] = {"total": 200, "completed": 100, "failed": 0}
     running["billing"] = {"cost_nanos": 500_000_000}
     items.append(running)
-    assert (
-        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
-    )
+    load(run_cli, db, tmp_path / "in.jsonl", items)
     rows = query(
         db,
         "select month::varchar, as_of::varchar, provider, billed_nanos, days_left,"
@@ -366,8 +351,7 @@ def test_waste_counts_failed_and_expired_batches_and_failed_requests(
     ]  # fmt: skip
     failed = billed(2, "2026-11-02", 400_000_000, status="failed")
     expired = billed(3, "2026-11-03", 250_000_000, status="expired")
-    data = write_jsonl(tmp_path / "in.jsonl", [ok, failed, expired])
-    assert run_cli("run", data, "--db", db, "-q").exit_code == 0
+    load(run_cli, db, tmp_path / "in.jsonl", [ok, failed, expired])
     assert query(
         db,
         "select month::varchar, provider, billed_nanos, failed_batch_nanos, expired_batch_nanos,"
@@ -385,8 +369,7 @@ def test_spend_by_tag_uses_the_chosen_keys_and_shows_untagged_spend(
         billed(2, "2026-11-02", 2_000_000_000, metadata={"team": "ads"}),
         billed(3, "2026-11-02", 4_000_000_000, metadata={"other": "x"}),
     ]
-    data = write_jsonl(tmp_path / "in.jsonl", items)
-    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    load(run_cli, db, tmp_path / "in.jsonl", items, "--config", cfg)
     rows = query(
         db,
         "select tag_key, tag_value, sum(cost_nanos) from spend_by_tag group by all"
@@ -428,8 +411,7 @@ def test_price_checks_flag_arithmetic_unpriced_and_price_list_differences(
     unpriced = billed(4, "2026-11-02", 1_000_000_000)
     unpriced["pricing_lines"][0].update(unit_price_usd="0.000000000")
     stale = billed(5, "2026-11-04", 1_000_000_000, provider="anthropic", model="claude")
-    data = write_jsonl(tmp_path / "in.jsonl", [good, off, old, unpriced, stale])
-    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    load(run_cli, db, tmp_path / "in.jsonl", [good, off, old, unpriced, stale], "--config", cfg)
     rows = query(
         db,
         "select batch_id, status, expected_line_nanos, arithmetic_diff_nanos,"
@@ -488,9 +470,7 @@ def test_with_sparse_history_a_day_three_times_the_usual_is_flagged(
         billed(2, "2026-10-05", 1_200_000_000),
         billed(3, "2026-10-09", 5_000_000_000),  # no spend the day before
     ]
-    assert (
-        run_cli("run", write_jsonl(tmp_path / "in.jsonl", items), "--db", db, "-q").exit_code == 0
-    )
+    load(run_cli, db, tmp_path / "in.jsonl", items)
     assert query(db, "select day::varchar, rule, explanation from spend_anomalies"
                      " where level = 'provider'") == [
         ("2026-10-09", "day_over_day",
@@ -511,8 +491,7 @@ def test_budget_and_price_spellings_people_reach_for_are_understood(
         'tag = { team = "research" }\n[prices]\nfile = "p.csv"\n',
     )
     items = [billed(1, "2026-11-02", 2_000_000_000, metadata={"team": "research"})]
-    data = write_jsonl(tmp_path / "in.jsonl", items)
-    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    load(run_cli, db, tmp_path / "in.jsonl", items, "--config", cfg)
     assert query(db, "select period, limit_nanos, tag_key, tag_value from budgets") == [
         ("month", 1_000_000_000, "team", "research")
     ]

@@ -3,7 +3,6 @@ from the config file, and `billing export --format focus`."""
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,26 +15,16 @@ import pytest
 from click.testing import Result
 
 from tests import focus_validator
-from tests.helpers import SAMPLE, batch, query, scalar, write_jsonl
+from tests.helpers import SAMPLE, batch, load, query, rebilled, scalar, write_jsonl
 
 Cli = Callable[..., Result]
 
 
 def _restated(base: dict[str, Any]) -> dict[str, Any]:
     """The gateway re-bills batch 1 in December: 50,000 more input tokens (+$0.10)."""
-    obj = copy.deepcopy(base)
-    line = obj["pricing_lines"][0]
-    line.update(
+    obj = rebilled(base, 400000000, "2026-12-03T10:00:00.000Z", reason="charged:restated")
+    obj["pricing_lines"][0].update(
         quantity=150000, billable_units=0.15, line_cost_usd="0.300000000", line_nanos=300000000
-    )
-    obj["billing"].update(
-        cost_nanos=400000000,
-        cost_usd=0.4,
-        finalized_at="2026-12-03T10:00:00.000Z",
-        reason="charged:restated",
-    )
-    obj["billing"]["pricing_breakdown"].update(
-        total_nanos=400000000, total_usd_str="0.400000000", total_cents=40
     )
     return obj
 
@@ -125,12 +114,7 @@ def test_a_restated_bill_becomes_a_correction_row_and_rows_already_reported_stay
 ) -> None:
     first = batch(1)
     other = batch(2)
-    assert (
-        run_cli(
-            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
-        ).exit_code
-        == 0
-    )
+    load(run_cli, db, tmp_path / "a.jsonl", [first])
     before = _focus(db)
     assert [(r["SkuId"], r["x_CostNanos"], r["ChargeClass"]) for r in before] == [
         ("openai:unknown:batch_requests", 100000000, None),
@@ -193,28 +177,12 @@ def test_a_new_price_is_booked_as_the_old_line_taken_back_and_the_new_one_added(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     first = batch(1)
-    assert (
-        run_cli(
-            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
-        ).exit_code
-        == 0
-    )
-    repriced = copy.deepcopy(first)
+    load(run_cli, db, tmp_path / "a.jsonl", [first])
+    repriced = rebilled(first, 250000000, "2026-11-05T00:00:00.000Z")
     repriced["pricing_lines"][0].update(
         unit_price_usd="1.500000000", line_cost_usd="0.150000000", line_nanos=150000000
     )
-    repriced["billing"].update(
-        cost_nanos=250000000, cost_usd=0.25, finalized_at="2026-11-05T00:00:00.000Z"
-    )
-    repriced["billing"]["pricing_breakdown"].update(
-        total_nanos=250000000, total_usd_str="0.250000000", total_cents=25
-    )
-    assert (
-        run_cli(
-            "run", "--input", write_jsonl(tmp_path / "b.jsonl", [repriced]), "--db", db, "-q"
-        ).exit_code
-        == 0
-    )
+    load(run_cli, db, tmp_path / "b.jsonl", [repriced])
     fixes = query(
         db,
         "select x_UnitPriceUsd, x_CostNanos, ConsumedQuantity from focus_charges"
@@ -231,26 +199,10 @@ def test_a_bill_taken_back_entirely_is_reversed_by_corrections(
     run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     first = batch(1)
-    assert (
-        run_cli(
-            "run", "--input", write_jsonl(tmp_path / "a.jsonl", [first]), "--db", db, "-q"
-        ).exit_code
-        == 0
-    )
-    refunded = copy.deepcopy(first)
+    load(run_cli, db, tmp_path / "a.jsonl", [first])
+    refunded = rebilled(first, 0, "2026-11-09T00:00:00.000Z", reason="refunded")
     refunded["pricing_lines"] = []
-    refunded["billing"].update(
-        cost_nanos=0, cost_usd=0.0, finalized_at="2026-11-09T00:00:00.000Z", reason="refunded"
-    )
-    refunded["billing"]["pricing_breakdown"].update(
-        total_nanos=0, total_usd_str="0.000000000", total_cents=0
-    )
-    assert (
-        run_cli(
-            "run", "--input", write_jsonl(tmp_path / "b.jsonl", [refunded]), "--db", db, "-q"
-        ).exit_code
-        == 0
-    )
+    load(run_cli, db, tmp_path / "b.jsonl", [refunded])
     rows = query(
         db, "select ChargeClass, x_CostNanos from focus_charges order by x_RecordedAt, x_CostNanos"
     )
