@@ -51,7 +51,7 @@ from pipeline.extract import (
     read_ids_file,
     read_stream,
 )
-from pipeline.extract.files import STDIN, find_inputs
+from pipeline.extract.files import STDIN, file_size, find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import FORMATS, json_rows, run_summary, run_summary_json, table, usd
@@ -461,7 +461,7 @@ def run_cmd(
         elif replay:
             records = (r for path in replay for r in read_archive(path))
             source = ", ".join(str(p) for p in replay)
-            total = sum(p.stat().st_size for p in replay)
+            total = sum(file_size(p) for p in replay)
             with load_progress(show, total) as advance:
                 result = runner.execute(
                     chunked(records, cfg.chunk_size), cfg, source, progress=advance
@@ -476,7 +476,7 @@ def run_cmd(
             source = ", ".join(str(p) for p in inputs)
             problems = [found.problems] if found.problems else []
             chunks = chain(problems, read_chunks(found.paths, cfg.chunk_size))
-            total = sum(_size(p) for p in found.paths)
+            total = sum(file_size(p) for p in found.paths)
             with load_progress(show, total) as advance:
                 result = runner.execute(chunks, cfg, source, progress=advance)
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
@@ -525,13 +525,6 @@ def check_summary(checked: Any) -> str:
             who = a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}"
             lines.append(f"    {a['day']} {who}: {a['explanation']}")
     return "".join("\n" + line for line in lines)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @cli.command("sample")

@@ -339,7 +339,8 @@ def chunked(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]
         yield chunk
 
 
-def _file_size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """Bytes in ``path``, 0 when it cannot be read (its read reports why)."""
     try:
         return path.stat().st_size
     except OSError:
@@ -352,7 +353,7 @@ def read_chunks(paths: Iterable[Path], size: int) -> Iterator[Chunk]:
     many to a chunk, so a thousand one-batch files cost about what one file does."""
     pending: list[RawRecord] = []
     for path in paths:
-        if path.suffix.lower() != ".json" and _file_size(path) > SMALL_FILE_BYTES:
+        if path.suffix.lower() != ".json" and file_size(path) > SMALL_FILE_BYTES:
             yield from chunked(pending, size)
             pending = []
             yield from _jsonl_slices(path, size)
