@@ -402,6 +402,43 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
     )
 
 
+def webhook_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
+    """The ``webhook_*`` columns of one batch: the object kept without its secret."""
+    hook = _dict(value, "webhook", drift)
+    events = hook.get("events")
+    if events is not None and not (
+        isinstance(events, list) and all(isinstance(e, str) for e in events)
+    ):
+        drift["webhook.events"] = f"expected list of strings, got {_type_name(events)}"
+        events = None
+    elif events and may_hold_secret(str(events)):
+        events = [redact(e) for e in events]
+    has_secret = hook.get("has_secret")
+    if not isinstance(has_secret, bool):
+        has_secret = bool(hook.get("secret")) if hook else None
+    hook_kept = {k: v for k, v in hook.items() if k != "secret"}
+    return {
+        "webhook_url": _str(hook.get("url"), "webhook.url", drift),
+        "webhook_events": orjson.dumps(events).decode() if events is not None else None,
+        "webhook_endpoint_id": _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
+        "webhook_has_secret": has_secret,
+        "webhook": _json(hook_kept, "webhook") if hook else None,
+    }
+
+
+def usage_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
+    """The ``usage_*`` columns of one batch (the whole object is the ``usage`` JSON column)."""
+    usage = _dict(value, "usage", drift)
+    row = {
+        "usage_cost_nanos": _int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
+        "usage_cost_usd": _num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
+        "usage_currency": _str(usage.get("currency"), "usage.currency", drift),
+    }
+    for name in USAGE_INT_FIELDS:
+        row[f"usage_{name}"] = _int_fast(usage.get(name), "usage", name)
+    return row
+
+
 def normalize_batch(obj: Any) -> Normalized:
     """Flatten one batch object. Raises RecordError when it cannot be represented."""
     if not isinstance(obj, dict):
@@ -430,19 +467,7 @@ def normalize_batch(obj: Any) -> Normalized:
     for name in TIMESTAMP_FIELDS:
         row[name] = to_micros(name, get(name))
     counts = _dict(obj.get("request_counts"), "request_counts", drift)
-    hook = _dict(obj.get("webhook"), "webhook", drift)
-    events = hook.get("events")
-    if events is not None and not (
-        isinstance(events, list) and all(isinstance(e, str) for e in events)
-    ):
-        drift["webhook.events"] = f"expected list of strings, got {_type_name(events)}"
-        events = None
-    elif events and may_hold_secret(str(events)):
-        events = [redact(e) for e in events]
-    has_secret = hook.get("has_secret")
-    if not isinstance(has_secret, bool):
-        has_secret = bool(hook.get("secret")) if hook else None
-    hook_kept = {k: v for k, v in hook.items() if k != "secret"}
+    row.update(webhook_columns(obj.get("webhook"), drift))
 
     billing_raw = obj.get("billing")
     bill = _money_dict(billing_raw, "billing")
@@ -457,7 +482,7 @@ def normalize_batch(obj: Any) -> Normalized:
         raise RecordError(f"requests must be an array or null, got {_show(requests_raw)}")
     requests, request_errors = request_rows(batch_id, requests_raw)
 
-    usage = _dict(obj.get("usage"), "usage", drift)
+    row.update(usage_columns(obj.get("usage"), drift))
     status = row["status"]
     if status is not None and status not in _KNOWN_STATUS_SET:
         drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
@@ -479,11 +504,6 @@ def normalize_batch(obj: Any) -> Normalized:
         request_counts_total=_int_fast(counts.get("total"), "request_counts", "total"),
         request_counts_completed=_int_fast(counts.get("completed"), "request_counts", "completed"),
         request_counts_failed=_int_fast(counts.get("failed"), "request_counts", "failed"),
-        webhook_url=_str(hook.get("url"), "webhook.url", drift),
-        webhook_events=orjson.dumps(events).decode() if events is not None else None,
-        webhook_endpoint_id=_str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
-        webhook_has_secret=has_secret,
-        webhook=_json(hook_kept, "webhook") if hook else None,
         has_billing=isinstance(billing_raw, dict),
         billed=_bool(bill.get("billed"), "billing.billed", drift),
         charged=_bool(bill.get("charged"), "billing.charged", drift),
@@ -503,12 +523,7 @@ def normalize_batch(obj: Any) -> Normalized:
         breakdown_total_requests=_int_fast(bd.get("total_requests"), _BREAKDOWN, "total_requests"),
         pricing_line_count=len(lines),
         extra=_json(extra, "extra fields") if extra else None,
-        usage_cost_nanos=_int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
-        usage_cost_usd=_num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
-        usage_currency=_str(usage.get("currency"), "usage.currency", drift),
     )
-    for name in USAGE_INT_FIELDS:
-        row[f"usage_{name}"] = _int_fast(usage.get(name), "usage", name)
     batch = BATCH_ROW(row)
     return Normalized(batch, lines, drift, requests, request_errors)
 
@@ -642,16 +657,22 @@ BATCH_TEXT_COLUMNS = (
 LINE_TEXT_COLUMNS = ("batch_id", "dimension", "pricing_plan", "service_tier", "endpoint")
 
 
+def may_hold_secrets(col: pl.Series) -> pl.Series:
+    """:func:`pipeline.redaction.may_hold_secret` over a column: a superset test (false
+    only where the value surely holds nothing to redact; false for nulls)."""
+    flagged = col.str.contains(MAYBE_PATTERN).fill_null(False)
+    for secret in registered_secrets():
+        flagged = flagged | col.str.contains(secret, literal=True).fill_null(False)
+    return flagged
+
+
 def redact_text_columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     """Credential-looking values in free-text columns blanked, column-wise: a vectorised
     superset test first, the full rule only on the few values it flags."""
-    secrets = registered_secrets()
     changed = []
     for name in columns:
         col = frame.get_column(name)
-        flagged = col.str.contains(MAYBE_PATTERN).fill_null(False)
-        for secret in secrets:
-            flagged = flagged | col.str.contains(secret, literal=True).fill_null(False)
+        flagged = may_hold_secrets(col)
         if flagged.any():
             changed.append(
                 pl.Series(name, [redact(v) if f else v for v, f in zip(col, flagged, strict=True)])

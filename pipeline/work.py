@@ -18,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import polars as pl
 
+from pipeline import fastpath
 from pipeline.extract.files import REQUEST_FILE_SUFFIXES, Chunk, LineSlice, RawRecord, kept_text
+from pipeline.fastpath import Fast
 from pipeline.redaction import redact, register_secret
 from pipeline.transform import (
     REC,
@@ -85,17 +88,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def process_chunk(chunk: Chunk, seq0: int) -> ChunkOut:
+def process_chunk(chunk: Chunk, seq0: int, *, fast: bool = True) -> ChunkOut:
     """Read (a JSONL slice), parse, flatten and validate one chunk; runs in worker processes.
 
     ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
     """
     with _gc_paused():
         if isinstance(chunk, LineSlice):
-            out = _process_chunk(chunk.records(), seq0)
+            out = _process_chunk(chunk.records(), seq0, fast)
             out.bytes_read = chunk.end - chunk.start
         else:
-            out = _process_chunk(chunk, seq0)
+            out = _process_chunk(chunk, seq0, fast)
             out.bytes_read = sum(len(rec.text) + 1 for rec in chunk)  # about: chars, newline
         return out
 
@@ -135,7 +138,26 @@ def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
     return batch_id.strip(), [obj]
 
 
-def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
+def _fast(chunk: list[RawRecord], enabled: bool) -> Fast:
+    """The column-wise fast path over the chunk's batch records still to be parsed."""
+    todo = [i for i, r in enumerate(chunk) if r.pending and not is_requests_record(r)]
+    if not enabled or not todo:
+        return fastpath.flatten([], [])
+    return fastpath.flatten(todo, [chunk[i].text for i in todo])
+
+
+def _obj(objs: dict[int, Any], chunk: list[RawRecord], i: int) -> Any:
+    """The parsed record (for its id in a quarantine row); fast-path records are parsed
+    only when they are quarantined."""
+    if i in objs:
+        return objs[i]
+    try:
+        return orjson.loads(chunk[i].text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> ChunkOut:
     rows: list[tuple[Any, ...]] = []
     line_rows: list[tuple[Any, ...]] = []
     request_rows_: list[tuple[Any, ...]] = []
@@ -147,7 +169,11 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
     drift: dict[str, tuple[str, str | None]] = {}
     objs: dict[int, Any] = {}
     unreadable: list[str] = []
+    taken = _fast(chunk, fast)
+    notes = list(taken.drift)  # (record, field path, note, batch id)
     for i, raw in enumerate(chunk):
+        if i in taken.taken:
+            continue
         rec = raw.parsed()
         objs[i] = rec.obj
         if rec.error is not None:
@@ -183,20 +209,21 @@ def _process_chunk(chunk: list[RawRecord], seq0: int) -> ChunkOut:
         recs.append(i)
         line_rows.extend(norm.lines)
         line_recs.extend([i] * len(norm.lines))
-        for path, note in norm.drift.items():
-            field_path = redact(_INDEX.sub("[]", path))[:MAX_REASON]
-            drift.setdefault(field_path, (note, redact(norm.batch[0])[:200]))
+        notes.extend((i, path, note, norm.batch[0]) for path, note in norm.drift.items())
+    for _, path, note, batch_id in sorted(notes, key=lambda n: n[0]):  # first record first
+        field_path = redact(_INDEX.sub("[]", path))[:MAX_REASON]
+        drift.setdefault(field_path, (note, redact(batch_id)[:200]))
     meta = chunk_meta(chunk, seq0)
     requests = None
     if request_sets:
         requests = build_requests(request_frame(request_rows_, request_recs), meta)
-    if not rows:
+    if not rows and not taken.taken:
         return ChunkOut(len(chunk), None, None, rejects, drift, unreadable, requests, request_sets)
-    batches = build_batches(batch_frame(rows, recs), meta)
-    lines = build_lines(line_frame(line_rows, line_recs), meta)
+    batches = build_batches(pl.concat([batch_frame(rows, recs), taken.batches]), meta)
+    lines = build_lines(pl.concat([line_frame(line_rows, line_recs), taken.lines]), meta)
     batches, lines, bad = split_valid(batches, lines)
     for rec_index, reason in sorted(bad.items()):
-        rejects.append(_reject_row(chunk[rec_index], objs[rec_index], reason))
+        rejects.append(_reject_row(chunk[rec_index], _obj(objs, chunk, rec_index), reason))
     if bad and requests is not None:  # a rejected batch takes its request rows with it
         requests = requests.filter(~pl.col(REC).is_in(list(bad)))
         request_sets = {k: v for k, v in request_sets.items() if v not in bad}
