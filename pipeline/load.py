@@ -162,14 +162,20 @@ create or replace temp table stage_rejects (
 # of the same money, then the later billing finalisation, then the later lifecycle event,
 # then the further status. Ties go to the snapshot read later, so a restatement with the
 # same timestamps still replaces.
-MERGE_SQL = """
+CAPTURES_SQL = """
 create or replace temp table captures as
     select id,
         arg_min(cost_nanos, _seq) as capture_cost,
         arg_min(billing_finalized_at, _seq) as captured_at,
         arg_min(billing_reason, _seq) as capture_reason
-    from stage_batches where charged group by id;
+    from stage_batches where charged group by id
+"""
 
+# Each id read once (the usual night): every staged snapshot is the incoming one, read
+# in place instead of copied.
+UNIQUE_SQL = "create or replace temp view incoming as select * from stage_batches"
+
+DEDUPE_SQL = """
 create or replace temp table winners as
     select id, _seq from (
         select s.id, s._seq, row_number() over (
@@ -184,8 +190,10 @@ create or replace temp table winners as
     ) where _rn = 1;
 
 create or replace temp table incoming as
-    select s.* from stage_batches s semi join winners w on w.id = s.id and w._seq = s._seq;
+    select s.* from stage_batches s semi join winners w on w.id = s.id and w._seq = s._seq
+"""
 
+MERGE_SQL = """
 create or replace temp table decisions as
     select i.id, i._seq,
         case
@@ -770,6 +778,11 @@ class Loader:
     def merge(self) -> MergeStats:
         con, params = self.con, {"run_id": self.run_id, "now": self.now}
         stats = MergeStats(total_before=self.total_cost_nanos())
+        run_script(con, CAPTURES_SQL, params)
+        unique = _scalar(
+            con, "select count(*) = count(distinct id) from stage_batches"
+        )  # an empty stage counts as unique
+        run_script(con, UNIQUE_SQL if unique else DEDUPE_SQL, params)
         run_script(con, MERGE_SQL, params)
         run_script(con, REQUESTS_SQL, params)
         run_script(con, REJECTS_SQL, params)

@@ -88,7 +88,12 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def process_chunk(chunk: Chunk, seq0: int, *, fast: bool = True) -> ChunkOut:
+# BILLING_FAST_PATH=0 sends every record through the per-record normaliser (a diagnostic:
+# both paths give the same rows; see pipeline/fastpath.py).
+FAST_PATH = os.environ.get("BILLING_FAST_PATH", "1") != "0"
+
+
+def process_chunk(chunk: Chunk, seq0: int, *, fast: bool = FAST_PATH) -> ChunkOut:
     """Read (a JSONL slice), parse, flatten and validate one chunk; runs in worker processes.
 
     ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
