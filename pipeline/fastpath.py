@@ -86,7 +86,14 @@ _con: duckdb.DuckDBPyConnection | None = None
 def _duckdb() -> duckdb.DuckDBPyConnection:
     global _con  # noqa: PLW0603 - one in-memory connection per (worker) process
     if _con is None:
-        _con = duckdb.connect(config={"threads": 1})
+        _con = duckdb.connect(
+            config={
+                "threads": 1,
+                "memory_limit": "128MB",
+                "allocator_flush_threshold": "8MB",
+                "allocator_bulk_deallocation_flush_threshold": "8MB",
+            }
+        )
     return _con
 
 

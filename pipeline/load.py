@@ -662,16 +662,21 @@ class Loader:
         self._done = False
         self._drift: dict[str, tuple[str, str | None]] = {}
         self.rejected = 0
-        self.staged_lines = 0
         self._lock = WriterLock(self.store, run_id, wait_s)
         self.work = self.store.work(run_id)
+        self.stage_dir = Path(f"{self.work}.stage")  # chunks staged by the workers
+        self._stage_files: list[tuple[str, str]] = []
         try:
             for stale in self.store.stale_work():  # left by a killed run
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
             if db_path.exists():
                 _check_published(db_path, time.monotonic() + wait_s)
                 shutil.copyfile(db_path, self.work)
                 self.work.chmod(0o600)
+            self.stage_dir.mkdir(mode=0o700)
             self.con = connect(self.work, memory_limit=memory_limit)
             self.con.execute("begin transaction")
             self.con.execute(TABLES_DDL)
@@ -705,13 +710,38 @@ class Loader:
         return int(row[0]) if row else 0
 
     # -- staging ---------------------------------------------------------------------
+    def stage_files(self, batches: str, lines: str) -> None:
+        """A chunk a worker wrote to Parquet in :attr:`stage_dir` (read at the merge)."""
+        self._stage_files.append((batches, lines))
+
+    def _read_stage_files(self) -> None:
+        if not self._stage_files:
+            return
+        started = time.monotonic()
+        in_place = not _scalar(self.con, "select count(*) from stage_batches")
+        for table, files in (
+            ("stage_batches", [b for b, _ in self._stage_files]),
+            ("stage_lines", [ln for _, ln in self._stage_files]),
+        ):
+            listed = ", ".join(f"'{f}'" for f in files)  # our own file names
+            if in_place:  # read where the workers wrote them (no copy held in memory)
+                self.con.execute(f"drop table {table}")
+                self.con.execute(
+                    f"create temp view {table} as select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
+                )
+            else:
+                self.con.execute(
+                    f"insert into {table} by name select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
+                )
+        log.debug("%.2fs read %d staged chunks", time.monotonic() - started, len(self._stage_files))
+        self._stage_files.clear()
+
     def stage(self, batches: pl.DataFrame, lines: pl.DataFrame) -> None:
         """Append one validated chunk to the run's temp staging tables (via Arrow)."""
         b = batches.drop("_rec", strict=False)  # noqa: F841 - referenced by name in SQL
         ln = lines.drop("_rec", strict=False)  # noqa: F841
         self.con.execute("insert into stage_batches by name select * from b")
         self.con.execute("insert into stage_lines by name select * from ln")
-        self.staged_lines += lines.height
 
     def stage_requests(self, requests: pl.DataFrame | None, sets: Sequence[str]) -> None:
         """Append request rows, and the batches whose whole set of rows they are."""
@@ -777,6 +807,7 @@ class Loader:
     # -- merge + commit --------------------------------------------------------------
     def merge(self) -> MergeStats:
         con, params = self.con, {"run_id": self.run_id, "now": self.now}
+        self._read_stage_files()
         stats = MergeStats(total_before=self.total_cost_nanos())
         run_script(con, CAPTURES_SQL, params)
         unique = _scalar(
@@ -903,6 +934,7 @@ class Loader:
         """Remove the working file (if it was not published) and release the lock."""
         for suffix in ("", ".wal"):
             Path(f"{self.work}{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(self.stage_dir, ignore_errors=True)
         self._lock.release()
 
 

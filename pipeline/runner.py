@@ -126,7 +126,9 @@ def _numbered(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, int]]:
         seq += chunk.lines if isinstance(chunk, LineSlice) else len(chunk)
 
 
-def _chunk_outputs(chunks: Iterable[Chunk], workers: int) -> Iterator[ChunkOut]:
+def _chunk_outputs(
+    chunks: Iterable[Chunk], workers: int, stage_dir: str | None = None
+) -> Iterator[ChunkOut]:
     """Chunks in input order; with workers > 1, transformed in a process pool.
 
     At most ``2 * workers`` chunks are in flight, so memory stays flat. An input of one
@@ -136,7 +138,7 @@ def _chunk_outputs(chunks: Iterable[Chunk], workers: int) -> Iterator[ChunkOut]:
     head = list(islice(chunks, 2))
     numbered = _numbered(chain(head, chunks))
     if workers <= 1 or len(head) < 2:
-        yield from (process_chunk(chunk, seq) for chunk, seq in numbered)
+        yield from (process_chunk(chunk, seq, stage_dir=stage_dir) for chunk, seq in numbered)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
     pool = ProcessPoolExecutor(
@@ -147,8 +149,8 @@ def _chunk_outputs(chunks: Iterable[Chunk], workers: int) -> Iterator[ChunkOut]:
     )
     pending: deque[Future[ChunkOut]] = deque()
     try:
-        for args in numbered:
-            pending.append(pool.submit(process_numbered, args))
+        for chunk, seq in numbered:
+            pending.append(pool.submit(process_numbered, (chunk, seq, stage_dir)))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -192,9 +194,11 @@ def execute(
         not_fetched=list(not_fetched or []),
     )
     try:
-        outputs = _chunk_outputs(chunks, cfg.workers)
+        outputs = _chunk_outputs(chunks, cfg.workers, str(ldr.stage_dir))
         for n, out in enumerate(outputs, start=1):
-            if out.batches is not None and out.lines is not None:
+            if out.staged is not None:
+                ldr.stage_files(*out.staged)
+            elif out.batches is not None and out.lines is not None:
                 ldr.stage(out.batches, out.lines)
             ldr.stage_requests(out.requests, list(out.request_sets))
             ldr.reject(out.rejects)

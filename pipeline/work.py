@@ -67,6 +67,7 @@ class ChunkOut:
     requests: pl.DataFrame | None = None  # request rows (GET /batches/{id}/requests)
     request_sets: dict[str, int] = field(default_factory=dict)  # batches whose rows came
     bytes_read: int = 0  # input bytes this chunk covered (progress)
+    staged: tuple[str, str] | None = None  # (batches, lines) Parquet files, when written
 
 
 def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
@@ -93,7 +94,9 @@ def _gc_paused() -> Iterator[None]:
 FAST_PATH = os.environ.get("BILLING_FAST_PATH", "1") != "0"
 
 
-def process_chunk(chunk: Chunk, seq0: int, *, fast: bool = FAST_PATH) -> ChunkOut:
+def process_chunk(
+    chunk: Chunk, seq0: int, *, fast: bool = FAST_PATH, stage_dir: str | None = None
+) -> ChunkOut:
     """Read (a JSONL slice), parse, flatten and validate one chunk; runs in worker processes.
 
     ``seq0`` numbers records across the whole run, so the latest read of a batch wins ties.
@@ -105,7 +108,23 @@ def process_chunk(chunk: Chunk, seq0: int, *, fast: bool = FAST_PATH) -> ChunkOu
         else:
             out = _process_chunk(chunk, seq0, fast)
             out.bytes_read = sum(len(rec.text) + 1 for rec in chunk)  # about: chars, newline
+        if stage_dir is not None:
+            _write_stage(out, stage_dir, seq0)
         return out
+
+
+def _write_stage(out: ChunkOut, stage_dir: str, seq0: int) -> None:
+    """Write the chunk's frames where the loader reads them at the merge, instead of
+    sending them back: the run's process then neither unpickles nor copies them."""
+    if out.batches is None or out.lines is None:
+        return
+    files = []
+    for name, frame in (("batches", out.batches), ("lines", out.lines)):
+        path = os.path.join(stage_dir, f"{seq0:012d}.{name}.parquet")
+        frame.drop(REC).write_parquet(path, compression="uncompressed", statistics=False)
+        files.append(path)
+    out.staged = (files[0], files[1])
+    out.batches = out.lines = None
 
 
 def chunk_meta(chunk: list[RawRecord], seq0: int) -> pl.DataFrame:
@@ -235,8 +254,9 @@ def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> Chun
     return ChunkOut(len(chunk), batches, lines, rejects, drift, unreadable, requests, request_sets)
 
 
-def process_numbered(args: tuple[Chunk, int]) -> ChunkOut:
-    return process_chunk(*args)
+def process_numbered(args: tuple[Chunk, int, str | None]) -> ChunkOut:
+    chunk, seq0, stage_dir = args
+    return process_chunk(chunk, seq0, stage_dir=stage_dir)
 
 
 def worker_init(parent: int, secrets: list[str]) -> None:

@@ -524,6 +524,8 @@ def test_kill_9_on_a_first_run_leaves_no_half_made_database(
     proc.wait(timeout=30)
     psutil.wait_procs(workers, timeout=15)
     assert not db.exists()
+    [staged] = [p for p in tmp_path.iterdir() if p.name.endswith(".work.stage")]
+    assert list(staged.glob("*.parquet"))  # the chunks the workers had written
     missing = run_cli("query", "spend-by-provider", "--db", db)
     assert (missing.exit_code, missing.output) == (
         2,
@@ -533,8 +535,8 @@ def test_kill_9_on_a_first_run_leaves_no_half_made_database(
     assert done.exit_code == 0, done.output
     assert scalar(db, "select count(*) from batches") == 1
     assert not [
-        p for p in tmp_path.iterdir() if p.name.endswith(".work")
-    ]  # the leftover is cleaned
+        p for p in tmp_path.iterdir() if ".work" in p.name
+    ]  # the leftovers (working copy, staged chunks) are cleaned
 
 
 # --------------------------------------------------------------------------- the gateway misbehaving
