@@ -41,7 +41,6 @@ from pipeline.transform import (
     RecordError,
     _json,
     may_hold_secrets,
-    usage_columns,
     webhook_columns,
 )
 
@@ -71,30 +70,47 @@ def _structure() -> str:
     return json.dumps(top)
 
 
+_USAGE = ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_nanos", "cost_usd",
+          "currency")  # fmt: skip
+_HOOK = ("url", "events", "endpoint_id", "has_secret", "secret")
+# json_keys paths (k) and json_type paths (ct), by position
+_KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", "metadata", "errors",
+         "usage", "webhook", "webhook.delivery")  # fmt: skip
+_TYPES = (*_CONTAINERS, "usage", "webhook")
+
+
+def _paths(paths: Sequence[str]) -> str:
+    return ", ".join(f"'$.{p}'" if p else "'$'" for p in paths)
+
+
 _SQL = f"""
 select {REC},
     try(json_transform(t, '{_structure()}')) as v,
-    try(json_keys(t, ['$', {", ".join(f"'$.{c}'" for c in _CONTAINERS[:3])}])) as k,
+    try(json_keys(t, [{_paths(_KEYS)}])) as k,
     try(json_keys(t, '$.pricing_lines[*]')) as lk,
-    try(json_type(t, [{", ".join(f"'$.{c}'" for c in _CONTAINERS)}])) as ct
+    try(json_type(t, [{_paths(_TYPES)}])) as ct
 from candidates
 """  # noqa: S608 - built from the spec's constant names
 
-_con: duckdb.DuckDBPyConnection | None = None
+# the usage and webhook objects' own fields, read from their (short) texts
+_SUB_SQL = f"""
+select
+    try(json_transform(usage, '{json.dumps(dict.fromkeys(_USAGE, "JSON"))}')) as u,
+    try(json_transform(webhook, '{json.dumps(dict.fromkeys(_HOOK, "JSON"))}')) as w
+from subobjects
+"""  # noqa: S608 - built from the spec's constant names
 
 
-def _duckdb() -> duckdb.DuckDBPyConnection:
-    global _con  # noqa: PLW0603 - one in-memory connection per (worker) process
-    if _con is None:
-        _con = duckdb.connect(
-            config={
-                "threads": 1,
-                "memory_limit": "128MB",
-                "allocator_flush_threshold": "8MB",
-                "allocator_bulk_deallocation_flush_threshold": "8MB",
-            }
-        )
-    return _con
+def _query(sql: str, name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """One query over a frame, on a connection of its own: closing it gives its parse
+    memory back at once (a kept connection held ~70 MB more per worker)."""
+    con = duckdb.connect(config={"threads": 1, "memory_limit": "128MB"})
+    try:
+        con.register(name, frame)
+        result: pl.DataFrame = con.sql(sql).pl()
+        return result
+    finally:
+        con.close()
 
 
 @dataclass
@@ -190,6 +206,10 @@ def _leaves(
     return oks, values
 
 
+def _unique(keys: pl.Expr) -> pl.Expr:
+    return keys.is_null() | (keys.list.len() == keys.list.n_unique())
+
+
 def _keys_ok(keys: pl.Expr, known: Sequence[str]) -> pl.Expr:
     """No key repeated and none unknown (null: the object is absent)."""
     unique = keys.list.len() == keys.list.n_unique()
@@ -221,14 +241,15 @@ def _batch_paths() -> dict[str, pl.Expr]:
         breakdown_completed_requests=bd("completed_requests"),
         breakdown_failed_requests=bd("failed_requests"),
         breakdown_total_requests=bd("total_requests"),
+        webhook_url=pl.col("w").struct.field("url"),
+        webhook_endpoint_id=pl.col("w").struct.field("endpoint_id"),
     )
+    paths.update({f"usage_{k}": pl.col("u").struct.field(k) for k in _USAGE})
     return paths
 
 
 _BATCH_OKS, _BATCH_VALUES = _leaves(schema.BATCH, _batch_paths())
-_HOOK_COLUMNS = tuple(webhook_columns(None, {}))
-_USAGE_COLUMNS = tuple(usage_columns(None, {}))
-_PY_COLUMNS = (*JSON_FIELDS, *_HOOK_COLUMNS, *_USAGE_COLUMNS)
+_HOOK_COLUMNS = ("webhook", "webhook_events", "webhook_has_secret")  # url, id: as text
 
 
 def _line_paths() -> dict[str, pl.Expr]:
@@ -257,19 +278,16 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
         return _empty()
     frame = pl.DataFrame({REC: recs, "t": texts}, schema={REC: pl.Int64, "t": pl.String})
     candidates = frame.filter(pl.col("t").str.starts_with("{") & ~pl.col("t").str.contains(_SCREEN))
-    con = _duckdb()
-    con.register("candidates", candidates)
-    try:
-        raw = con.sql(_SQL).pl()
-    finally:
-        con.unregister("candidates")
+    raw = _query(_SQL, "candidates", candidates)
     if raw.height == 0:
         return _empty()
+    subobjects = raw.select(usage=_field("usage"), webhook=_field("webhook"))
+    raw = raw.hstack(_query(_SUB_SQL, "subobjects", subobjects))
     ct = pl.col("ct")
     k = pl.col("k")
     objects_ok = [
         ct.list.get(i, null_on_oob=True).is_null() | ct.list.get(i).is_in(_OBJECT_OK)
-        for i in range(3)
+        for i in (0, 1, 2, 4, 5)
     ]
     lines_type = ct.list.get(3, null_on_oob=True)
     checks = [
@@ -285,7 +303,9 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
         k.list.get(1).is_null() | (k.list.get(1).list.len() == k.list.get(1).list.n_unique()),
         _keys_ok(k.list.get(2), sorted(KNOWN_BILLING)),
         _keys_ok(k.list.get(3), _BREAKDOWN),
+        *(_unique(k.list.get(i)) for i in (6, 7)),  # usage, webhook
         *_BATCH_OKS,
+        *_hook_oks(),
     ]
     raw = raw.with_columns(
         _lines=_field("pricing_lines").fill_null([]),
@@ -306,10 +326,9 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
     line_ok = pl.all_horizontal(lk.list.len() > 0, _keys_ok(lk, _LINE), *_LINE_OKS)
     rejected = lines.filter(~line_ok).get_column(REC).unique()
     raw = raw.filter(~pl.col(REC).is_in(rejected.implode()))
-    out = _python_columns(raw)
-    if out is None:
+    raw, py = _json_columns(raw)
+    if raw.height == 0:
         return _empty()
-    raw, py = out
     taken = set(raw.get_column(REC).to_list())
     batches = raw.select(
         REC,
@@ -338,87 +357,129 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
     return Fast(taken, batches, lines, drift)
 
 
-def _hook(value: Any) -> tuple[Any, ...] | None:
-    """The webhook columns as :func:`webhook_columns` gives them before redaction (plus
-    the events' text it tests for secrets), or None: a value needs a drift note."""
-    if value is None:
-        return (None, None, None, None, None, None)
-    if type(value) is not dict:
-        return None
-    url, events, endpoint = value.get("url"), value.get("events"), value.get("endpoint_id")
-    if not (url is None or type(url) is str) or not (endpoint is None or type(endpoint) is str):
-        return None
-    if events is not None and not (type(events) is list and all(type(e) is str for e in events)):
-        return None
-    has_secret = value.get("has_secret")
-    if type(has_secret) is not bool:
-        has_secret = bool(value.get("secret")) if value else None
-    kept = {k: v for k, v in value.items() if k != "secret"}
-    return (
-        url,
-        None if events is None else orjson.dumps(events).decode(),
-        endpoint,
-        has_secret,
-        orjson.dumps(kept).decode() if value else None,
-        str(events) if events else None,
+# --------------------------------------------------------------------------- JSON columns
+# The JSON columns hold what orjson writes for the parsed value. DuckDB's text of a value
+# (written back by its JSON library) is the same text when nothing in it is spelt
+# differently by the two writers: no escape, no repeated key, no number outside the
+# spellings both write alike. Such values are taken as they are, column-wise; any other
+# value, and any value a column-wise secret test flags, takes the normaliser's function.
+
+_NUMBER = r"[:\[,]-?[0-9][0-9.eE+-]*"
+_SAME_NUMBER = r"^[:\[,](0|-?[1-9][0-9]{0,17}|-?0\.0{0,3}[1-9][0-9]*|-?[1-9][0-9]{0,15}\.[0-9]+)$"
+_SIMPLE_LIST = r'^\[("[^"\\]*"(,"[^"\\]*")*)?\]$'
+
+
+def _same_text(text: pl.Expr, keys: pl.Expr, nested: pl.Expr | None = None) -> pl.Expr:
+    """Where DuckDB's text of a value is what orjson writes for it (see above)."""
+    braces = text.str.count_matches("{", literal=True)
+    flat = (braces == 0) | ((braces == 1) & _unique(keys) & text.str.starts_with("{"))
+    if nested is not None:  # one nested object, whose keys are checked too
+        flat = flat | ((braces == 2) & _unique(keys) & (nested.list.len() > 0) & _unique(nested))
+    numbers = text.str.extract_all(_NUMBER).list.eval(pl.element().str.contains(_SAME_NUMBER))
+    return text.is_null() | (
+        ~text.str.contains("\\", literal=True) & flat & numbers.list.all()
+    ).fill_null(False)
+
+
+def _hook_oks() -> list[pl.Expr]:
+    """A webhook the column-wise rules can give the columns of (any other: per record)."""
+    w = pl.col("w").struct.field
+    secret = w("secret")
+    return [
+        (w("events").is_null() | w("events").str.contains(_SIMPLE_LIST)).fill_null(False),
+        (secret.is_null() | secret.str.contains(r'^"[^"\\]*"$')).fill_null(False),
+    ]
+
+
+def _hook_columns() -> list[pl.Expr]:
+    hook = _field("webhook")
+    keys = pl.col("k").list.get(7)
+    has = pl.col("w").struct.field("has_secret")
+    secret = pl.col("w").struct.field("secret")
+    empty = keys.list.len() == 0
+    has_secret = (
+        pl.when(hook.is_null() | empty)
+        .then(None)
+        .when(has.is_in(["true", "false"]))
+        .then(has == "true")
+        .otherwise(secret.is_not_null() & (secret != '""'))
     )
-
-
-def _flags(texts: Sequence[str | None]) -> pl.Series:
-    return may_hold_secrets(pl.Series(texts, dtype=pl.String))
-
-
-def _python_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The small JSON columns. Each value is parsed and written by orjson, as the
-    normaliser does; only values a column-wise secret test flags take the normaliser's
-    redaction (:func:`pipeline.transform._json`, :func:`webhook_columns`). A record they
-    would give a drift note or a reason goes back to the per-record path."""
-    loads, dumps = orjson.loads, orjson.dumps
-    v = raw.get_column("v").struct
-    rows: list[tuple[Any, ...]] = []
-    keep = [False] * raw.height
-    at: list[int] = []  # row -> position in raw
-    for pos, (m, e, u, h) in enumerate(
-        zip(
-            v.field("metadata").to_list(),
-            v.field("errors").to_list(),
-            v.field("usage").to_list(),
-            v.field("webhook").to_list(),
-            strict=True,
+    with_secret = keys.list.contains("secret").fill_null(False)
+    kept = (
+        pl.when(~with_secret)
+        .then(hook)
+        .otherwise(
+            hook.str.replace(r',"secret":"[^"]*"', "")
+            .str.replace(r'^\{"secret":"[^"]*",', "{")
+            .str.replace(r'^\{"secret":"[^"]*"\}$', "{}")
         )
-    ):
+    )
+    simple = _same_text(hook, keys, pl.col("k").list.get(8)) & (
+        ~with_secret | (hook.str.count_matches('"secret":', literal=True) == 1)
+    )
+    return [
+        pl.when(hook.is_null() | empty).then(None).otherwise(kept).alias("webhook"),
+        pl.col("w").struct.field("events").alias("webhook_events"),
+        has_secret.alias("webhook_has_secret"),
+        simple.alias("_hook_same"),
+        # the has_secret flag is never a secret, and alone it would flag every webhook
+        kept.str.replace_all('"has_secret":(true|false)', "").alias("_hook_test"),
+    ]
+
+
+def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The JSON and webhook columns: column-wise where DuckDB's text is orjson's and no
+    secret may hide; value by value through the normaliser's functions elsewhere. A
+    record they would give a reason goes back to the per-record path."""
+    k = pl.col("k")
+    cols = raw.select(
+        REC,
+        *(_field(n).alias(n) for n in JSON_FIELDS),
+        *(
+            _same_text(_field(n), k.list.get(4 + i)).alias(f"_{n}_same")
+            for i, n in enumerate(JSON_FIELDS)
+        ),
+        *_hook_columns(),
+    )
+    redo: dict[str, list[int]] = {
+        n: (~cols.get_column(f"_{n}_same") | may_hold_secrets(cols.get_column(n)))
+        .arg_true()
+        .to_list()
+        for n in JSON_FIELDS
+    }
+    hooks = (
+        (
+            ~cols.get_column("_hook_same")
+            | may_hold_secrets(cols.get_column("_hook_test"))
+            | may_hold_secrets(cols.get_column("webhook_events"))
+        )
+        .arg_true()
+        .to_list()
+    )
+    values = {n: cols.get_column(n).to_list() for n in (*JSON_FIELDS, *_HOOK_COLUMNS)}
+    raw_hooks = raw.get_column("v").struct.field("webhook")
+    failed: set[int] = set()
+    for name, rows in redo.items():
+        texts = values[name]
+        for i in rows:
+            try:
+                texts[i] = _json(orjson.loads(texts[i]), name)
+            except (RecordError, orjson.JSONDecodeError, ValueError):
+                failed.add(i)
+    for i in hooks:
+        text = raw_hooks[i]
         drift: dict[str, str] = {}
         try:
-            values = tuple(None if x is None else loads(x) for x in (m, e, u, h))
-            texts = tuple(None if x is None else dumps(x).decode() for x in values[:3])
-            usage = usage_columns(values[2], drift)
-            hook = _hook(values[3])
-        except (RecordError, orjson.JSONDecodeError, orjson.JSONEncodeError, ValueError):
+            again = webhook_columns(None if text is None else orjson.loads(text), drift)
+        except (RecordError, orjson.JSONDecodeError, ValueError):
+            failed.add(i)
             continue
-        if hook is None or drift:
-            continue
-        keep[pos] = True
-        at.append(pos)
-        rows.append((*values, *texts, *hook, *usage.values()))
-    if not rows:
-        return None
-    names = ("_m", "_e", "_u", "_h", *JSON_FIELDS, *_HOOK_COLUMNS, "_events", *_USAGE_COLUMNS)
-    columns = {n: list(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
-    # A webhook's has_secret flag alone would flag every webhook: it is never redacted
-    # (a flag, not a secret), so the test reads the text without it.
-    plain_hooks = [
-        None if t is None else t.replace('"has_secret":true', "").replace('"has_secret":false', "")
-        for t in columns["webhook"]
-    ]
-    try:
-        for name, value in (("metadata", "_m"), ("errors", "_e"), ("usage", "_u")):
-            for i in _flags(columns[name]).arg_true():
-                columns[name][i] = _json(columns[value][i], name)
-        for i in (_flags(plain_hooks) | _flags(columns["_events"])).arg_true():
-            redone = webhook_columns(columns["_h"][i], {})
-            for col in _HOOK_COLUMNS:
-                columns[col][i] = redone[col]
-    except RecordError:  # pragma: no cover - the texts were written once already
-        return None
-    py = pl.DataFrame([pl.Series(n, columns[n], dtype=BATCH_SCHEMA[n]) for n in _PY_COLUMNS])
-    return raw.filter(pl.Series(keep)), py
+        if drift:
+            failed.add(i)
+        for col in _HOOK_COLUMNS:
+            values[col][i] = again[col]
+    frame = pl.DataFrame(
+        [pl.Series(n, values[n], dtype=BATCH_SCHEMA[n]) for n in (*JSON_FIELDS, *_HOOK_COLUMNS)]
+    )
+    keep = ~pl.Series(range(raw.height)).is_in(list(failed))
+    return raw.filter(keep), frame.filter(keep)
