@@ -60,3 +60,41 @@ def test_missing_input_and_empty_folder_are_errors(tmp_path: Path) -> None:
         iter_paths([tmp_path / "nope.jsonl"])
     with pytest.raises(FileNotFoundError, match=r"no \.json or \.jsonl files"):
         iter_paths([tmp_path])
+
+
+def _reference_lines(data: bytes, limit: int, kept: int) -> list[tuple[bytes, int, int]]:
+    """What ``files._lines`` gives, the slow obvious way."""
+    out = []
+    parts = data.split(b"\n")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if last and not part:
+            break
+        size = len(part) + (0 if last else 1)
+        if len(part) > limit:
+            out.append((part[:kept], size, len(part)))
+        else:
+            out.append((part if last else part + b"\n", size, len(part)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lines_are_cut_alike_whatever_the_block_and_line_sizes(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Lines shorter than, at and over the record limit, across block edges, with and
+    without a final newline, and bytes already read (stdin's first line)."""
+    import io
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(files, "MAX_RECORD_BYTES", 20)
+    monkeypatch.setattr(files, "MAX_RAW_KEPT", 5)
+    monkeypatch.setattr(files, "_BLOCK", rng.choice([1, 3, 7, 16, 64]))
+    lines = [
+        b"x" * rng.choice([0, 1, 5, 19, 20, 21, 22, 40, 100]) for _ in range(rng.randint(0, 12))
+    ]
+    data = b"\n".join(lines) + rng.choice([b"", b"\n"])
+    split = rng.randint(0, len(data))
+    got = list(files._lines(io.BytesIO(data[split:]), data[:split] or None))
+    assert got == _reference_lines(data, 20, 5)

@@ -242,25 +242,46 @@ def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iter
             yield rec
 
 
+_BLOCK = 4 * 1024 * 1024
+
+
 def _lines(fh: Any, first: bytes | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(line, bytes with its newline, bytes of the record) for each line, never holding
     more than MAX_RECORD_BYTES of one line: an oversize line yields only its head.
-    ``first``: a first line already read with ``readline(MAX_RECORD_BYTES + 1)``."""
+    ``first``: bytes already read from the start of ``fh``. Reads in blocks (a line
+    costs a ``find``, not a ``readline`` call)."""
+    buf = first or b""
     while True:
-        raw, first = (
-            (first, None) if first is not None else (fh.readline(MAX_RECORD_BYTES + 1), None)
-        )
-        if not raw:
+        i = 0
+        while (nl := buf.find(b"\n", i)) >= 0:
+            record = nl - i
+            if record > MAX_RECORD_BYTES:
+                yield buf[i : i + MAX_RAW_KEPT], record + 1, record
+            else:
+                yield buf[i : nl + 1], record + 1, record
+            i = nl + 1
+        rest = buf[i:]
+        if len(rest) > MAX_RECORD_BYTES:  # a line too long so far: skip to its end
+            head, size = rest[:MAX_RAW_KEPT], len(rest)
+            while True:
+                block = fh.read(_BLOCK)
+                if not block:
+                    yield head, size, size
+                    return
+                nl = block.find(b"\n")
+                if nl >= 0:
+                    size += nl + 1
+                    yield head, size, size - 1
+                    buf = block[nl + 1 :]
+                    break
+                size += len(block)
+            continue
+        block = fh.read(_BLOCK)
+        if not block:
+            if rest:
+                yield rest, len(rest), len(rest)
             return
-        size = len(raw)
-        if size > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
-            head = raw[:MAX_RAW_KEPT]
-            while raw and not raw.endswith(b"\n"):
-                raw = fh.readline(1024 * 1024)
-                size += len(raw)
-            yield head, size, size - raw.endswith(b"\n")
-        else:
-            yield raw, size, size - raw.endswith(b"\n")
+        buf = rest + block
 
 
 @dataclass(frozen=True, slots=True)
