@@ -123,7 +123,7 @@ def _write_stage(out: ChunkOut, stage_dir: str, seq0: int) -> None:
     files = []
     for name, frame in (("batches", out.batches), ("lines", out.lines)):
         path = os.path.join(stage_dir, f"{seq0:012d}.{name}.parquet")
-        frame.drop(REC).write_parquet(path, compression="uncompressed", statistics=False)
+        frame.drop(REC).write_parquet(path, compression="snappy", statistics=False)
         files.append(path)
     out.staged = (files[0], files[1])
     out.batches = out.lines = None

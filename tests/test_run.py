@@ -159,6 +159,7 @@ def test_strict_turns_rejects_into_a_failed_run_that_commits_nothing(
         "0 batch(es) not fetched and 0 unreadable input(s); nothing was committed"
     )
     assert not db.exists()  # a failed first run leaves no file behind
+    assert sorted(p.name for p in db.parent.iterdir()) == ["in.jsonl"]  # nor staged chunks
 
 
 def test_strict_failure_leaves_an_existing_database_unchanged(
