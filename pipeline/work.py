@@ -16,14 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
 
-from pipeline import fastpath
 from pipeline.extract.files import REQUEST_FILE_SUFFIXES, Chunk, LineSlice, RawRecord, kept_text
-from pipeline.fastpath import Fast
 from pipeline.redaction import redact, register_secret
 from pipeline.transform import (
     REC,
@@ -38,6 +36,9 @@ from pipeline.transform import (
     request_rows,
 )
 from pipeline.validate import split_valid
+
+if TYPE_CHECKING:  # the fast path (and DuckDB) is imported only when it is turned on
+    from pipeline.fastpath import Fast
 
 MAX_REASON = 500
 _INDEX = re.compile(r"\[\d+\]")
@@ -164,11 +165,13 @@ def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
     return batch_id.strip(), [obj]
 
 
-def _fast(chunk: list[RawRecord], enabled: bool) -> Fast:
+def _fast(chunk: list[RawRecord], enabled: bool) -> Fast | None:
     """The column-wise fast path over the chunk's batch records still to be parsed."""
     todo = [i for i, r in enumerate(chunk) if r.pending and not is_requests_record(r)]
     if not enabled or not todo:
-        return fastpath.flatten([], [])
+        return None
+    from pipeline import fastpath
+
     return fastpath.flatten(todo, [chunk[i].text for i in todo])
 
 
@@ -196,9 +199,10 @@ def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> Chun
     objs: dict[int, Any] = {}
     unreadable: list[str] = []
     taken = _fast(chunk, fast)
-    notes = list(taken.drift)  # (record, field path, note, batch id)
+    notes = list(taken.drift) if taken else []  # (record, field path, note, batch id)
+    fast_recs = taken.taken if taken else set()
     for i, raw in enumerate(chunk):
-        if i in taken.taken:
+        if i in fast_recs:
             continue
         rec = raw.parsed()
         objs[i] = rec.obj
@@ -243,10 +247,14 @@ def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> Chun
     requests = None
     if request_sets:
         requests = build_requests(request_frame(request_rows_, request_recs), meta)
-    if not rows and not taken.taken:
+    if not rows and not fast_recs:
         return ChunkOut(len(chunk), None, None, rejects, drift, unreadable, requests, request_sets)
-    batches = build_batches(pl.concat([batch_frame(rows, recs), taken.batches]), meta)
-    lines = build_lines(pl.concat([line_frame(line_rows, line_recs), taken.lines]), meta)
+    flat_batches, flat_lines = batch_frame(rows, recs), line_frame(line_rows, line_recs)
+    if taken:
+        flat_batches = pl.concat([flat_batches, taken.batches])
+        flat_lines = pl.concat([flat_lines, taken.lines])
+    batches = build_batches(flat_batches, meta)
+    lines = build_lines(flat_lines, meta)
     batches, lines, bad = split_valid(batches, lines)
     for rec_index, reason in sorted(bad.items()):
         rejects.append(_reject_row(chunk[rec_index], _obj(objs, chunk, rec_index), reason))
