@@ -28,7 +28,7 @@ import orjson
 import polars as pl
 
 from pipeline import schema
-from pipeline.schema import JSON_FIELDS, STRING_FIELDS, TIMESTAMP_FIELDS
+from pipeline.schema import JSON_FIELDS
 from pipeline.transform import (
     BATCH_SCHEMA,
     KNOWN_BILLING,
@@ -70,9 +70,11 @@ def _structure() -> str:
     return json.dumps(top)
 
 
-_USAGE = ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_nanos", "cost_usd",
-          "currency")  # fmt: skip
-_HOOK = ("url", "events", "endpoint_id", "has_secret", "secret")
+# The usage and webhook objects are read apart (their own JSON text is a column too).
+_SUB = {"usage": "u", "webhook": "w"}
+_SOURCES = [c.source for c in schema.BATCH if c.source]
+_USAGE = tuple(p.removeprefix("usage.") for p in _SOURCES if p.startswith("usage."))
+_HOOK = (*(p.removeprefix("webhook.") for p in _SOURCES if p.startswith("webhook.")), "secret")
 # json_keys paths (k) and json_type paths (ct), by position
 _KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", "metadata", "errors",
          "usage", "webhook", "webhook.delivery")  # fmt: skip
@@ -222,30 +224,24 @@ def _keys_ok(keys: pl.Expr, known: Sequence[str]) -> pl.Expr:
 _field = pl.col("v").struct.field
 
 
+def _source(path: str) -> pl.Expr:
+    """A column's source path in the spec (``billing.pricing_breakdown.total_nanos``) as
+    the expression reading its leaf."""
+    first, *rest = path.split(".")
+    expr = pl.col(_SUB[first]) if first in _SUB and rest else _field(first)
+    for part in rest:
+        expr = expr.struct.field(part)
+    return expr
+
+
 def _batch_paths() -> dict[str, pl.Expr]:
-    bill = _field("billing").struct.field
-    bd = bill("pricing_breakdown").struct.field
-    counts = _field("request_counts").struct.field
-    paths = {name: _field(name) for name in ("id", *STRING_FIELDS, *TIMESTAMP_FIELDS)}
-    paths.update({f"request_counts_{k}": counts(k) for k in _COUNTS})
-    paths.update(
-        billed=bill("billed"),
-        charged=bill("charged"),
-        billing_reason=bill("reason"),
-        cost_nanos=bill("cost_nanos"),
-        api_cost_usd=bill("cost_usd"),
-        billing_finalized_at=bill("finalized_at"),
-        breakdown_total_nanos=bd("total_nanos"),
-        breakdown_total_usd=bd("total_usd_str"),
-        breakdown_total_cents=bd("total_cents"),
-        breakdown_completed_requests=bd("completed_requests"),
-        breakdown_failed_requests=bd("failed_requests"),
-        breakdown_total_requests=bd("total_requests"),
-        webhook_url=pl.col("w").struct.field("url"),
-        webhook_endpoint_id=pl.col("w").struct.field("endpoint_id"),
-    )
-    paths.update({f"usage_{k}": pl.col("u").struct.field(k) for k in _USAGE})
-    return paths
+    """Every batch column read from one leaf, from its source path in the spec. The JSON
+    columns and the webhook's events and has_secret follow rules of their own (below)."""
+    return {
+        c.name: _source(c.source)
+        for c in schema.BATCH
+        if c.source and c.kind in _KIND_CHECK and c.name != "webhook_has_secret"
+    }
 
 
 _BATCH_OKS, _BATCH_VALUES = _leaves(schema.BATCH, _batch_paths())
