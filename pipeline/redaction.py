@@ -134,7 +134,12 @@ _MAYBE = re.compile(MAYBE_PATTERN)
 
 
 def _maybe(text: str) -> bool:
-    """The prefilter (MAYBE_PATTERN) as two literal searches on lower-cased text."""
+    """The prefilter (MAYBE_PATTERN) as two literal searches on lower-cased text. Short
+    texts repeat (metadata, event lists, statuses): their answers are remembered."""
+    return _maybe_short(text) if len(text) <= 256 else _maybe_text(text)
+
+
+def _maybe_text(text: str) -> bool:
     if not text.isascii():
         return True
     low = text.lower()
@@ -143,6 +148,8 @@ def _maybe(text: str) -> bool:
     last = max(low.rfind(":"), low.rfind("="))
     return last > 0 and _WORD.search(low, 0, last) is not None
 
+
+_maybe_short = lru_cache(maxsize=16_384)(_maybe_text)
 
 _SECRETS: dict[str, None] = {}  # registered literal secrets (insertion-ordered set)
 

@@ -422,8 +422,22 @@ def webhook_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
         "webhook_events": orjson.dumps(events).decode() if events is not None else None,
         "webhook_endpoint_id": _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
         "webhook_has_secret": has_secret,
-        "webhook": _json(hook_kept, "webhook") if hook else None,
+        "webhook": _hook_json(hook_kept) if hook else None,
     }
+
+
+_HAS_SECRET = re.compile(r'"has_secret":(?:true|false)')
+
+
+def _hook_json(kept: dict[str, Any]) -> str | None:
+    """:func:`_json` of a webhook without its secret. Its ``has_secret`` flag, a key that
+    names a credential, flags every webhook for the full rule, which never changes a
+    boolean: the test reads the text without it (same result, no walk of the object)."""
+    try:
+        text = orjson.dumps(kept).decode()
+    except orjson.JSONEncodeError:
+        return _json(kept, "webhook")  # raises with the reason
+    return text if not may_hold_secret(_HAS_SECRET.sub("", text)) else _json(kept, "webhook")
 
 
 def usage_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pipeline.transform import (
     normalize_batch,
     to_int,
     to_micros,
+    webhook_columns,
 )
 from tests.helpers import batch
 
@@ -191,3 +192,21 @@ def test_one_lifecycle_rule_for_single_objects_and_for_frames() -> None:
         == [lifecycle_group(s, ls) for s, ls in cases]
         == ["terminal", "terminal", "pending", "running", "pending", "pending", "pending", None]
     )
+
+
+def test_a_webhooks_has_secret_flag_does_not_hide_a_secret_beside_it() -> None:
+    """The flag alone takes the short way (nothing to redact); a credential anywhere else
+    in the same webhook still gets the full rule."""
+    plain = {"endpoint_id": "wh_1", "url": "https://h.example/x", "has_secret": True}
+    assert webhook_columns(plain, {})["webhook"] == (
+        '{"endpoint_id":"wh_1","url":"https://h.example/x","has_secret":true}'
+    )
+    leaky = {
+        **plain,
+        "delivery": {"token": "sk-LEAKLEAKLEAKLEAK1234", "status": "ok"},
+        "url": "https://user:LEAKpass@h.example/x",
+    }
+    out = webhook_columns({**leaky, "secret": "whsec_LEAKLEAK"}, {})
+    assert out["webhook_has_secret"] is True
+    assert "LEAK" not in out["webhook"], out  # (webhook_url is blanked column-wise later)
+    assert '"has_secret":true' in out["webhook"] and '"status":"ok"' in out["webhook"]
