@@ -355,6 +355,24 @@ def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
     assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize("folder", ["/", "/proc", "/proc/self", "/etc", "link_to_root"])
+def test_a_system_folder_as_input_is_refused_before_any_walk(
+    run_cli: Any, db: Path, tmp_path: Path, folder: str
+) -> None:
+    """`billing run /` would read every JSON file on the machine (and /proc never ends):
+    refused at once, by any spelling, with nothing written."""
+    if folder == "link_to_root":
+        (tmp_path / "everything").symlink_to("/")
+        folder = str(tmp_path / "everything")
+    result = run_cli("run", folder, "--db", db)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"billing: error: refusing to read every JSON file under {folder}"
+    )
+    assert result.output.endswith(": name the folder that holds the batch files\n")
+    assert not db.exists()
+
+
 def test_export_never_deletes_what_it_does_not_own(run_cli: Any, db: Path, tmp_path: Path) -> None:
     assert (
         run_cli(

@@ -124,6 +124,7 @@ def find_inputs(inputs: Iterable[str | Path]) -> Inputs:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
+            _refuse_system_folder(p)
             found = list(_walk(p))
             if not found:
                 raise FileNotFoundError(f"no .json or .jsonl files in folder {p}")
@@ -146,6 +147,22 @@ def find_inputs(inputs: Iterable[str | Path]) -> Inputs:
         else:
             raise FileNotFoundError(f"input not found: {p}")
     return Inputs(paths, problems)
+
+
+# Folders no batch export lives in, whose walk would read the whole machine (or never end:
+# /proc, /sys and /dev are views of the kernel, not files).
+_SYSTEM_FOLDERS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/var", "/lib")
+
+
+def _refuse_system_folder(folder: Path) -> None:
+    real = os.path.realpath(folder)
+    inside = next((s for s in _SYSTEM_FOLDERS[1:4] if real.startswith(s + os.sep)), None)
+    if real in _SYSTEM_FOLDERS or inside is not None:
+        raise ValueError(
+            f"refusing to read every JSON file under {folder} (a system folder"
+            f"{'' if real == str(folder) else f', {real}'}): name the folder that holds the"
+            " batch files"
+        )
 
 
 def _not_regular(path: Path) -> str:
