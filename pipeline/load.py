@@ -718,30 +718,19 @@ class Loader:
         if not self._stage_files:
             return
         started = time.monotonic()
-        in_place = not _scalar(self.con, "select count(*) from stage_batches")
         for table, files in (
             ("stage_batches", [b for b, _ in self._stage_files]),
             ("stage_lines", [ln for _, ln in self._stage_files]),
         ):
+            # read where the workers wrote them (no copy held in memory); the empty
+            # tables stand in when a run staged no chunk
             listed = ", ".join(f"'{f}'" for f in files)  # our own file names
-            if in_place:  # read where the workers wrote them (no copy held in memory)
-                self.con.execute(f"drop table {table}")
-                self.con.execute(
-                    f"create temp view {table} as select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
-                )
-            else:
-                self.con.execute(
-                    f"insert into {table} by name select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
-                )
+            self.con.execute(f"drop table {table}")
+            self.con.execute(
+                f"create temp view {table} as select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
+            )
         log.debug("%.2fs read %d staged chunks", time.monotonic() - started, len(self._stage_files))
         self._stage_files.clear()
-
-    def stage(self, batches: pl.DataFrame, lines: pl.DataFrame) -> None:
-        """Append one validated chunk to the run's temp staging tables (via Arrow)."""
-        b = batches.drop("_rec", strict=False)  # noqa: F841 - referenced by name in SQL
-        ln = lines.drop("_rec", strict=False)  # noqa: F841
-        self.con.execute("insert into stage_batches by name select * from b")
-        self.con.execute("insert into stage_lines by name select * from ln")
 
     def stage_requests(self, requests: pl.DataFrame | None, sets: Sequence[str]) -> None:
         """Append request rows, and the batches whose whole set of rows they are."""

@@ -126,9 +126,7 @@ def _numbered(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, int]]:
         seq += chunk.lines if isinstance(chunk, LineSlice) else len(chunk)
 
 
-def _chunk_outputs(
-    chunks: Iterable[Chunk], workers: int, stage_dir: str | None = None
-) -> Iterator[ChunkOut]:
+def _chunk_outputs(chunks: Iterable[Chunk], workers: int, stage_dir: str) -> Iterator[ChunkOut]:
     """Chunks in input order; with workers > 1, transformed in a process pool.
 
     At most ``2 * workers`` chunks are in flight, so memory stays flat. An input of one
@@ -198,8 +196,6 @@ def execute(
         for n, out in enumerate(outputs, start=1):
             if out.staged is not None:
                 ldr.stage_files(*out.staged)
-            elif out.batches is not None and out.lines is not None:
-                ldr.stage(out.batches, out.lines)
             ldr.stage_requests(out.requests, list(out.request_sets))
             ldr.reject(out.rejects)
             ldr.note_drift(out.drift)

@@ -121,13 +121,20 @@ def _write_stage(out: ChunkOut, stage_dir: str, seq0: int) -> None:
     sending them back: the run's process then neither unpickles nor copies them."""
     if out.batches is None or out.lines is None:
         return
+    out.staged = write_stage_files(out.batches, out.lines, stage_dir, seq0)
+    out.batches = out.lines = None
+
+
+def write_stage_files(
+    batches: pl.DataFrame, lines: pl.DataFrame, stage_dir: str, seq0: int
+) -> tuple[str, str]:
+    """A chunk's validated frames as the (batches, lines) Parquet files the merge reads."""
     files = []
-    for name, frame in (("batches", out.batches), ("lines", out.lines)):
+    for name, frame in (("batches", batches), ("lines", lines)):
         path = os.path.join(stage_dir, f"{seq0:012d}.{name}.parquet")
         frame.drop(REC).write_parquet(path, compression="snappy", statistics=False)
         files.append(path)
-    out.staged = (files[0], files[1])
-    out.batches = out.lines = None
+    return files[0], files[1]
 
 
 def chunk_meta(chunk: list[RawRecord], seq0: int) -> pl.DataFrame:
@@ -264,7 +271,7 @@ def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> Chun
     return ChunkOut(len(chunk), batches, lines, rejects, drift, unreadable, requests, request_sets)
 
 
-def process_numbered(args: tuple[Chunk, int, str | None]) -> ChunkOut:
+def process_numbered(args: tuple[Chunk, int, str]) -> ChunkOut:
     chunk, seq0, stage_dir = args
     return process_chunk(chunk, seq0, stage_dir=stage_dir)
 
