@@ -31,6 +31,7 @@ from pipeline import schema
 from pipeline.schema import JSON_FIELDS
 from pipeline.transform import (
     BATCH_SCHEMA,
+    HAS_SECRET_FLAG,
     KNOWN_BILLING,
     KNOWN_BREAKDOWN,
     KNOWN_LINE,
@@ -214,8 +215,7 @@ def _unique(keys: pl.Expr) -> pl.Expr:
 
 def _keys_ok(keys: pl.Expr, known: Sequence[str]) -> pl.Expr:
     """No key repeated and none unknown (null: the object is absent)."""
-    unique = keys.list.len() == keys.list.n_unique()
-    return keys.is_null() | (unique & keys.list.eval(pl.element().is_in(known)).list.all())
+    return _unique(keys) & (keys.is_null() | keys.list.eval(pl.element().is_in(known)).list.all())
 
 
 # --------------------------------------------------------------------------- batches
@@ -296,7 +296,7 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
         lines_type.is_null() | lines_type.is_in(["NULL", "ARRAY"]),
         _keys_ok(k.list.get(0), _TOP),
         # request_counts: unknown keys are ignored by both paths, repeated ones are not
-        k.list.get(1).is_null() | (k.list.get(1).list.len() == k.list.get(1).list.n_unique()),
+        _unique(k.list.get(1)),
         _keys_ok(k.list.get(2), sorted(KNOWN_BILLING)),
         _keys_ok(k.list.get(3), _BREAKDOWN),
         *(_unique(k.list.get(i)) for i in (6, 7)),  # usage, webhook
@@ -419,7 +419,7 @@ def _hook_columns() -> list[pl.Expr]:
         has_secret.alias("webhook_has_secret"),
         simple.alias("_hook_same"),
         # the has_secret flag is never a secret, and alone it would flag every webhook
-        kept.str.replace_all('"has_secret":(true|false)', "").alias("_hook_test"),
+        kept.str.replace_all(HAS_SECRET_FLAG, "").alias("_hook_test"),
     ]
 
 

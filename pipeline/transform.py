@@ -426,7 +426,9 @@ def webhook_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
     }
 
 
-_HAS_SECRET = re.compile(r'"has_secret":(?:true|false)')
+# A webhook's has_secret flag in its JSON text: left out of the secret test (see below).
+HAS_SECRET_FLAG = r'"has_secret":(?:true|false)'
+_HAS_SECRET = re.compile(HAS_SECRET_FLAG)
 
 
 def _hook_json(kept: dict[str, Any]) -> str | None:
