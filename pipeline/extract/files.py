@@ -151,13 +151,14 @@ def find_inputs(inputs: Iterable[str | Path]) -> Inputs:
 
 # Folders no batch export lives in, whose walk would read the whole machine (or never end:
 # /proc, /sys and /dev are views of the kernel, not files).
-_SYSTEM_FOLDERS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/var", "/lib")
+_KERNEL_FOLDERS = ("/proc", "/sys", "/dev")  # refused with everything inside them
+_SYSTEM_FOLDERS = ("/", *_KERNEL_FOLDERS, "/run", "/boot", "/etc", "/usr", "/var", "/lib")
 
 
 def _refuse_system_folder(folder: Path) -> None:
     real = os.path.realpath(folder)
-    inside = next((s for s in _SYSTEM_FOLDERS[1:4] if real.startswith(s + os.sep)), None)
-    if real in _SYSTEM_FOLDERS or inside is not None:
+    inside = any(real.startswith(k + os.sep) for k in _KERNEL_FOLDERS)
+    if real in _SYSTEM_FOLDERS or inside:
         raise ValueError(
             f"refusing to read every JSON file under {folder} (a system folder"
             f"{'' if real == str(folder) else f', {real}'}): name the folder that holds the"
