@@ -21,6 +21,7 @@ All SQL here uses parameters for values; table and view names are constants.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -923,7 +924,13 @@ class Loader:
         """Remove the working file (if it was not published) and release the lock."""
         for suffix in ("", ".wal"):
             Path(f"{self.work}{suffix}").unlink(missing_ok=True)
-        shutil.rmtree(self.stage_dir, ignore_errors=True)
+        # A worker may still be writing a chunk (Ctrl-C does not wait for it): moved aside
+        # first, the folder can gain no file after it is listed for removal.
+        gone = self.stage_dir.with_name(f"{self.stage_dir.name}.gone")
+        with contextlib.suppress(OSError):  # (already gone: nothing to move)
+            self.stage_dir.rename(gone)
+        for folder in (gone, self.stage_dir):
+            shutil.rmtree(folder, ignore_errors=True)
         self._lock.release()
 
 

@@ -5,6 +5,7 @@ and what the user was shown. Grow it with every bug."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -1058,3 +1059,32 @@ def test_sql_from_stdin_is_capped(db: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["sql", "-", "--db", str(db)], input=huge)
     assert result.exit_code == 2
     assert result.output == "billing: error: the SQL is over 1 MiB: pass one query\n"
+
+
+def test_a_worker_still_writing_cannot_keep_the_staged_chunks_alive(tmp_path: Path) -> None:
+    """Ctrl-C does not wait for a worker writing its chunk: whatever it writes while the
+    run is discarded, no staged file or folder outlives the run."""
+    import threading
+
+    from pipeline.load import Loader
+
+    loader = Loader(tmp_path / "b.duckdb", "20261129T000000Z-abcdef")
+    stop = threading.Event()
+
+    def worker() -> None:
+        i = 0
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                (loader.stage_dir / f"{i:06d}.batches.parquet").write_bytes(b"x" * 4096)
+            i += 1
+
+    writing = threading.Thread(target=worker)
+    writing.start()
+    try:
+        while not any(loader.stage_dir.iterdir()):
+            pass
+        loader.rollback()
+    finally:
+        stop.set()
+        writing.join()
+    assert not [p for p in tmp_path.iterdir() if ".work" in p.name]
