@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,44 @@ def test_benchmark_smoke_run_writes_its_report(tmp_path: Path) -> None:
     assert "| 4 | 100 |" in text
     assert "## Incremental night (200 batches loaded, 1% changed)" in text
     assert "| 50 .json files |" in text and "| one JSONL file |" in text
+
+
+@pytest.mark.benchmark
+def test_the_floor_probe_writes_what_ours_writes_and_reports_every_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The probe's "our tables, no checks" is only a bound if it writes our tables whole."""
+    import duckdb
+
+    from benchmarks.probe_floor import main, our_tables
+    from pipeline.sample import iter_batches, write_jsonl
+    from tests.helpers import billing
+
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, iter_batches(300, seed=5, iso_share=0.5))
+    subprocess.run(billing("run", src, "--db", tmp_path / "ours.duckdb", "-q"), check=True)
+    our_tables(str(src), str(tmp_path / "probe.duckdb"))
+    totals = (
+        "select (select count(*) from batches), (select sum(cost_nanos) from batches),"
+        " (select count(created_at) from batches), (select count(billing_finalized_at)"
+        " from batches), (select count(*) from pricing_lines),"
+        " (select sum(line_nanos) from pricing_lines), (select count(quantity) from pricing_lines)"
+    )
+    found = []
+    for name in ("ours", "probe"):
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb"), read_only=True) as con:
+            found.append(con.execute(totals).fetchone())
+    assert found[0] == found[1]
+    assert found[0] is not None and found[0][0] == 300
+
+    main([str(src), "--repeats", "1"])
+    steps = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert steps == [
+        "| floor",
+        "| our tables, no checks",
+        "| ours",
+        "| read alone: raw lines (read_ndjson_objects)",
+        "| read alone: every leaf as its JSON text (read_json)",
+        "| read alone: screen: text is DuckDB's own text",
+        "| read alone: key lists (repeated, unknown keys)",
+    ]
