@@ -28,7 +28,6 @@ import orjson
 import polars as pl
 
 from pipeline import schema
-from pipeline.schema import JSON_FIELDS
 from pipeline.transform import (
     BATCH_SCHEMA,
     HAS_SECRET_FLAG,
@@ -39,6 +38,7 @@ from pipeline.transform import (
     KNOWN_TOP_LEVEL,
     LINE_SCHEMA,
     REC,
+    TOP_JSON_COLUMNS,
     RecordError,
     _json,
     may_hold_secrets,
@@ -51,7 +51,7 @@ from pipeline.transform import (
 _SCREEN = r"[:\[,]\s*-?(NaN|Infinity|[0-9]{19}|[0-9.]+[eE][+-]?[0-9]{3})|,\s*[\]}]"
 
 _TOP = sorted(KNOWN_TOP_LEVEL - {"requests"})  # request rows take the per-record path
-_COUNTS = ("total", "completed", "failed")
+_COUNTS = sorted(schema.keys_of("request_counts"))
 _BILLING = sorted(KNOWN_BILLING - {"pricing_breakdown"})
 _BREAKDOWN = sorted(KNOWN_BREAKDOWN)
 _LINE = sorted(KNOWN_LINE)
@@ -77,8 +77,9 @@ _SOURCES = [c.source for c in schema.BATCH if c.source]
 _USAGE = tuple(p.removeprefix("usage.") for p in _SOURCES if p.startswith("usage."))
 _HOOK = (*(p.removeprefix("webhook.") for p in _SOURCES if p.startswith("webhook.")), "secret")
 # json_keys paths (k) and json_type paths (ct), by position
-_KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", "metadata", "errors",
-         "usage", "webhook", "webhook.delivery")  # fmt: skip
+_KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", *TOP_JSON_COLUMNS,
+         "webhook", "webhook.delivery")  # fmt: skip
+_HOOK_KEYS = _KEYS.index("webhook")  # the webhook's keys, then its delivery object's
 _TYPES = (*_CONTAINERS, "usage", "webhook")
 
 
@@ -249,19 +250,16 @@ _HOOK_COLUMNS = ("webhook", "webhook_events", "webhook_has_secret")  # url, id: 
 
 
 def _line_paths() -> dict[str, pl.Expr]:
+    """Every line column from its key in the spec; in the fallback shape, the money
+    columns from the keys ``schema.LINE_FALLBACK`` names."""
     line = pl.col("line").struct.field
-    fallback = pl.col("fallback")
-    paths = {n: line(n) for n in ("dimension", "unit_size", "unit_price_usd", "pricing_plan")}
-    paths.update(
-        service_tier=line("service_tier"),
-        endpoint=line("endpoint"),
-        quantity=pl.when(fallback).then(line("units")).otherwise(line("quantity")),
-        billable_units=pl.when(fallback).then(line("units")).otherwise(line("billable_units")),
-        line_nanos=pl.when(fallback).then(line("total_nanos")).otherwise(line("line_nanos")),
-        line_cost_usd=pl.when(fallback)
-        .then(line("total_usd_str"))
-        .otherwise(line("line_cost_usd")),
-    )
+    paths = {}
+    for col in schema.under(schema.LINES, schema.LINE):
+        key = col.source.removeprefix(f"{schema.LINES}.") if col.source else col.name
+        paths[col.name] = line(key)
+        if col.name in schema.LINE_FALLBACK:
+            fallback = line(schema.LINE_FALLBACK[col.name])
+            paths[col.name] = pl.when("fallback").then(fallback).otherwise(paths[col.name])
     return paths
 
 
@@ -299,7 +297,7 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
         _unique(k.list.get(1)),
         _keys_ok(k.list.get(2), sorted(KNOWN_BILLING)),
         _keys_ok(k.list.get(3), _BREAKDOWN),
-        *(_unique(k.list.get(i)) for i in (6, 7)),  # usage, webhook
+        *(_unique(k.list.get(i)) for i in (_KEYS.index("usage"), _HOOK_KEYS)),
         *_BATCH_OKS,
         *_hook_oks(),
     ]
@@ -389,7 +387,7 @@ def _hook_oks() -> list[pl.Expr]:
 
 def _hook_columns() -> list[pl.Expr]:
     hook = _field("webhook")
-    keys = pl.col("k").list.get(7)
+    keys = pl.col("k").list.get(_HOOK_KEYS)
     has = pl.col("w").struct.field("has_secret")
     secret = pl.col("w").struct.field("secret")
     empty = keys.list.len() == 0
@@ -410,7 +408,7 @@ def _hook_columns() -> list[pl.Expr]:
             .str.replace(r'^\{"secret":"[^"]*"\}$', "{}")
         )
     )
-    simple = _same_text(hook, keys, pl.col("k").list.get(8)) & (
+    simple = _same_text(hook, keys, pl.col("k").list.get(_HOOK_KEYS + 1)) & (
         ~with_secret | (hook.str.count_matches('"secret":', literal=True) == 1)
     )
     return [
@@ -430,10 +428,10 @@ def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     k = pl.col("k")
     cols = raw.select(
         REC,
-        *(_field(n).alias(n) for n in JSON_FIELDS),
+        *(_field(n).alias(n) for n in TOP_JSON_COLUMNS),
         *(
-            _same_text(_field(n), k.list.get(4 + i)).alias(f"_{n}_same")
-            for i, n in enumerate(JSON_FIELDS)
+            _same_text(_field(n), k.list.get(_KEYS.index(n))).alias(f"_{n}_same")
+            for n in TOP_JSON_COLUMNS
         ),
         *_hook_columns(),
     )
@@ -441,7 +439,7 @@ def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         n: (~cols.get_column(f"_{n}_same") | may_hold_secrets(cols.get_column(n)))
         .arg_true()
         .to_list()
-        for n in JSON_FIELDS
+        for n in TOP_JSON_COLUMNS
     }
     hooks = (
         (
@@ -452,7 +450,7 @@ def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .arg_true()
         .to_list()
     )
-    values = {n: cols.get_column(n).to_list() for n in (*JSON_FIELDS, *_HOOK_COLUMNS)}
+    values = {n: cols.get_column(n).to_list() for n in (*TOP_JSON_COLUMNS, *_HOOK_COLUMNS)}
     raw_hooks = raw.get_column("v").struct.field("webhook")
     failed: set[int] = set()
     for name, rows in redo.items():
@@ -475,7 +473,10 @@ def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         for col in _HOOK_COLUMNS:
             values[col][i] = again[col]
     frame = pl.DataFrame(
-        [pl.Series(n, values[n], dtype=BATCH_SCHEMA[n]) for n in (*JSON_FIELDS, *_HOOK_COLUMNS)]
+        [
+            pl.Series(n, values[n], dtype=BATCH_SCHEMA[n])
+            for n in (*TOP_JSON_COLUMNS, *_HOOK_COLUMNS)
+        ]
     )
     keep = ~pl.Series(range(raw.height)).is_in(list(failed))
     return raw.filter(keep), frame.filter(keep)

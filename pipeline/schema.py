@@ -5,8 +5,16 @@ or ``None`` when derived), its kind (which fixes its polars type while staged, i
 type once typed, and its DuckDB type), its rules, and one line of documentation. From
 it come the staging and typed polars schemas (``transform``), the pandera contracts (and
 the reason each rule gives when it fails), the DuckDB tables and their migrations
-(``load``), the row builders the normaliser fills **by name**, and ``docs/columns.md``.
-Adding a field is one line here plus the code that reads its value.
+(``load``), the row builders the normaliser fills **by name**, the normaliser's readers
+(generated per kind from the source paths), the known keys of each object (any other is
+announced as drift), the column-wise fast path's reads and ``docs/columns.md``.
+
+Adding a field is one line here: a ``C(name, kind, source)`` in BATCH, LINE or REQUEST,
+for a key of an object the spec already reads (the batch, ``request_counts``,
+``billing``, its ``pricing_breakdown``, ``usage``, a pricing line, a request row). A
+field in a new object is one more line in CONTAINERS. Then regenerate the docs
+(``python -m pipeline.schema > docs/columns.md``); ``tests/test_schema.py`` adds four
+fields this way and checks that every consumer follows.
 
 ``python -m pipeline.schema`` prints the column reference (``docs/columns.md``).
 """
@@ -219,6 +227,54 @@ REQUEST: tuple[Column, ...] = (
     *(C(name, "timestamp") for name in REQUEST_TIMESTAMPS),
 )
 
+# The objects a source path goes through, parents first, and what the normaliser does when
+# one is not an object. "money": it carries the bill, so anything else is a reject, and
+# its unknown keys are announced as drift (and kept in ``extra``); "lenient": noted as
+# drift and read as empty; "own": read by rules of its own (``transform.webhook_columns``).
+# A field under one of these is one line in BATCH; a new object is one line here too.
+CONTAINERS: dict[str, str] = {
+    "request_counts": "lenient",
+    "billing": "money",
+    BREAKDOWN: "money",
+    "usage": "lenient",
+    "webhook": "own",
+}
+# The gateway's other pricing-line shape (units / total_nanos / total_usd_str): where a
+# line without ``line_nanos`` but with one of these keys reads its columns from.
+LINE_FALLBACK: dict[str, str] = {
+    "quantity": "units",
+    "billable_units": "units",
+    "line_nanos": "total_nanos",
+    "line_cost_usd": "total_usd_str",
+}
+LINES = "pricing_lines[]"
+
+
+def parent(source: str) -> str:
+    """The object a source path reads from: ``billing.cost_nanos`` -> ``billing``; a
+    top-level key -> ``""``."""
+    return source.rpartition(".")[0]
+
+
+def under(container: str, columns: Sequence[Column] | None = None) -> tuple[Column, ...]:
+    """The columns read from the keys of ``container`` (``""``: the batch object)."""
+    return tuple(
+        c
+        for c in (BATCH if columns is None else columns)
+        if c.source and parent(c.source) == container
+    )
+
+
+def keys_of(container: str, columns: Sequence[Column] | None = None) -> frozenset[str]:
+    """The keys of ``container`` the spec knows: its fields' and its child objects'."""
+    prefix = f"{container}." if container else ""
+    return frozenset(
+        c.source.removeprefix(prefix).split(".")[0]
+        for c in (BATCH if columns is None else columns)
+        if c.source and (not container or c.source.startswith(prefix))
+    )
+
+
 # Columns the pipeline adds after the normaliser (typed frame and table).
 DERIVED: tuple[Column, ...] = (
     C("lifecycle_group", "text", None, "pending / running / terminal (the gateway's mapping)"),
@@ -272,7 +328,12 @@ def row_builder(columns: Sequence[Column]) -> Callable[[Mapping[str, Any]], tupl
     known = frozenset(c.name for c in columns)
 
     def unknown_names(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        raise KeyError(f"not in the column spec: {', '.join(sorted(set(row) - known))}")
+        missing, unknown = sorted(known - set(row)), sorted(set(row) - known)
+        raise KeyError(
+            "a row does not match the column spec:"
+            + (f" not filled: {', '.join(missing)}" if missing else "")
+            + (f" not in the spec: {', '.join(unknown)}" if unknown else "")
+        )
 
     # generated from the spec (no outside input): one tuple display, as fast as by hand
     fn: Callable[[Mapping[str, Any]], tuple[Any, ...]] = eval(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +30,7 @@ from pipeline.redaction import (
     registered_secrets,
 )
 from pipeline.schema import (
-    JSON_FIELDS,
-    STRING_FIELDS,
     TIMESTAMP_FIELDS,
-    USAGE_INT_FIELDS,
 )
 
 INT64_MAX = 2**63 - 1
@@ -97,47 +94,16 @@ _STATUS_RANK = {
     "expired": 3,
     "cancelled": 3,
 }
-KNOWN_TOP_LEVEL = frozenset(
-    (
-        "id",
-        "requests",  # per-request rows carried by a file input (GET /batches/{id}/requests)
-        "request_counts",
-        "webhook",
-        "pricing_lines",
-        "billing",
-        *TIMESTAMP_FIELDS,
-        *STRING_FIELDS,
-        *JSON_FIELDS,
-    )
-)
-KNOWN_BILLING = frozenset(
-    ("billed", "charged", "reason", "cost_nanos", "cost_usd", "finalized_at", "pricing_breakdown")
-)
-BREAKDOWN_INT_FIELDS = (
-    "total_nanos",
-    "total_cents",
-    "completed_requests",
-    "failed_requests",
-    "total_requests",
-)
-KNOWN_BREAKDOWN = frozenset((*BREAKDOWN_INT_FIELDS, "total_usd_str"))
-KNOWN_LINE = frozenset(
-    (
-        "dimension",
-        "quantity",
-        "billable_units",
-        "unit_size",
-        "unit_price_usd",
-        "line_cost_usd",
-        "line_nanos",
-        "pricing_plan",
-        "service_tier",
-        "endpoint",
-        "units",
-        "total_nanos",
-        "total_usd_str",
-    )
-)
+# The keys the spec reads (pipeline/schema.py); any other key of these objects is
+# announced as drift and kept in ``extra``.
+KNOWN_TOP_LEVEL = schema.keys_of("") | {
+    "pricing_lines",
+    "requests",  # per-request rows carried by a file input (GET /batches/{id}/requests)
+}
+KNOWN_BILLING = schema.keys_of("billing")
+KNOWN_BREAKDOWN = schema.keys_of(schema.BREAKDOWN)
+KNOWN_LINE = schema.keys_of(schema.LINES, schema.LINE) | set(schema.LINE_FALLBACK.values())
+_KNOWN_KEYS = {p: schema.keys_of(p) for p, mode in schema.CONTAINERS.items() if mode == "money"}
 
 _DECIMAL = re.compile(r"^-?\d{1,29}(\.\d{1,9})?$")
 
@@ -315,37 +281,82 @@ def _dict(value: Any, path: str, drift: dict[str, str]) -> dict[str, Any]:
     return {}
 
 
-# Fast paths for the common case (the value already has its expected type). Field paths
-# for messages are only built when a value needs the full rules above.
+# Readers by kind, generated from the spec: each column a line of straight code, the
+# common case (the value already has its type) inline and first; the full rules above,
+# with the field's path for a reason in words, only for a value that needs them.
 _INT64_MIN = -INT64_MAX - 1
-_BREAKDOWN = schema.BREAKDOWN
+_READ = {  # kind -> expression of the value ``v`` (``{P}``: the field's path, as code)
+    "text": "v if v is None or type(v) is str else _str(v, {P}, drift)",
+    "count": "v if v is None or (type(v) is int and _LO <= v <= _HI) else to_int({P}, v)",
+    "number": "v if type(v) is float else float(v) if type(v) is int else _number(v, {P}, drift)",
+    "usd_text": "v if type(v) is str and _DEC(v) else _decimal_text({P}, v)",
+    "flag": "v if v is None or type(v) is bool else _bool(v, {P}, drift)",
+    "timestamp": "None if v is None else v * 1000000 if type(v) is int and 0 <= v < 10**11"
+    " else to_micros({P}, v)",
+    "json": "None if v is None else _json(v, {P})",
+}
+_READ.update(id=_READ["text"], nanos=_READ["count"], usd_float=_READ["number"])
+Fill = Callable[[dict[str, Any], Mapping[str, Any], str, dict[str, str]], None]
 
 
-def _str_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> str | None:
-    if value is None or type(value) is str:
-        return value
-    return _str(value, f"{prefix}.{name}", drift)
+def _filler(reads: Sequence[tuple[str, str, str]], prefix: str | None) -> Fill:
+    """``fill(row, obj, prefix, drift)``: ``row[column]`` from ``obj[key]`` for each
+    (column, key, kind) of ``reads``. ``prefix`` is the object's path in reasons: fixed
+    here when given, else the ``prefix`` argument (a pricing line's index)."""
+    body = ["    get = obj.get"]
+    for name, key, kind in reads:
+        if prefix is None:
+            path = f"prefix + {'.' + key!r}"
+        else:
+            path = repr(f"{prefix}.{key}" if prefix else key)
+        body.append(f"    v = get({key!r})")
+        body.append(f"    row[{name!r}] = {_READ[kind].format(P=path)}")
+    scope = {
+        "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
+        "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
+        "_LO": _INT64_MIN, "_HI": INT64_MAX,
+    }  # fmt: skip
+    # generated from the spec's own names (no outside input), like schema.row_builder
+    exec("def fill(row, obj, prefix, drift):\n" + "\n".join(body or ["    pass"]), scope)
+    fill: Fill = scope["fill"]  # type: ignore[assignment]
+    return fill
 
 
-def _num_fast(value: Any, prefix: str, name: str, drift: dict[str, str]) -> float | None:
-    if type(value) is float:
-        return value
-    if type(value) is int:
-        return float(value)
-    return _number(value, f"{prefix}.{name}", drift)
+def _reads(
+    columns: Sequence[schema.Column], keys: Mapping[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """(column, key, kind) of sourced columns; ``keys`` names other keys to read."""
+    return [
+        (c.name, (keys or {}).get(c.name, c.source.rpartition(".")[2]), c.kind)
+        for c in columns
+        if c.source
+    ]
 
 
-def _int_fast(value: Any, prefix: str, name: str) -> int | None:
-    if value is None or (type(value) is int and _INT64_MIN <= value <= INT64_MAX):
-        return value
-    return to_int(f"{prefix}.{name}", value)
+def _text_columns(columns: Sequence[schema.Column]) -> tuple[str, ...]:
+    """The free-text columns of a spec: redacted column-wise after the normaliser."""
+    return tuple(c.name for c in columns if c.kind in ("id", "text"))
 
 
-def _dec_fast(value: Any, prefix: str, name: str) -> str | None:
-    if type(value) is str and _DECIMAL.fullmatch(value):
-        return value
-    return _decimal_text(f"{prefix}.{name}", value)
-
+# Every column the spec sources from a key is read by its kind's reader, object by
+# object: a field added to the spec is read without a line of code here. The id, the
+# webhook's columns (rules of their own) and the JSON columns are read apart.
+_TOP = schema.under("")
+_FILL_TOP = _filler(_reads([c for c in _TOP if c.name != "id" and c.kind != "json"]), "")
+TOP_JSON_COLUMNS = tuple(
+    c.name for c in _TOP if c.kind == "json" and schema.CONTAINERS.get(c.source or "") != "own"
+)
+_FILL_TOP_JSON = _filler(_reads([c for c in _TOP if c.name in TOP_JSON_COLUMNS]), "")
+_FILL_OBJECTS = {
+    path: _filler(_reads(schema.under(path)), path)
+    for path, mode in schema.CONTAINERS.items()
+    if mode != "own"
+}
+_LINE_FIELDS = schema.under(schema.LINES, schema.LINE)
+_FILL_LINE = {  # by shape: "priced", or the gateway's fallback shape (other money keys)
+    "priced": _filler(_reads(_LINE_FIELDS), None),
+    "fallback": _filler(_reads(_LINE_FIELDS, schema.LINE_FALLBACK), None),
+}
 
 # --------------------------------------------------------------------------- columns
 
@@ -367,39 +378,15 @@ def _line(batch_id: str, i: int, raw: Any, drift: dict[str, str]) -> tuple[Any, 
     path = f"pricing_lines[{i}]"
     if type(raw) is not dict:
         raise RecordError(f"{path} must be an object, got {_type_name(raw)}")
-    get = raw.get
     fallback = "line_nanos" not in raw and ("total_nanos" in raw or "units" in raw)
-    if fallback:
-        units = _num_fast(get("units"), path, "units", drift)
-        quantity, billable = units, units
-        nanos = _int_fast(get("total_nanos"), path, "total_nanos")
-        cost = _dec_fast(get("total_usd_str"), path, "total_usd_str")
-    else:
-        quantity = _num_fast(get("quantity"), path, "quantity", drift)
-        billable = _num_fast(get("billable_units"), path, "billable_units", drift)
-        nanos = _int_fast(get("line_nanos"), path, "line_nanos")
-        cost = _dec_fast(get("line_cost_usd"), path, "line_cost_usd")
+    shape = "fallback" if fallback else "priced"
+    row: dict[str, Any] = {"batch_id": batch_id, "line_index": i, "line_shape": shape}
+    _FILL_LINE[shape](row, raw, path, drift)
     extra = {k: v for k, v in raw.items() if k not in KNOWN_LINE}
     for k in extra:
         drift.setdefault(f"{path}.{k}", "new field")
-    return LINE_ROW(
-        {
-            "batch_id": batch_id,
-            "line_index": i,
-            "line_shape": "fallback" if fallback else "priced",
-            "dimension": _str_fast(get("dimension"), path, "dimension", drift),
-            "quantity": quantity,
-            "billable_units": billable,
-            "unit_size": _num_fast(get("unit_size"), path, "unit_size", drift),
-            "unit_price_usd": _dec_fast(get("unit_price_usd"), path, "unit_price_usd"),
-            "line_cost_usd": cost,
-            "line_nanos": nanos,
-            "pricing_plan": _str_fast(get("pricing_plan"), path, "pricing_plan", drift),
-            "service_tier": _str_fast(get("service_tier"), path, "service_tier", drift),
-            "endpoint": _str_fast(get("endpoint"), path, "endpoint", drift),
-            "extra": _json(extra, f"{path} extra fields") if extra else None,
-        }
-    )
+    row["extra"] = _json(extra, f"{path} extra fields") if extra else None
+    return LINE_ROW(row)
 
 
 def webhook_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
@@ -442,19 +429,6 @@ def _hook_json(kept: dict[str, Any]) -> str | None:
     return text if not may_hold_secret(_HAS_SECRET.sub("", text)) else _json(kept, "webhook")
 
 
-def usage_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
-    """The ``usage_*`` columns of one batch (the whole object is the ``usage`` JSON column)."""
-    usage = _dict(value, "usage", drift)
-    row = {
-        "usage_cost_nanos": _int_fast(usage.get("cost_nanos"), "usage", "cost_nanos"),
-        "usage_cost_usd": _num_fast(usage.get("cost_usd"), "usage", "cost_usd", drift),
-        "usage_currency": _str(usage.get("currency"), "usage.currency", drift),
-    }
-    for name in USAGE_INT_FIELDS:
-        row[f"usage_{name}"] = _int_fast(usage.get(name), "usage", name)
-    return row
-
-
 def normalize_batch(obj: Any) -> Normalized:
     """Flatten one batch object. Raises RecordError when it cannot be represented."""
     if not isinstance(obj, dict):
@@ -475,19 +449,16 @@ def normalize_batch(obj: Any) -> Normalized:
         raise RecordError(f"id must be a string, got {_show(raw_id)}")
     batch_id = raw_id.strip()
 
-    get = obj.get
     row: dict[str, Any] = {"id": batch_id}
-    for name in STRING_FIELDS:
-        v = get(name)
-        row[name] = v if v is None or type(v) is str else _str(v, name, drift)
-    for name in TIMESTAMP_FIELDS:
-        row[name] = to_micros(name, get(name))
-    counts = _dict(obj.get("request_counts"), "request_counts", drift)
+    _FILL_TOP(row, obj, "", drift)
+    objects: dict[str, dict[str, Any]] = {"": obj}
+    for path, mode in schema.CONTAINERS.items():
+        if mode != "own":
+            value = objects[schema.parent(path)].get(path.rpartition(".")[2])
+            objects[path] = (
+                _money_dict(value, path) if mode == "money" else _dict(value, path, drift)
+            )
     row.update(webhook_columns(obj.get("webhook"), drift))
-
-    billing_raw = obj.get("billing")
-    bill = _money_dict(billing_raw, "billing")
-    bd = _money_dict(bill.get("pricing_breakdown"), _BREAKDOWN)
 
     lines_raw = obj.get("pricing_lines")
     if lines_raw is not None and not isinstance(lines_raw, list):
@@ -498,45 +469,26 @@ def normalize_batch(obj: Any) -> Normalized:
         raise RecordError(f"requests must be an array or null, got {_show(requests_raw)}")
     requests, request_errors = request_rows(batch_id, requests_raw)
 
-    row.update(usage_columns(obj.get("usage"), drift))
     status = row["status"]
     if status is not None and status not in _KNOWN_STATUS_SET:
         drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
-    extra.update({f"billing.{k}": v for k, v in bill.items() if k not in KNOWN_BILLING})
-    extra.update(
-        {f"billing.pricing_breakdown.{k}": v for k, v in bd.items() if k not in KNOWN_BREAKDOWN}
-    )
+    for path, mode in schema.CONTAINERS.items():
+        if mode == "money":
+            known = _KNOWN_KEYS[path]
+            extra.update({f"{path}.{k}": v for k, v in objects[path].items() if k not in known})
     for path in extra:
         drift.setdefault(path, "new field")
     for path in list(drift):  # keep the drifted raw value too
         if "." not in path and path in obj:
             extra[path] = obj[path]
 
-    for name in JSON_FIELDS:
-        row[name] = _json(obj.get(name), name)
+    _FILL_TOP_JSON(row, obj, "", drift)
+    for path, fill in _FILL_OBJECTS.items():
+        fill(row, objects[path], path, drift)
     row.update(
-        request_counts_total=_int_fast(counts.get("total"), "request_counts", "total"),
-        request_counts_completed=_int_fast(counts.get("completed"), "request_counts", "completed"),
-        request_counts_failed=_int_fast(counts.get("failed"), "request_counts", "failed"),
-        has_billing=isinstance(billing_raw, dict),
-        billed=_bool(bill.get("billed"), "billing.billed", drift),
-        charged=_bool(bill.get("charged"), "billing.charged", drift),
-        billing_reason=_str(bill.get("reason"), "billing.reason", drift),
-        cost_nanos=_int_fast(bill.get("cost_nanos"), "billing", "cost_nanos"),
-        api_cost_usd=_num_fast(bill.get("cost_usd"), "billing", "cost_usd", drift),
-        billing_finalized_at=to_micros("billing.finalized_at", bill.get("finalized_at")),
-        breakdown_total_nanos=_int_fast(bd.get("total_nanos"), _BREAKDOWN, "total_nanos"),
-        breakdown_total_usd=_dec_fast(bd.get("total_usd_str"), _BREAKDOWN, "total_usd_str"),
-        breakdown_total_cents=_int_fast(bd.get("total_cents"), _BREAKDOWN, "total_cents"),
-        breakdown_completed_requests=_int_fast(
-            bd.get("completed_requests"), _BREAKDOWN, "completed_requests"
-        ),
-        breakdown_failed_requests=_int_fast(
-            bd.get("failed_requests"), _BREAKDOWN, "failed_requests"
-        ),
-        breakdown_total_requests=_int_fast(bd.get("total_requests"), _BREAKDOWN, "total_requests"),
+        has_billing=isinstance(obj.get("billing"), dict),
         pricing_line_count=len(lines),
         extra=_json(extra, "extra fields") if extra else None,
     )
@@ -554,8 +506,12 @@ _TOKENS = {
 }
 REQUEST_SCHEMA = schema.staged_schema(schema.REQUEST)
 REQUEST_COLUMNS = tuple(REQUEST_SCHEMA)
-REQUEST_TEXT_COLUMNS = ("request_id", "custom_id", "model", "method", "endpoint", "status")
-_REQUEST_TS = schema.REQUEST_TIMESTAMPS
+REQUEST_TEXT_COLUMNS = _text_columns(schema.REQUEST)
+# every request column by its kind's reader, but the ids and the token counts (above)
+_FILL_REQUEST = _filler(
+    _reads([c for c in schema.REQUEST if c.name not in ("batch_id", "request_id", *_TOKENS)]),
+    None,
+)
 
 
 def request_row(batch_id: str, raw: Any, path: str) -> tuple[Any, ...]:
@@ -577,27 +533,13 @@ def request_row(batch_id: str, raw: Any, path: str) -> tuple[Any, ...]:
         next((to_int(f"{path}.usage.{k}", usage[k]) for k in keys if k in usage), None)
         for keys in _TOKENS.values()
     ]
-    cost = to_int(f"{path}.cost_nanos", raw.get("cost_nanos"))
+    row: dict[str, Any] = {"batch_id": batch_id, "request_id": str(rid).strip()}
+    _FILL_REQUEST(row, raw, path, drift)
+    cost = row["cost_nanos"]
     if cost is not None and cost < 0:
         raise RecordError(f"{path}.cost_nanos must be >= 0, got {cost}")
-    row: dict[str, Any] = {
-        "batch_id": batch_id,
-        "request_id": str(rid).strip(),
-        "custom_id": _str(raw.get("custom_id"), f"{path}.custom_id", drift),
-        "request_index": to_int(f"{path}.request_index", raw.get("request_index")),
-        "response_status": to_int(f"{path}.response_status", raw.get("response_status")),
-        "cost_nanos": cost,
-        "cost_usd": _number(raw.get("cost_usd"), f"{path}.cost_usd", drift),
-        "usage": _json(raw.get("usage"), f"{path}.usage"),
-        "error": _json(raw.get("error_body"), f"{path}.error_body"),
-        "meta": _json(raw.get("meta"), f"{path}.meta"),
-    }
-    for name in ("provider", "model", "method", "endpoint", "status"):
-        row[name] = _str(raw.get(name), f"{path}.{name}", drift)
     for name, value in zip(_TOKENS, tokens, strict=True):
         row[name] = value
-    for name in _REQUEST_TS:
-        row[name] = to_micros(f"{path}.{name}", raw.get(name))
     return REQUEST_ROW(row)
 
 
@@ -662,15 +604,10 @@ def line_frame(rows: Sequence[tuple[Any, ...]], recs: Sequence[int]) -> pl.DataF
     return _columns(rows, recs, LINE_SCHEMA)
 
 
-# Free-text columns (JSON columns are redacted as objects in normalize_batch).
-BATCH_TEXT_COLUMNS = (
-    "id",
-    *STRING_FIELDS,
-    "webhook_url",
-    "webhook_endpoint_id",
-    "billing_reason",
-)
-LINE_TEXT_COLUMNS = ("batch_id", "dimension", "pricing_plan", "service_tier", "endpoint")
+# Free-text columns, redacted column-wise (JSON columns are redacted as objects in
+# normalize_batch): every text column of the spec (see _text_columns).
+BATCH_TEXT_COLUMNS = _text_columns(schema.BATCH)
+LINE_TEXT_COLUMNS = _text_columns(schema.LINE)
 
 
 def may_hold_secrets(col: pl.Series) -> pl.Series:
