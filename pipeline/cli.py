@@ -482,8 +482,10 @@ def run_cmd(
     log.info("run finished", extra={"fields": {"run_id": result.run_id, "status": result.status}})
     from pipeline import finance
 
-    with reader(db) as con:
-        checked = finance.check(con)
+    checked = finance.CheckResult()
+    if check_after or log_format == "json" or not quiet:  # else nothing would show it
+        with reader(db) as con:
+            checked = finance.check(con)
     code = EXIT_INCOMPLETE if result.incomplete else EXIT_OK
     if check_after and not code:
         code = checked.exit_code
