@@ -342,6 +342,7 @@ def _text_columns(columns: Sequence[schema.Column]) -> tuple[str, ...]:
 # object: a field added to the spec is read without a line of code here. The id, the
 # webhook's columns (rules of their own) and the JSON columns are read apart.
 _TOP = schema.under("")
+_HOOK_OWN = ("webhook_events", "webhook_has_secret")
 _FILL_TOP = _filler(_reads([c for c in _TOP if c.name != "id" and c.kind != "json"]), "")
 TOP_JSON_COLUMNS = tuple(
     c.name for c in _TOP if c.kind == "json" and schema.CONTAINERS.get(c.source or "") != "own"
@@ -352,6 +353,9 @@ _FILL_OBJECTS = {
     for path, mode in schema.CONTAINERS.items()
     if mode != "own"
 }
+_FILL_HOOK = _filler(  # the webhook's fields but the two with rules of their own (below)
+    _reads([c for c in schema.under("webhook") if c.name not in _HOOK_OWN]), "webhook"
+)
 _LINE_FIELDS = schema.under(schema.LINES, schema.LINE)
 _FILL_LINE = {  # by shape: "priced", or the gateway's fallback shape (other money keys)
     "priced": _filler(_reads(_LINE_FIELDS), None),
@@ -404,13 +408,13 @@ def webhook_columns(value: Any, drift: dict[str, str]) -> dict[str, Any]:
     if not isinstance(has_secret, bool):
         has_secret = bool(hook.get("secret")) if hook else None
     hook_kept = {k: v for k, v in hook.items() if k != "secret"}
-    return {
-        "webhook_url": _str(hook.get("url"), "webhook.url", drift),
+    row = {
         "webhook_events": orjson.dumps(events).decode() if events is not None else None,
-        "webhook_endpoint_id": _str(hook.get("endpoint_id"), "webhook.endpoint_id", drift),
         "webhook_has_secret": has_secret,
         "webhook": _hook_json(hook_kept) if hook else None,
     }
+    _FILL_HOOK(row, hook, "webhook", drift)  # its other fields, by kind (url, endpoint_id...)
+    return row
 
 
 # A webhook's has_secret flag in its JSON text: left out of the secret test (see below).

@@ -150,8 +150,8 @@ def test_a_rule_failure_gives_the_rules_own_words(run_cli: Any, db: Path, tmp_pa
     ]
 
 
-# Four fields a reviewer adds to the spec, and nothing else: under billing, at the top
-# level, under usage and under the breakdown, of four kinds, one with a rule.
+# Five fields a reviewer adds to the spec, and nothing else: under billing, at the top
+# level, under usage, under the breakdown and in the webhook, of four kinds, one with a rule.
 _SPEC_PLUS = """
 import sys
 from pipeline import schema as s
@@ -161,6 +161,7 @@ s.BATCH = (
     s.C("priority", "count", "", "scheduling priority"),
     s.C("usage_cached_tokens", "count", "usage.cached_tokens"),
     s.C("breakdown_tax_nanos", "nanos", "billing.pricing_breakdown.tax_nanos", "", "non_negative"),
+    s.C("webhook_format", "text", "webhook.format"),
 )
 if sys.argv[1:] == ["docs"]:
     print(s.markdown())
@@ -189,6 +190,7 @@ def test_a_field_added_to_the_spec_alone_is_read_checked_redacted_and_loaded(
         obj["priority"] = fields.get("priority", 3)
         obj["usage"] = {"requests": 2, "cached_tokens": fields.get("cached", 40)}
         obj["billing"]["pricing_breakdown"]["tax_nanos"] = fields.get("tax", 7)
+        obj["webhook"] = {"url": "https://hooks.example.com/b", "format": "json"}
         return obj
 
     src = write_jsonl(
@@ -211,18 +213,19 @@ def test_a_field_added_to_the_spec_alone_is_read_checked_redacted_and_loaded(
         db,
         "select column_name, data_type from information_schema.columns where table_name ="
         " 'batches' and column_name in ('billing_currency', 'priority', 'usage_cached_tokens',"
-        " 'breakdown_tax_nanos') order by column_name",
+        " 'breakdown_tax_nanos', 'webhook_format') order by column_name",
     ) == [
         ("billing_currency", "VARCHAR"),
         ("breakdown_tax_nanos", "BIGINT"),
         ("priority", "BIGINT"),
         ("usage_cached_tokens", "BIGINT"),
+        ("webhook_format", "VARCHAR"),
     ]
     assert query(
         db,
         "select id[-1:], billing_currency, priority, usage_cached_tokens, breakdown_tax_nanos,"
-        " extra from batches order by id",
-    ) == [("1", "USD", 3, 40, 7, None), ("2", "[REDACTED]", 3, 40, 7, None)]
+        " webhook_format, extra from batches order by id",
+    ) == [("1", "USD", 3, 40, 7, "json", None), ("2", "[REDACTED]", 3, 40, 7, "json", None)]
     assert query(db, "select batch_id[-1:], reason from rejected_batches order by batch_id") == [
         ("3", "priority must be an integer, got str 'high'"),
         ("4", "breakdown_tax_nanos must be >= 0, got -5"),
