@@ -73,9 +73,8 @@ def _structure() -> str:
 
 # The usage and webhook objects are read apart (their own JSON text is a column too).
 _SUB = {"usage": "u", "webhook": "w"}
-_SOURCES = [c.source for c in schema.BATCH if c.source]
-_USAGE = tuple(p.removeprefix("usage.") for p in _SOURCES if p.startswith("usage."))
-_HOOK = (*(p.removeprefix("webhook.") for p in _SOURCES if p.startswith("webhook.")), "secret")
+_USAGE = sorted(schema.keys_of("usage"))
+_HOOK = (*sorted(schema.keys_of("webhook")), "secret")
 # json_keys paths (k) and json_type paths (ct), by position
 _KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", *TOP_JSON_COLUMNS,
          "webhook", "webhook.delivery")  # fmt: skip

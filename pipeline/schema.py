@@ -13,7 +13,7 @@ Adding a field is one line here: a ``C(name, kind, source)`` in BATCH, LINE or R
 for a key of an object the spec already reads (the batch, ``request_counts``,
 ``billing``, its ``pricing_breakdown``, ``usage``, a pricing line, a request row). A
 field in a new object is one more line in CONTAINERS. Then regenerate the docs
-(``python -m pipeline.schema > docs/columns.md``); ``tests/test_schema.py`` adds four
+(``python -m pipeline.schema > docs/columns.md``); ``tests/test_schema.py`` adds five
 fields this way and checks that every consumer follows.
 
 ``python -m pipeline.schema`` prints the column reference (``docs/columns.md``).
@@ -271,7 +271,7 @@ def keys_of(container: str, columns: Sequence[Column] | None = None) -> frozense
     return frozenset(
         c.source.removeprefix(prefix).split(".")[0]
         for c in (BATCH if columns is None else columns)
-        if c.source and (not container or c.source.startswith(prefix))
+        if c.source and c.source.startswith(prefix)
     )
 
 

@@ -29,9 +29,7 @@ from pipeline.redaction import (
     redact_obj,
     registered_secrets,
 )
-from pipeline.schema import (
-    TIMESTAMP_FIELDS,
-)
+from pipeline.schema import TIMESTAMP_FIELDS
 
 INT64_MAX = 2**63 - 1
 REC = "_rec"  # a row's record position in its chunk, on every frame of this stage
@@ -103,7 +101,14 @@ KNOWN_TOP_LEVEL = schema.keys_of("") | {
 KNOWN_BILLING = schema.keys_of("billing")
 KNOWN_BREAKDOWN = schema.keys_of(schema.BREAKDOWN)
 KNOWN_LINE = schema.keys_of(schema.LINES, schema.LINE) | set(schema.LINE_FALLBACK.values())
-_KNOWN_KEYS = {p: schema.keys_of(p) for p, mode in schema.CONTAINERS.items() if mode == "money"}
+# The objects the normaliser opens, parents first: (path, parent, key, mode), and those
+# whose unknown keys are announced, with the keys they are known to have.
+_OBJECTS = tuple(
+    (path, schema.parent(path), path.rpartition(".")[2], mode)
+    for path, mode in schema.CONTAINERS.items()
+    if mode != "own"
+)
+_ANNOUNCED = tuple((path, schema.keys_of(path)) for path, _, _, m in _OBJECTS if m == "money")
 
 _DECIMAL = re.compile(r"^-?\d{1,29}(\.\d{1,9})?$")
 
@@ -456,12 +461,9 @@ def normalize_batch(obj: Any) -> Normalized:
     row: dict[str, Any] = {"id": batch_id}
     _FILL_TOP(row, obj, "", drift)
     objects: dict[str, dict[str, Any]] = {"": obj}
-    for path, mode in schema.CONTAINERS.items():
-        if mode != "own":
-            value = objects[schema.parent(path)].get(path.rpartition(".")[2])
-            objects[path] = (
-                _money_dict(value, path) if mode == "money" else _dict(value, path, drift)
-            )
+    for path, parent, key, mode in _OBJECTS:
+        value = objects[parent].get(key)
+        objects[path] = _money_dict(value, path) if mode == "money" else _dict(value, path, drift)
     row.update(webhook_columns(obj.get("webhook"), drift))
 
     lines_raw = obj.get("pricing_lines")
@@ -478,10 +480,8 @@ def normalize_batch(obj: Any) -> Normalized:
         drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
-    for path, mode in schema.CONTAINERS.items():
-        if mode == "money":
-            known = _KNOWN_KEYS[path]
-            extra.update({f"{path}.{k}": v for k, v in objects[path].items() if k not in known})
+    for path, known in _ANNOUNCED:
+        extra.update({f"{path}.{k}": v for k, v in objects[path].items() if k not in known})
     for path in extra:
         drift.setdefault(path, "new field")
     for path in list(drift):  # keep the drifted raw value too
