@@ -34,6 +34,7 @@ import duckdb
 
 from pipeline import schema
 from pipeline.load import BATCH_TABLE
+from pipeline.transform import TERMINAL_STATUSES
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,22 +87,22 @@ def _value(col: schema.Column, ref: str) -> str:
 
 
 _NOT_NULL = ("is_terminal", "is_final")
+_TERMINAL = f"status in {TERMINAL_STATUSES}"  # what the two not-null flags get
 _LINE_DERIVED = {"batch_id": "id", "line_index": "i - 1"}
-_FALLBACK = {  # the gateway's other line shape (units, total_nanos, total_usd_str)
-    "quantity": "units",
-    "billable_units": "units",
-    "line_nanos": "total_nanos",
-    "line_cost_usd": "total_usd_str",
-}
 
 
 def _typed_read() -> tuple[str, str, str]:
     """(read_json columns, batches select list, lines select list), from the spec."""
     batch = {c.source: _TYPED[c.kind] for c in schema.BATCH if c.source}
-    line = {
-        c.source.removeprefix("pricing_lines[]."): _TYPED[c.kind] for c in schema.LINE if c.source
-    }
-    line.update(units="DOUBLE", total_nanos="BIGINT", total_usd_str="VARCHAR")  # fallback shape
+    prefix = f"{schema.LINES}."
+    line = {c.source.removeprefix(prefix): _TYPED[c.kind] for c in schema.LINE if c.source}
+    line.update(  # the gateway's other line shape: the same kinds under other keys
+        {
+            schema.LINE_FALLBACK[c.name]: _TYPED[c.kind]
+            for c in schema.LINE
+            if c.name in schema.LINE_FALLBACK
+        }
+    )
     tree = _nest(batch)
     # the JSON columns read whole win over reading their fields apart (both are read)
     tree["pricing_lines"] = [line]
@@ -110,8 +111,7 @@ def _typed_read() -> tuple[str, str, str]:
     for col in BATCH_TABLE:
         src = sources.get(col.name)
         if src is None:
-            flag = "status in ('completed', 'failed', 'expired', 'cancelled')"
-            batches.append(f"{flag if col.name in _NOT_NULL else 'null'} as {col.name}")
+            batches.append(f"{_TERMINAL if col.name in _NOT_NULL else 'null'} as {col.name}")
             continue
         ref = ".".join(f'"{p}"' for p in src.split("."))
         parent = src.split(".")[0]
@@ -123,9 +123,9 @@ def _typed_read() -> tuple[str, str, str]:
         if col.source is None:
             lines.append(f"{_LINE_DERIVED.get(col.name, 'null')} as {col.name}")
             continue
-        ref = "l." + col.source.removeprefix("pricing_lines[].")
-        if col.name in _FALLBACK:
-            ref = f"coalesce({ref}, l.{_FALLBACK[col.name]})"
+        ref = "l." + col.source.removeprefix(prefix)
+        if col.name in schema.LINE_FALLBACK:
+            ref = f"coalesce({ref}, l.{schema.LINE_FALLBACK[col.name]})"
         lines.append(f"{_value(col, ref)} as {col.name}")
     return _columns_arg(tree), ", ".join(batches), ", ".join(lines)
 
