@@ -155,9 +155,14 @@ def our_tables(src: str, db: str) -> None:
 
 
 def _leaves_structure() -> str:
-    from pipeline.fastpath import _structure
-
-    return _structure()
+    """Every leaf the spec reads, as its JSON text (``json_transform``'s structure)."""
+    tree: dict[str, Any] = _nest(
+        {c.source: "JSON" for c in schema.BATCH if c.source and c.source != "requests"}
+    )
+    line = {c.source.rpartition(".")[2]: "JSON" for c in schema.LINE if c.source}
+    line.update(dict.fromkeys(schema.LINE_FALLBACK.values(), "JSON"))
+    tree["pricing_lines"] = [line]
+    return json.dumps(tree)
 
 
 def reads(src: str) -> dict[str, float]:

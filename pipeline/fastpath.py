@@ -1,119 +1,275 @@
 """Column-wise fast path: flatten the well-typed batch objects of a chunk in bulk.
 
-DuckDB's JSON functions read every record of the chunk at once (``json_transform`` into
-the shape of a batch object, with each leaf kept as its JSON text; ``json_keys`` and
-``json_type`` for the objects' keys and the containers' types); polars then checks and
-converts each column with vectorised expressions. A record takes this path only when
-every value has exactly the JSON type its column expects and nothing about it needs a
-reason in words: an unknown or repeated key, a value of another type, a timestamp in
-another spelling, anything DuckDB's reader accepts and orjson's does not. Every other
-record is handed back to the per-record normaliser (:func:`pipeline.transform.
-normalize_batch`), which keeps its exact reasons and drift notes.
+A record takes this path when msgspec's strict decoder reads it into the spec's shape,
+generated from ``pipeline/schema.py``: every value has exactly the JSON type its kind
+expects (a string where text is read, an integer where a count or nano-USD amount is, a
+string or integer for a timestamp...), no object carries a key the spec does not know,
+and nothing is spelt in a way the two JSON readers read apart (a number of 19 digits or
+more, an exponent of three digits: :data:`_SCREEN`). The values are then read column by
+column, by the normaliser's own readers (``transform._READ``, the same code per kind),
+and the JSON, ``usage`` and ``webhook`` columns by the normaliser's own functions.
 
-Both paths give identical rows (``tests/test_fastpath.py`` checks it on generated and
-hostile records). The small JSON columns (``metadata``, ``errors``, ``usage``,
-``webhook``) go through the normaliser's own functions, value by value, so their text and
-redaction are the normaliser's by construction.
+Any record the decoder refuses, any value a reader would give a reason for, any note of
+drift, is handed back to the per-record normaliser (:func:`pipeline.transform.
+normalize_batch`), which keeps its exact reasons and drift notes. Both paths give
+identical rows: ``tests/test_fastpath.py`` checks it on generated and hostile records.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-import duckdb
+import msgspec
 import orjson
 import polars as pl
+from msgspec.structs import astuple
 
 from pipeline import schema
 from pipeline.transform import (
+    _DECIMAL,
+    _FILL_OBJECTS,
+    _INT64_MIN,
+    _READ,
     BATCH_SCHEMA,
-    HAS_SECRET_FLAG,
-    KNOWN_BILLING,
-    KNOWN_BREAKDOWN,
+    INT64_MAX,
     KNOWN_LINE,
     KNOWN_STATUSES,
     KNOWN_TOP_LEVEL,
+    LINE_COLUMNS,
     LINE_SCHEMA,
     REC,
     TOP_JSON_COLUMNS,
     RecordError,
+    _bool,
+    _decimal_text,
     _json,
+    _number,
+    _str,
     may_hold_secrets,
+    to_int,
+    to_micros,
     webhook_columns,
 )
 
-# Records whose text holds what DuckDB's JSON reader accepts and orjson's does not (NaN,
-# Infinity, trailing commas, numbers beyond a double), or integers beyond 64 bits: left
-# to the per-record path. Matches inside strings only cost that record the fast path.
-_SCREEN = r"[:\[,]\s*-?(NaN|Infinity|[0-9]{19}|[0-9.]+[eE][+-]?[0-9]{3})|,\s*[\]}]"
+# Numbers the two JSON readers read apart (orjson turns an integer beyond 64 bits into a
+# float, msgspec keeps it whole) or may round apart (three-digit exponents): left to the
+# per-record path. A match inside a string only costs that record the fast path.
+_SCREEN = r"[:\[,]\s*-?([0-9]{19}|[0-9.]+[eE][+-]?[0-9]{3})"
 
-_TOP = sorted(KNOWN_TOP_LEVEL - {"requests"})  # request rows take the per-record path
-_COUNTS = sorted(schema.keys_of("request_counts"))
-_BILLING = sorted(KNOWN_BILLING - {"pricing_breakdown"})
-_BREAKDOWN = sorted(KNOWN_BREAKDOWN)
-_LINE = sorted(KNOWN_LINE)
-_CONTAINERS = ("request_counts", "billing", "billing.pricing_breakdown", "pricing_lines")
-_OBJECT_OK = ("NULL", "OBJECT")
+# --------------------------------------------------------------------------- the shape
+# The decoder's types by kind: the one JSON type the normaliser reads without a rule.
+_INT64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=INT64_MAX)]
+_TYPES: dict[str, Any] = {
+    "id": str,
+    "text": str,
+    "timestamp": int | str,
+    "count": _INT64,
+    "nanos": _INT64,
+    "usd_text": str,
+    "usd_float": float,  # an integer is read as a float, as the normaliser does
+    "number": float,
+    "flag": bool,
+}
+_UNSET = msgspec.UNSET
+# The line keys whose presence picks the line's shape, as ``transform._line`` tells it:
+# the fallback shape has no line_nanos but total_nanos or units (absent told from null).
+_SHAPE_KEYS = ("line_nanos", "total_nanos", "units")
+_JSON_SOURCES = {c.source for c in schema.BATCH if c.kind == "json" and c.source}
 
 
-def _structure() -> str:
-    leaf = "JSON"
-    top: dict[str, Any] = {k: leaf for k in _TOP}
-    top["request_counts"] = dict.fromkeys(_COUNTS, leaf)
-    top["billing"] = {
-        **dict.fromkeys(_BILLING, leaf),
-        "pricing_breakdown": dict.fromkeys(_BREAKDOWN, leaf),
+def _struct(
+    name: str, fields: Sequence[tuple[str, Any]], *, strict: bool, required: Sequence[str] = ()
+) -> Any:
+    """A Struct of optional fields but ``required`` (neither absent nor null); ``strict``:
+    an unknown key refuses the record."""
+    return msgspec.defstruct(
+        name,
+        [(k, t) for k, t in fields if k in required]
+        + [(k, t | None, None) for k, t in fields if k not in required],
+        forbid_unknown_fields=strict,
+    )
+
+
+_STRUCT_OF: dict[str, Any] = {}  # the objects read into Structs, by path ("": the batch)
+
+
+def _object(path: str) -> Any:
+    """The Struct of one object of the spec (``""``: the batch), its child objects
+    nested. An object also stored whole as JSON, or read by rules of its own, is left
+    as it is (``Any``) for the normaliser's functions."""
+    fields: list[tuple[str, Any]] = []
+    for key in sorted(schema.keys_of(path)):
+        child = f"{path}.{key}" if path else key
+        if child in _JSON_SOURCES or schema.CONTAINERS.get(child) == "own":
+            fields.append((key, Any))
+        elif child in schema.CONTAINERS:
+            fields.append((key, _object(child)))
+        else:
+            (col,) = (c for c in schema.BATCH if c.source == child)
+            fields.append((key, _TYPES[col.kind]))
+    if not path:
+        fields.append(("pricing_lines", list[_LINE]))  # type: ignore[valid-type]
+    # money objects announce their unknown keys (drift: per record); lenient ones don't
+    strict = not path or schema.CONTAINERS[path] == "money"
+    required = [c.source.rpartition(".")[2] for c in schema.under(path) if c.required and c.source]
+    struct = _struct(path.replace(".", "_") or "Batch", fields, strict=strict, required=required)
+    _STRUCT_OF[path] = struct
+    return struct
+
+
+def _line_struct() -> Any:
+    """A pricing line in either shape: every key it may carry, typed by its column."""
+    by_column = {c.name: c.kind for c in schema.LINE}
+    kinds = {c.source.rpartition(".")[2]: c.kind for c in schema.LINE if c.source}
+    kinds.update({key: by_column[col] for col, key in schema.LINE_FALLBACK.items()})
+    assert set(kinds) == KNOWN_LINE, "every known line key has a kind"
+    fields = [
+        (k, _TYPES[kind] | None | msgspec.UnsetType, _UNSET)
+        if k in _SHAPE_KEYS
+        else (k, _TYPES[kind] | None, None)
+        for k, kind in kinds.items()
+    ]
+    return msgspec.defstruct("Line", fields, forbid_unknown_fields=True)
+
+
+_LINE = _line_struct()
+_BATCH = _object("")
+_DECODER = msgspec.json.Decoder(_BATCH)
+assert set(_BATCH.__struct_fields__) == KNOWN_TOP_LEVEL - {"requests"}  # rows: per record
+
+# --------------------------------------------------------------------------- the readers
+# The decoder's values are taken whole, object by object (``msgspec.structs.astuple``,
+# transposed in C), then read column by column. For the kinds below the decoder's strict
+# type is exactly what the normaliser's reader returns (a str, a bool, a float, an int in
+# 64 bits, or null); every other kind goes through the normaliser's own expression
+# (``transform._READ``), run over the whole column. A value it gives a reason for raises:
+# the objects are then split in halves until the ones that need the per-record path are
+# found. Timestamps: Unix seconds inline, ISO-8601 text column-wise (:func:`_timestamps`).
+_AS_DECODED = frozenset({"id", "text", "count", "nanos", "usd_float", "number", "flag"})
+_TIMESTAMP_FIRST = (
+    "None if v is None else v * 1000000 if type(v) is int and 0 <= v < 10**11"
+    " else v if type(v) is str else (v,)"
+)
+_SCOPE: dict[str, Any] = {
+    "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
+    "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
+    "_LO": _INT64_MIN, "_HI": INT64_MAX,
+}  # fmt: skip
+ColumnRead = Callable[[Sequence[Any], str, dict[str, str]], list[Any]]
+
+
+def _column_read(template: str) -> ColumnRead:
+    """``read(values, path, drift)``: one kind's reader over a whole column."""
+    scope = dict(_SCOPE)
+    # the normaliser's own expression (transform._READ), from the spec (no outside input)
+    exec(f"def read(vs, P, drift):\n    return [{template.format(P='P')} for v in vs]", scope)
+    fn: ColumnRead = scope["read"]
+    return fn
+
+
+_COLUMN_READ = {kind: _column_read(t) for kind, t in _READ.items() if kind not in _AS_DECODED}
+_COLUMN_READ["timestamp"] = _column_read(_TIMESTAMP_FIRST)
+
+
+def _fields(structs: Sequence[Any], struct: Any) -> dict[str, Sequence[Any]]:
+    """The fields of ``structs`` (of type ``struct``; None where absent), as columns."""
+    names = struct.__struct_fields__
+    if not structs:
+        return {n: () for n in names}
+    nulls = (None,) * len(names)
+    rows = [nulls if o is None else astuple(o) for o in structs]
+    return dict(zip(names, zip(*rows, strict=True), strict=True))
+
+
+def _kind_read(kind: str, values: Sequence[Any], path: str, drift: dict[str, str]) -> Any:
+    return values if kind in _AS_DECODED else _COLUMN_READ[kind](values, path, drift)
+
+
+# the objects read into Structs, parents first (each read from its parent's column)
+_STRUCTS = [("", _BATCH), *((p, _STRUCT_OF[p]) for p in schema.CONTAINERS if p in _STRUCT_OF)]
+# the batch columns read here: (column, object path, key, kind)
+_COLUMN_SOURCES = tuple(
+    (c.name, schema.parent(c.source), c.source.rpartition(".")[2], c.kind)
+    for c in schema.BATCH
+    if c.source and c.name != "id" and c.kind in _TYPES and schema.parent(c.source) in _STRUCT_OF
+)
+
+
+def _read_batch_columns(objs: list[Any], drift: dict[str, str]) -> dict[str, Any]:
+    fields = {"": _fields(objs, _BATCH)}
+    for path, struct in _STRUCTS[1:]:
+        up, _, key = path.rpartition(".")
+        fields[path] = _fields(fields[up][key], struct)  # type: ignore[arg-type]
+    return {
+        name: _kind_read(kind, fields[path][key], f"{path}.{key}" if path else key, drift)
+        for name, path, key, kind in _COLUMN_SOURCES
     }
-    top["pricing_lines"] = [dict.fromkeys(_LINE, leaf)]
-    return json.dumps(top)
 
 
-# The usage and webhook objects are read apart (their own JSON text is a column too).
-_SUB = {"usage": "u", "webhook": "w"}
-_USAGE = sorted(schema.keys_of("usage"))
-_HOOK = (*sorted(schema.keys_of("webhook")), "secret")
-# json_keys paths (k) and json_type paths (ct), by position
-_KEYS = ("", "request_counts", "billing", "billing.pricing_breakdown", *TOP_JSON_COLUMNS,
-         "webhook", "webhook.delivery")  # fmt: skip
-_HOOK_KEYS = _KEYS.index("webhook")  # the webhook's keys, then its delivery object's
-_TYPES = (*_CONTAINERS, "usage", "webhook")
+_LINE_KINDS = {c.name: c.kind for c in schema.LINE}
+_LINE_SOURCES = tuple(
+    (c.name, c.source.rpartition(".")[2], schema.LINE_FALLBACK.get(c.name))
+    for c in schema.LINE
+    if c.source
+)
+_LINE_DERIVED = ("batch_id", "line_index", "line_shape", "extra")  # filled below
+assert {n for n, _, _ in _LINE_SOURCES} | set(_LINE_DERIVED) == set(LINE_COLUMNS)
 
 
-def _paths(paths: Sequence[str]) -> str:
-    return ", ".join(f"'$.{p}'" if p else "'$'" for p in paths)
+def _present(values: Sequence[Any]) -> list[Any]:
+    """A shape key's values, absent read as null."""
+    return [None if v is _UNSET else v for v in values]
 
 
-_SQL = f"""
-select {REC},
-    try(json_transform(t, '{_structure()}')) as v,
-    try(json_keys(t, [{_paths(_KEYS)}])) as k,
-    try(json_keys(t, '$.pricing_lines[*]')) as lk,
-    try(json_type(t, [{_paths(_TYPES)}])) as ct
-from candidates
-"""  # noqa: S608 - built from the spec's constant names
+def _read_line_columns(
+    objs: list[Any], ids: list[str], recs: list[int], drift: dict[str, str]
+) -> dict[str, Any]:
+    """The line columns (``_rec`` too): each read from its key, or in the fallback shape
+    from the key ``schema.LINE_FALLBACK`` names, as ``transform._line`` does."""
+    counts = [len(o.pricing_lines) if o.pricing_lines else 0 for o in objs]
+    lines = [ln for o in objs if o.pricing_lines for ln in o.pricing_lines]
+    fields = _fields(lines, _LINE)
+    priced, total, units = (fields[k] for k in _SHAPE_KEYS)
+    fb = [
+        p is _UNSET and (t is not _UNSET or u is not _UNSET)
+        for p, t, u in zip(priced, total, units, strict=True)
+    ]
+    cols: dict[str, Any] = {
+        REC: [r for r, n in zip(recs, counts, strict=True) for _ in range(n)],
+        "batch_id": [b for b, n in zip(ids, counts, strict=True) for _ in range(n)],
+        "line_index": [i for n in counts for i in range(n)],
+        "line_shape": ["fallback" if f else "priced" for f in fb],
+        "extra": [None] * len(lines),
+    }
+    for name, key, fallback in _LINE_SOURCES:
+        values = _present(fields[key]) if key in _SHAPE_KEYS else fields[key]
+        if fallback is not None:
+            other = _present(fields[fallback]) if fallback in _SHAPE_KEYS else fields[fallback]
+            values = [o if f else v for v, o, f in zip(values, other, fb, strict=True)]
+        cols[name] = _kind_read(_LINE_KINDS[name], values, f"pricing_lines[].{key}", drift)
+    return cols
 
-# the usage and webhook objects' own fields, read from their (short) texts
-_SUB_SQL = f"""
-select
-    try(json_transform(usage, '{json.dumps(dict.fromkeys(_USAGE, "JSON"))}')) as u,
-    try(json_transform(webhook, '{json.dumps(dict.fromkeys(_HOOK, "JSON"))}')) as w
-from subobjects
-"""  # noqa: S608 - built from the spec's constant names
 
-
-def _query(sql: str, name: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """One query over a frame, on a connection of its own: closing it gives its parse
-    memory back at once (a kept connection held ~70 MB more per worker)."""
-    con = duckdb.connect(config={"threads": 1, "memory_limit": "128MB"})
-    try:
-        con.register(name, frame)
-        result: pl.DataFrame = con.sql(sql).pl()
-        return result
-    finally:
-        con.close()
+# The objects read by the normaliser's functions, value by value: the JSON columns (and
+# ``usage``'s fields, a JSON column and an object of the spec both) and the webhook.
+_PER_VALUE_OBJECTS = tuple(p for p in _FILL_OBJECTS if p in _JSON_SOURCES)
+_PER_VALUE_COLUMNS = tuple(
+    dict.fromkeys(
+        [
+            *TOP_JSON_COLUMNS,
+            *(c.name for p in _PER_VALUE_OBJECTS for c in schema.under(p)),
+            *(c.name for c in schema.BATCH if c.source and c.source.split(".")[0] == "webhook"),
+        ]
+    )
+)
+_KNOWN_STATUS_SET = frozenset(KNOWN_STATUSES)
+_TIMESTAMP_COLUMNS = tuple(
+    (name, f"{path}.{key}" if path else key)
+    for name, path, key, kind in _COLUMN_SOURCES
+    if kind == "timestamp"
+)
 
 
 @dataclass
@@ -135,347 +291,201 @@ def _empty() -> Fast:
     )
 
 
-# --------------------------------------------------------------------------- leaf checks
-# A leaf is its JSON text (null when absent or JSON null). Each kind gives (ok, value):
-# ok is false where the value needs the per-record rules.
+def _decode(recs: Sequence[int], texts: Sequence[str]) -> tuple[list[int], list[Any]]:
+    """The records the strict decoder reads (the others: per record)."""
+    screened = pl.Series(texts, dtype=pl.String).str.contains(_SCREEN).to_list()
+    taken, objs = [], []
+    decode = _DECODER.decode
+    for rec, text, odd in zip(recs, texts, screened, strict=True):
+        if odd:
+            continue
+        try:
+            obj = decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        taken.append(rec)
+        objs.append(obj)
+    return taken, objs
 
 
-def _text(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    return c.is_null() | c.str.starts_with('"'), c.str.json_decode(pl.String)
+def _json_column(values: list[Any], name: str, failed: set[int]) -> list[str | None]:
+    """:func:`transform._json` over a column: orjson's text, and the full rule (which
+    redacts) only where the column-wise secret test flags a value."""
+    texts: list[str | None] = []
+    for i, value in enumerate(values):
+        if value is None:
+            texts.append(None)
+            continue
+        try:
+            texts.append(orjson.dumps(value).decode())
+        except orjson.JSONEncodeError:  # too deep for orjson: the normaliser's reason
+            texts.append(None)
+            failed.add(i)
+    for i in may_hold_secrets(pl.Series(texts, dtype=pl.String)).arg_true().to_list():
+        try:
+            texts[i] = _json(values[i], name)
+        except RecordError:
+            failed.add(i)
+    return texts
 
 
-def _int(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    return c.is_null() | c.str.contains(r"^-?[0-9]{1,18}$"), c.cast(pl.Int64, strict=False)
-
-
-def _number(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    ok = c.is_null() | c.str.contains(r"^-?[0-9]{1,18}(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?$")
-    return ok, c.cast(pl.Float64, strict=False)
-
-
-def _flag(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    return c.is_null() | c.is_in(["true", "false"]), c == "true"
-
-
-def _usd_text(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    ok = c.is_null() | (c == '""') | c.str.contains(r'^"-?[0-9]{1,29}(\.[0-9]{1,9})?"$')
-    return ok, pl.when(c != '""').then(c.str.slice(1, c.str.len_bytes() - 2))
-
-
-_ISO = (
-    r'^"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]'
-    r':[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"$'
-)
-
-
-def _timestamp(c: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """Unix seconds as an integer below 10^11, or ISO-8601 in its common spellings."""
-    seconds = c.str.contains(r"^[0-9]{1,11}$")
-    iso = c.str.contains(_ISO) & ~c.str.starts_with('"0000')
-    text = c.str.slice(1, c.str.len_bytes() - 2).str.replace(r"Z$", "+00:00")
-    text = (
-        pl.when(text.str.contains(r"[+-][0-9]{2}:[0-9]{2}$")).then(text).otherwise(text + "+00:00")
-    )
-    parsed = text.str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
-    ).dt.epoch("us")
-    value = pl.when(seconds).then(c.cast(pl.Int64, strict=False) * 1_000_000).when(iso).then(parsed)
-    ok = c.is_null() | (c == '""') | seconds | (iso & parsed.is_not_null())
-    return ok, value
-
-
-_KIND_CHECK = {
-    "id": _text,
-    "text": _text,
-    "count": _int,
-    "nanos": _int,
-    "number": _number,
-    "usd_float": _number,
-    "flag": _flag,
-    "usd_text": _usd_text,
-    "timestamp": _timestamp,
-}
-
-
-def _leaves(
-    columns: Sequence[schema.Column], path: dict[str, pl.Expr]
-) -> tuple[list[pl.Expr], list[pl.Expr]]:
-    oks, values = [], []
-    for col in columns:
-        if col.name in path:
-            ok, value = _KIND_CHECK[col.kind](path[col.name])
-            oks.append(ok.fill_null(False))
-            values.append(value.cast(col.staged).alias(col.name))
-    return oks, values
-
-
-def _unique(keys: pl.Expr) -> pl.Expr:
-    return keys.is_null() | (keys.list.len() == keys.list.n_unique())
-
-
-def _keys_ok(keys: pl.Expr, known: Sequence[str]) -> pl.Expr:
-    """No key repeated and none unknown (null: the object is absent)."""
-    return _unique(keys) & (keys.is_null() | keys.list.eval(pl.element().is_in(known)).list.all())
-
-
-# --------------------------------------------------------------------------- batches
-
-
-_field = pl.col("v").struct.field
-
-
-def _source(path: str) -> pl.Expr:
-    """A column's source path in the spec (``billing.pricing_breakdown.total_nanos``) as
-    the expression reading its leaf."""
-    first, *rest = path.split(".")
-    expr = pl.col(_SUB[first]) if first in _SUB and rest else _field(first)
-    for part in rest:
-        expr = expr.struct.field(part)
-    return expr
-
-
-def _batch_paths() -> dict[str, pl.Expr]:
-    """Every batch column read from one leaf, from its source path in the spec. The JSON
-    columns and the webhook's events and has_secret follow rules of their own (below)."""
-    return {
-        c.name: _source(c.source)
-        for c in schema.BATCH
-        if c.source and c.kind in _KIND_CHECK and c.name != "webhook_has_secret"
-    }
-
-
-_BATCH_OKS, _BATCH_VALUES = _leaves(schema.BATCH, _batch_paths())
-_HOOK_COLUMNS = ("webhook", "webhook_events", "webhook_has_secret")  # url, id: as text
-
-
-def _line_paths() -> dict[str, pl.Expr]:
-    """Every line column from its key in the spec; in the fallback shape, the money
-    columns from the keys ``schema.LINE_FALLBACK`` names."""
-    line = pl.col("line").struct.field
-    paths = {}
-    for col in schema.under(schema.LINES, schema.LINE):
-        key = col.source.removeprefix(f"{schema.LINES}.") if col.source else col.name
-        paths[col.name] = line(key)
-        if col.name in schema.LINE_FALLBACK:
-            fallback = line(schema.LINE_FALLBACK[col.name])
-            paths[col.name] = pl.when("fallback").then(fallback).otherwise(paths[col.name])
-    return paths
-
-
-_LINE_OKS, _LINE_VALUES = _leaves(schema.LINE, _line_paths())
-
-
-def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
-    """Flatten the records it can of ``texts`` (record ``recs[i]`` of the chunk)."""
-    if not texts:
-        return _empty()
-    frame = pl.DataFrame({REC: recs, "t": texts}, schema={REC: pl.Int64, "t": pl.String})
-    candidates = frame.filter(pl.col("t").str.starts_with("{") & ~pl.col("t").str.contains(_SCREEN))
-    raw = _query(_SQL, "candidates", candidates)
-    if raw.height == 0:
-        return _empty()
-    subobjects = raw.select(usage=_field("usage"), webhook=_field("webhook"))
-    raw = raw.hstack(_query(_SUB_SQL, "subobjects", subobjects))
-    ct = pl.col("ct")
-    k = pl.col("k")
-    objects_ok = [
-        ct.list.get(i, null_on_oob=True).is_null() | ct.list.get(i).is_in(_OBJECT_OK)
-        for i in (0, 1, 2, 4, 5)
-    ]
-    lines_type = ct.list.get(3, null_on_oob=True)
-    checks = [
-        pl.col("v").is_not_null(),
-        k.is_not_null(),
-        ct.is_not_null(),
-        _field("id").str.contains(r'^"[!-\[\]-~]([^\\]*[!-\[\]-~])?"$'),  # no strip needed
-        _field("pricing_lines").list.len().fill_null(0) == pl.col("lk").list.len().fill_null(0),
-        *objects_ok,
-        lines_type.is_null() | lines_type.is_in(["NULL", "ARRAY"]),
-        _keys_ok(k.list.get(0), _TOP),
-        # request_counts: unknown keys are ignored by both paths, repeated ones are not
-        _unique(k.list.get(1)),
-        _keys_ok(k.list.get(2), sorted(KNOWN_BILLING)),
-        _keys_ok(k.list.get(3), _BREAKDOWN),
-        *(_unique(k.list.get(i)) for i in (_KEYS.index("usage"), _HOOK_KEYS)),
-        *_BATCH_OKS,
-        *_hook_oks(),
-    ]
-    raw = raw.with_columns(
-        _lines=_field("pricing_lines").fill_null([]),
-        _ok=pl.all_horizontal(checks),
-    ).filter("_ok")
-    lk = pl.col("lk")
-    lines = (
-        raw.select(REC, "_lines", lk.fill_null([]), batch_id=_field("id"))
-        .with_columns(line_index=pl.int_ranges(pl.col("_lines").list.len(), dtype=pl.Int32))
-        .explode("_lines", "lk", "line_index")
-        .filter(pl.col("line_index").is_not_null())
-        .rename({"_lines": "line"})
-        .with_columns(
-            fallback=~lk.list.contains("line_nanos")
-            & (lk.list.contains("total_nanos") | lk.list.contains("units"))
-        )
-    )
-    line_ok = pl.all_horizontal(lk.list.len() > 0, _keys_ok(lk, _LINE), *_LINE_OKS)
-    rejected = lines.filter(~line_ok).get_column(REC).unique()
-    raw = raw.filter(~pl.col(REC).is_in(rejected.implode()))
-    raw, py = _json_columns(raw)
-    if raw.height == 0:
-        return _empty()
-    taken = set(raw.get_column(REC).to_list())
-    batches = raw.select(
-        REC,
-        *_BATCH_VALUES,
-        has_billing=(pl.col("ct").list.get(1) == "OBJECT").fill_null(False),
-        pricing_line_count=pl.col("_lines").list.len().cast(pl.Int32),
-        extra=pl.lit(None, pl.String),
-    ).hstack(py)
-    batches = batches.select(REC, *BATCH_SCHEMA)
-    lines = (
-        lines.filter(pl.col(REC).is_in(raw.get_column(REC).implode()))
-        .with_columns(
-            batch_id=pl.col("batch_id").str.json_decode(pl.String),
-            line_shape=pl.when("fallback").then(pl.lit("fallback")).otherwise(pl.lit("priced")),
-            extra=pl.lit(None, pl.String),
-        )
-        .with_columns(*_LINE_VALUES)
-        .select(REC, *LINE_SCHEMA)
-    )
-    status = batches.get_column("status")
-    unknown = batches.filter(status.is_not_null() & ~status.is_in(KNOWN_STATUSES))
-    drift = [
-        (r, f"status={s[:100]}", "new status value (loaded as it is)", i)
-        for r, s, i in unknown.select(REC, "status", "id").iter_rows()
-    ]
-    return Fast(taken, batches, lines, drift)
-
-
-# --------------------------------------------------------------------------- JSON columns
-# The JSON columns hold what orjson writes for the parsed value. DuckDB's text of a value
-# (written back by its JSON library) is the same text when nothing in it is spelt
-# differently by the two writers: no escape, no repeated key, no number outside the
-# spellings both write alike. Such values are taken as they are, column-wise; any other
-# value, and any value a column-wise secret test flags, takes the normaliser's function.
-
-_NUMBER = r"[:\[,]-?[0-9][0-9.eE+-]*"
-_SAME_NUMBER = r"^[:\[,](0|-?[1-9][0-9]{0,17}|-?0\.0{0,3}[1-9][0-9]*|-?[1-9][0-9]{0,15}\.[0-9]+)$"
-_SIMPLE_LIST = r'^\[("[^"\\]*"(,"[^"\\]*")*)?\]$'
-
-
-def _same_text(text: pl.Expr, keys: pl.Expr, nested: pl.Expr | None = None) -> pl.Expr:
-    """Where DuckDB's text of a value is what orjson writes for it (see above)."""
-    braces = text.str.count_matches("{", literal=True)
-    flat = (braces == 0) | ((braces == 1) & _unique(keys) & text.str.starts_with("{"))
-    if nested is not None:  # one nested object, whose keys are checked too
-        flat = flat | ((braces == 2) & _unique(keys) & (nested.list.len() > 0) & _unique(nested))
-    numbers = text.str.extract_all(_NUMBER).list.eval(pl.element().str.contains(_SAME_NUMBER))
-    return text.is_null() | (
-        ~text.str.contains("\\", literal=True) & flat & numbers.list.all()
-    ).fill_null(False)
-
-
-def _hook_oks() -> list[pl.Expr]:
-    """A webhook the column-wise rules can give the columns of (any other: per record)."""
-    w = pl.col("w").struct.field
-    secret = w("secret")
-    return [
-        (w("events").is_null() | w("events").str.contains(_SIMPLE_LIST)).fill_null(False),
-        (secret.is_null() | secret.str.contains(r'^"[^"\\]*"$')).fill_null(False),
-    ]
-
-
-def _hook_columns() -> list[pl.Expr]:
-    hook = _field("webhook")
-    keys = pl.col("k").list.get(_HOOK_KEYS)
-    has = pl.col("w").struct.field("has_secret")
-    secret = pl.col("w").struct.field("secret")
-    empty = keys.list.len() == 0
-    has_secret = (
-        pl.when(hook.is_null() | empty)
-        .then(None)
-        .when(has.is_in(["true", "false"]))
-        .then(has == "true")
-        .otherwise(secret.is_not_null() & (secret != '""'))
-    )
-    with_secret = keys.list.contains("secret").fill_null(False)
-    kept = (
-        pl.when(~with_secret)
-        .then(hook)
-        .otherwise(
-            hook.str.replace(r',"secret":"[^"]*"', "")
-            .str.replace(r'^\{"secret":"[^"]*",', "{")
-            .str.replace(r'^\{"secret":"[^"]*"\}$', "{}")
-        )
-    )
-    simple = _same_text(hook, keys, pl.col("k").list.get(_HOOK_KEYS + 1)) & (
-        ~with_secret | (hook.str.count_matches('"secret":', literal=True) == 1)
-    )
-    return [
-        pl.when(hook.is_null() | empty).then(None).otherwise(kept).alias("webhook"),
-        pl.col("w").struct.field("events").alias("webhook_events"),
-        has_secret.alias("webhook_has_secret"),
-        simple.alias("_hook_same"),
-        # the has_secret flag is never a secret, and alone it would flag every webhook
-        kept.str.replace_all(HAS_SECRET_FLAG, "").alias("_hook_test"),
-    ]
-
-
-def _json_columns(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The JSON and webhook columns: column-wise where DuckDB's text is orjson's and no
-    secret may hide; value by value through the normaliser's functions elsewhere. A
-    record they would give a reason goes back to the per-record path."""
-    k = pl.col("k")
-    cols = raw.select(
-        REC,
-        *(_field(n).alias(n) for n in TOP_JSON_COLUMNS),
-        *(
-            _same_text(_field(n), k.list.get(_KEYS.index(n))).alias(f"_{n}_same")
-            for n in TOP_JSON_COLUMNS
-        ),
-        *_hook_columns(),
-    )
-    redo: dict[str, list[int]] = {
-        n: (~cols.get_column(f"_{n}_same") | may_hold_secrets(cols.get_column(n)))
-        .arg_true()
-        .to_list()
-        for n in TOP_JSON_COLUMNS
-    }
-    hooks = (
-        (
-            ~cols.get_column("_hook_same")
-            | may_hold_secrets(cols.get_column("_hook_test"))
-            | may_hold_secrets(cols.get_column("webhook_events"))
-        )
-        .arg_true()
-        .to_list()
-    )
-    values = {n: cols.get_column(n).to_list() for n in (*TOP_JSON_COLUMNS, *_HOOK_COLUMNS)}
-    raw_hooks = raw.get_column("v").struct.field("webhook")
+def _per_value(objs: list[Any]) -> tuple[dict[str, list[Any]], set[int]]:
+    """The JSON, usage and webhook columns by the normaliser's functions: (columns,
+    positions of the objects one of them gives a reason or a drift note)."""
     failed: set[int] = set()
-    for name, rows in redo.items():
-        texts = values[name]
-        for i in rows:
-            try:
-                texts[i] = _json(orjson.loads(texts[i]), name)
-            except (RecordError, orjson.JSONDecodeError, ValueError):
-                failed.add(i)
-    for i in hooks:
-        text = raw_hooks[i]
+    cols: dict[str, list[Any]] = {
+        name: _json_column([getattr(o, name) for o in objs], name, failed)
+        for name in TOP_JSON_COLUMNS
+    }
+    rest = [n for n in _PER_VALUE_COLUMNS if n not in cols]
+    for name in rest:
+        cols[name] = [None] * len(objs)
+    for i, o in enumerate(objs):
+        row: dict[str, Any] = {}
         drift: dict[str, str] = {}
         try:
-            again = webhook_columns(None if text is None else orjson.loads(text), drift)
-        except (RecordError, orjson.JSONDecodeError, ValueError):
+            for path in _PER_VALUE_OBJECTS:
+                value = getattr(o, path)
+                if value is not None:
+                    if type(value) is not dict:
+                        failed.add(i)
+                        continue
+                    _FILL_OBJECTS[path](row, value, path, drift)
+            if o.webhook is not None:
+                row.update(webhook_columns(o.webhook, drift))
+        except (RecordError, ValueError, TypeError, OverflowError):
             failed.add(i)
             continue
         if drift:
             failed.add(i)
-        for col in _HOOK_COLUMNS:
-            values[col][i] = again[col]
-    frame = pl.DataFrame(
+        for name, value in row.items():
+            cols[name][i] = value
+    return cols, failed
+
+
+_REFUSED = (RecordError, ValueError, TypeError, OverflowError)
+
+
+class _Drift(Exception):
+    """A reader noted drift: the record needs the per-record path."""
+
+
+def _read_all(objs: list[Any], recs: list[int]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """Batch and line columns of ``objs`` (raises if a reader refuses a value)."""
+    drift: dict[str, str] = {}
+    cols = _read_batch_columns(objs, drift)
+    ids = [o.id.strip() for o in objs]
+    lines = _read_line_columns(objs, ids, recs, drift)
+    if drift:
+        raise _Drift
+    cols.update(
+        id=ids,
+        has_billing=[o.billing is not None for o in objs],
+        pricing_line_count=[len(o.pricing_lines or ()) for o in objs],
+        extra=[None] * len(objs),
+    )
+    return cols, lines
+
+
+def _read(
+    objs: list[Any], recs: list[int]
+) -> tuple[list[int], dict[str, list[Any]], dict[str, Any]]:
+    """(positions read, their batch columns, their line columns): all of ``objs`` but
+    those a reader refuses, found by halving (only in a chunk that has any)."""
+    try:
+        cols, lines = _read_all(objs, recs)
+        return list(range(len(objs))), cols, lines
+    except (*_REFUSED, _Drift):
+        if len(objs) == 1:
+            return [], *_read_all([], [])
+    half = len(objs) // 2
+    pos1, cols1, lines1 = _read(objs[:half], recs[:half])
+    pos2, cols2, lines2 = _read(objs[half:], recs[half:])
+    return (
+        [*pos1, *(half + p for p in pos2)],
+        {n: [*v, *cols2[n]] for n, v in cols1.items()},
+        {n: [*v, *lines2[n]] for n, v in lines1.items()},
+    )
+
+
+_ISO = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+
+
+def _iso_micros(values: list[str]) -> list[int | None]:
+    """ISO-8601 text in its common spellings to UTC microseconds, column-wise (None:
+    anything else, left to ``transform.to_micros``)."""
+    text = pl.Series(values, dtype=pl.String)
+    common = text.str.contains(_ISO) & ~text.str.starts_with("0000")
+    text = text.str.replace(r"Z$", "+00:00")
+    text = pl.select(
+        pl.when(text.str.contains(r"[+-][0-9]{2}:[0-9]{2}$")).then(text).otherwise(text + "+00:00")
+    ).to_series()
+    parsed = text.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
+    ).dt.epoch("us")
+    return pl.select(pl.when(common).then(parsed)).to_series().to_list()
+
+
+def _timestamps(cols: dict[str, list[Any]]) -> set[int]:
+    """The ISO-8601 timestamps left as text by the readers, read; positions of values
+    ``transform.to_micros`` refuses."""
+    bad = set()
+    for name, path in _TIMESTAMP_COLUMNS:
+        col = cols[name]
+        left = [i for i, v in enumerate(col) if v is not None and type(v) is not int]
+        at = [i for i in left if type(col[i]) is str]
+        parsed = dict(zip(at, _iso_micros([col[i] for i in at]), strict=True))
+        for i in left:
+            micros = parsed.get(i)
+            if micros is None:  # odd text, or (in a tuple) an integer out of range
+                value = col[i]
+                try:
+                    micros = to_micros(path, value[0] if type(value) is tuple else value)
+                except _REFUSED:
+                    bad.add(i)
+            col[i] = micros
+    return bad
+
+
+def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
+    """Flatten the records it can of ``texts`` (record ``recs[i]`` of the chunk)."""
+    taken, objs = _decode(recs, texts)
+    if not objs:
+        return _empty()
+    per_value, failed = _per_value(objs)
+    pos, cols, line_cols = _read(objs, taken)
+    if len(pos) < len(objs):
+        per_value = {n: [v[i] for i in pos] for n, v in per_value.items()}
+    cols.update(per_value)
+    drop = {j for j, i in enumerate(pos) if i in failed} | _timestamps(cols)
+    if drop:
+        keep = [j for j in range(len(pos)) if j not in drop]
+        pos = [pos[j] for j in keep]
+        cols = {n: [v[j] for j in keep] for n, v in cols.items()}
+        kept = {taken[i] for i in pos}
+        rows = [k for k, r in enumerate(line_cols[REC]) if r in kept]
+        line_cols = {n: [v[k] for k in rows] for n, v in line_cols.items()}
+    if not pos:
+        return _empty()
+    recs_kept = [taken[i] for i in pos]
+    batches = pl.DataFrame(
         [
-            pl.Series(n, values[n], dtype=BATCH_SCHEMA[n])
-            for n in (*TOP_JSON_COLUMNS, *_HOOK_COLUMNS)
+            pl.Series(REC, recs_kept, dtype=pl.Int64),
+            *(pl.Series(n, cols[n], dtype=t) for n, t in BATCH_SCHEMA.items()),
         ]
     )
-    keep = ~pl.Series(range(raw.height)).is_in(list(failed))
-    return raw.filter(keep), frame.filter(keep)
+    lines = pl.DataFrame(
+        [
+            pl.Series(REC, line_cols[REC], dtype=pl.Int64),
+            *(pl.Series(n, line_cols[n], dtype=t) for n, t in LINE_SCHEMA.items()),
+        ]
+    )
+    drift = [
+        (r, f"status={s[:100]}", "new status value (loaded as it is)", i)
+        for r, s, i in zip(recs_kept, cols["status"], cols["id"], strict=True)
+        if s is not None and s not in _KNOWN_STATUS_SET
+    ]
+    return Fast(set(recs_kept), batches, lines, drift)

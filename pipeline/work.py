@@ -7,6 +7,7 @@ imports what the transform needs.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -37,7 +38,7 @@ from pipeline.transform import (
 )
 from pipeline.validate import split_valid
 
-if TYPE_CHECKING:  # the fast path (and DuckDB) is imported only when it is turned on
+if TYPE_CHECKING:  # the fast path (and msgspec) is imported only when it is turned on
     from pipeline.fastpath import Fast
 
 MAX_REASON = 500
@@ -90,11 +91,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# The column-wise fast path (pipeline/fastpath.py) is opt-in: BILLING_FAST_PATH=1. Both
-# paths give the same rows (tests/test_fastpath.py); measured on real-shaped batches the
-# fast path is no faster on this workload and holds ~250 MB more per run at 100k
-# (benchmarks/RESULTS.md), so the per-record normaliser is the default.
-FAST_PATH = os.environ.get("BILLING_FAST_PATH", "0") == "1"
+# The column-wise fast path (pipeline/fastpath.py) takes the well-typed batch records of
+# a chunk; the per-record normaliser the others. Both give the same rows
+# (tests/test_fastpath.py). BILLING_FAST_PATH=0 sends every record per record (to compare,
+# or to rule the fast path out when chasing a difference).
+FAST_PATH = os.environ.get("BILLING_FAST_PATH", "1") != "0"
 
 
 def process_chunk(
@@ -154,7 +155,12 @@ def is_requests_record(rec: RawRecord) -> bool:
     """Request rows, not batches: an API archive's requests envelope, or a file named
     ``*.requests.jsonl`` / ``*.requests.json`` (rows carrying ``batch_id``, or a saved
     ``{"object": "list", "batch_id": ..., "data": [...]}`` response)."""
-    return rec.kind == "requests" or rec.source.lower().endswith(REQUEST_FILE_SUFFIXES)
+    return rec.kind == "requests" or _rows_file(rec.source)
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_file(source: str) -> bool:
+    return source.lower().endswith(REQUEST_FILE_SUFFIXES)
 
 
 def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
@@ -174,8 +180,10 @@ def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
 
 def _fast(chunk: list[RawRecord], enabled: bool) -> Fast | None:
     """The column-wise fast path over the chunk's batch records still to be parsed."""
+    if not enabled:
+        return None
     todo = [i for i, r in enumerate(chunk) if r.pending and not is_requests_record(r)]
-    if not enabled or not todo:
+    if not todo:
         return None
     from pipeline import fastpath
 

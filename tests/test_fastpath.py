@@ -226,6 +226,26 @@ HOSTILE_LINES = [
     '{"id":"b1","metadata":{"x":"\\ud800"}}',
     '{"id":"b1","metadata":{"x":1.5e-320}}',
     '{"id":"b1","metadata":{"x":-0.0,"y":-0}}',
+    # where two JSON readers could part: escaped keys, number spellings, odd containers
+    '{"i\\u0064":"b1","billing":{"cost\\u005fnanos":5}}',
+    '{"id":"b1","metadata":{"x":123456789012345678,"y":1234567890123456789}}',
+    '{"id":"b1","metadata":{"x":0.30000000000000004,"y":1e22,"z":1E-7,"w":2.5e+10}}',
+    '{"id":"b1","pricing_lines":[{"quantity":0.1,"billable_units":1e2,"unit_size":-0.0,"line_nanos":5}]}',
+    '{"id":"b1","billing":{"cost_usd":123456789012345678,"cost_nanos":-9223372036854775808}}',
+    '{"id":"b1","billing":{"cost_nanos":9223372036854775807},"request_counts":{"total":-1}}',
+    '{"id":"b1","created_at":99999999999,"expires_at":100000000000,"failed_at":-1}',
+    '{"id":"b1","created_at":"2026-11-27T03:21:36.5+00:00","expires_at":"2026-11-27t03:21:36z"}',
+    '{"id":"b1","billing":{"pricing_breakdown":{"total_usd_str":" 1.5 "}}}',
+    '{"id":"b1","billing":{"pricing_breakdown":{"total_usd_str":"1.5x"}}}',
+    '{"id":"b1","pricing_lines":[{"line_cost_usd":"N/A","line_nanos":5}]}',
+    '{"id":"b1","pricing_lines":[{"line_nanos":null,"units":null}]}',
+    '{"id":"b1","pricing_lines":[{"total_nanos":null,"line_nanos":5,"units":2}]}',
+    '{"id":"b1","pricing_lines":null,"billing":null,"request_counts":null,"usage":null}',
+    '{"id":"b1","usage":{"requests":1,"x_new":{"secret":"LEAK"}}}',
+    '{"id":"b1","webhook":{"url":"https://h","format":"json","events":[]}}',
+    '\ufeff{"id":"b1"}',
+    ' {"id":"b1"} ',
+    '{"id":"b1","metadata":"\\ud83d\\ude00\\u00e9\\/"}',
 ]
 
 
