@@ -8,9 +8,17 @@ a worker process does with one chunk; :mod:`pipeline.runner` wires the stages;
 :mod:`pipeline.cli` is the thin command-line layer.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-try:
-    __version__ = version("llm-gateway-billing")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+local"
+
+def __getattr__(name: str) -> Any:
+    """``__version__``, looked up on first use (importlib.metadata costs ~30 ms of start-up
+    in every worker process, which never asks)."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-gateway-billing")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0+local"
