@@ -61,4 +61,27 @@ def test_the_floor_probe_writes_what_ours_writes_and_reports_every_step(
         "| read alone: every leaf as its JSON text (read_json)",
         "| read alone: screen: text is DuckDB's own text",
         "| read alone: key lists (repeated, unknown keys)",
+        "| read alone: chained: the reads and checks of an exact path in DuckDB SQL, nothing"
+        " written",
     ]
+
+
+@pytest.mark.benchmark
+def test_the_probes_exact_sql_path_reads_every_record_and_line(tmp_path: Path) -> None:
+    """Its time is a bound only if it really reads and checks every record and line."""
+    import duckdb
+
+    from benchmarks.probe_floor import exact_sql_path
+    from pipeline.sample import iter_batches, write_jsonl
+
+    src = tmp_path / "in.jsonl"
+    batches = list(iter_batches(300, seed=5, iso_share=0.5))
+    write_jsonl(src, batches)
+    con = duckdb.connect()
+    assert exact_sql_path(con, str(src)) > 0
+    assert con.execute("select count(*), count(*) filter (where ok) from ok").fetchone() == (
+        300,
+        300,
+    )
+    lines = sum(len(b.get("pricing_lines") or []) for b in batches)
+    assert con.execute("select count(*) from lines").fetchone() == (lines,)
