@@ -246,6 +246,10 @@ HOSTILE_LINES = [
     '\ufeff{"id":"b1"}',
     ' {"id":"b1"} ',
     '{"id":"b1","metadata":"\\ud83d\\ude00\\u00e9\\/"}',
+    '{"id":"b1","metadata":' + "[" * 5000 + "]" * 5000 + "}",
+    '{"id":"b1","errors":{"data":[' + ",".join(['{"code":"x"}'] * 3000) + "]}}",
+    '{"id":"b1","metadata":{' + ",".join(f'"k{i}":{i}' for i in range(5000)) + "}}",
+    '{"id":"b1","session_id":"' + "s" * 200_000 + '"}',
 ]
 
 
