@@ -144,9 +144,9 @@ assert set(_BATCH.__struct_fields__) == KNOWN_TOP_LEVEL - {"requests"}  # rows: 
 # transposed in C), then read column by column. For the kinds below the decoder's strict
 # type is exactly what the normaliser's reader returns (a str, a bool, a float, an int in
 # 64 bits, or null); every other kind goes through the normaliser's own expression
-# (``transform._READ``), run over the whole column. A value it gives a reason for raises:
-# the objects are then split in halves until the ones that need the per-record path are
-# found. Timestamps: Unix seconds inline, ISO-8601 text column-wise (:func:`_timestamps`).
+# (``transform._READ``), value by value, and a value it gives a reason for (or notes
+# drift for) marks its record for the per-record path. Timestamps: Unix seconds inline,
+# ISO-8601 text column-wise after (:func:`_timestamps`).
 _AS_DECODED = frozenset({"id", "text", "count", "nanos", "usd_float", "number", "flag"})
 _TIMESTAMP_FIRST = (
     "None if v is None else v * 1000000 if type(v) is int and 0 <= v < 10**11"
@@ -157,20 +157,56 @@ _SCOPE: dict[str, Any] = {
     "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
     "_LO": _INT64_MIN, "_HI": INT64_MAX,
 }  # fmt: skip
-ColumnRead = Callable[[Sequence[Any], str, dict[str, str]], list[Any]]
+_REFUSED = (RecordError, ValueError, TypeError, OverflowError)
+ValueRead = Callable[[Any, str, dict[str, str]], Any]
 
 
-def _column_read(template: str) -> ColumnRead:
-    """``read(values, path, drift)``: one kind's reader over a whole column."""
+def _value_read(template: str) -> ValueRead:
+    """``read(v, path, drift)``: one kind's reader for one value."""
     scope = dict(_SCOPE)
     # the normaliser's own expression (transform._READ), from the spec (no outside input)
-    exec(f"def read(vs, P, drift):\n    return [{template.format(P='P')} for v in vs]", scope)
-    fn: ColumnRead = scope["read"]
+    exec(f"def read(v, P, drift):\n    return {template.format(P='P')}", scope)
+    fn: ValueRead = scope["read"]
     return fn
 
 
-_COLUMN_READ = {kind: _column_read(t) for kind, t in _READ.items() if kind not in _AS_DECODED}
-_COLUMN_READ["timestamp"] = _column_read(_TIMESTAMP_FIRST)
+_VALUE_READ = {kind: _value_read(t) for kind, t in _READ.items() if kind not in _AS_DECODED}
+
+
+def _timestamps_first(values: Sequence[Any]) -> list[Any]:
+    """Unix seconds to microseconds; text (and, in a tuple, other integers) left for
+    :func:`_timestamps`. Never raises."""
+    return [
+        None
+        if v is None
+        else v * 1000000
+        if type(v) is int and 0 <= v < 10**11
+        else v
+        if type(v) is str
+        else (v,)
+        for v in values
+    ]
+
+
+def _kind_read(kind: str, values: Sequence[Any], path: str, refused: set[int]) -> Any:
+    """A column of one kind read; positions of the values its reader refuses (or notes
+    drift for) added to ``refused``."""
+    if kind in _AS_DECODED:
+        return values
+    if kind == "timestamp":
+        return _timestamps_first(values)
+    read, out = _VALUE_READ[kind], []
+    drift: dict[str, str] = {}
+    for i, v in enumerate(values):
+        try:
+            out.append(read(v, path, drift))
+        except _REFUSED:
+            out.append(None)
+            refused.add(i)
+        if drift:
+            refused.add(i)
+            drift.clear()
+    return out
 
 
 def _fields(structs: Sequence[Any], struct: Any) -> dict[str, Sequence[Any]]:
@@ -183,10 +219,6 @@ def _fields(structs: Sequence[Any], struct: Any) -> dict[str, Sequence[Any]]:
     return dict(zip(names, zip(*rows, strict=True), strict=True))
 
 
-def _kind_read(kind: str, values: Sequence[Any], path: str, drift: dict[str, str]) -> Any:
-    return values if kind in _AS_DECODED else _COLUMN_READ[kind](values, path, drift)
-
-
 # the objects read into Structs, parents first (each read from its parent's column)
 _STRUCTS = [("", _BATCH), *((p, _STRUCT_OF[p]) for p in schema.CONTAINERS if p in _STRUCT_OF)]
 # the batch columns read here: (column, object path, key, kind)
@@ -197,13 +229,13 @@ _COLUMN_SOURCES = tuple(
 )
 
 
-def _read_batch_columns(objs: list[Any], drift: dict[str, str]) -> dict[str, Any]:
+def _read_batch_columns(objs: list[Any], refused: set[int]) -> dict[str, Any]:
     fields = {"": _fields(objs, _BATCH)}
     for path, struct in _STRUCTS[1:]:
         up, _, key = path.rpartition(".")
         fields[path] = _fields(fields[up][key], struct)  # type: ignore[arg-type]
     return {
-        name: _kind_read(kind, fields[path][key], f"{path}.{key}" if path else key, drift)
+        name: _kind_read(kind, fields[path][key], f"{path}.{key}" if path else key, refused)
         for name, path, key, kind in _COLUMN_SOURCES
     }
 
@@ -224,10 +256,11 @@ def _present(values: Sequence[Any]) -> list[Any]:
 
 
 def _read_line_columns(
-    objs: list[Any], ids: list[str], recs: list[int], drift: dict[str, str]
+    objs: list[Any], ids: list[str], recs: list[int], refused: set[int]
 ) -> dict[str, Any]:
     """The line columns (``_rec`` too): each read from its key, or in the fallback shape
-    from the key ``schema.LINE_FALLBACK`` names, as ``transform._line`` does."""
+    from the key ``schema.LINE_FALLBACK`` names, as ``transform._line`` does. The
+    records of lines a reader refuses are added to ``refused`` (by record number)."""
     counts = [len(o.pricing_lines) if o.pricing_lines else 0 for o in objs]
     lines = [ln for o in objs if o.pricing_lines for ln in o.pricing_lines]
     fields = _fields(lines, _LINE)
@@ -243,12 +276,14 @@ def _read_line_columns(
         "line_shape": ["fallback" if f else "priced" for f in fb],
         "extra": [None] * len(lines),
     }
+    bad_lines: set[int] = set()
     for name, key, fallback in _LINE_SOURCES:
         values = _present(fields[key]) if key in _SHAPE_KEYS else fields[key]
         if fallback is not None:
             other = _present(fields[fallback]) if fallback in _SHAPE_KEYS else fields[fallback]
             values = [o if f else v for v, o, f in zip(values, other, fb, strict=True)]
-        cols[name] = _kind_read(_LINE_KINDS[name], values, f"pricing_lines[].{key}", drift)
+        cols[name] = _kind_read(_LINE_KINDS[name], values, f"pricing_lines[].{key}", bad_lines)
+    refused.update(cols[REC][k] for k in bad_lines)
     return cols
 
 
@@ -363,49 +398,21 @@ def _per_value(objs: list[Any]) -> tuple[dict[str, list[Any]], set[int]]:
     return cols, failed
 
 
-_REFUSED = (RecordError, ValueError, TypeError, OverflowError)
-
-
-class _Drift(Exception):
-    """A reader noted drift: the record needs the per-record path."""
-
-
-def _read_all(objs: list[Any], recs: list[int]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Batch and line columns of ``objs`` (raises if a reader refuses a value)."""
-    drift: dict[str, str] = {}
-    cols = _read_batch_columns(objs, drift)
+def _read(objs: list[Any], recs: list[int]) -> tuple[dict[str, Any], dict[str, Any], set[int]]:
+    """Batch and line columns of ``objs`` (record numbers ``recs``), and the record
+    numbers of those a reader refused a value of."""
+    refused: set[int] = set()
+    cols = _read_batch_columns(objs, refused)
+    refused = {recs[i] for i in refused}
     ids = [o.id.strip() for o in objs]
-    lines = _read_line_columns(objs, ids, recs, drift)
-    if drift:
-        raise _Drift
+    lines = _read_line_columns(objs, ids, recs, refused)
     cols.update(
         id=ids,
         has_billing=[o.billing is not None for o in objs],
         pricing_line_count=[len(o.pricing_lines or ()) for o in objs],
         extra=[None] * len(objs),
     )
-    return cols, lines
-
-
-def _read(
-    objs: list[Any], recs: list[int]
-) -> tuple[list[int], dict[str, list[Any]], dict[str, Any]]:
-    """(positions read, their batch columns, their line columns): all of ``objs`` but
-    those a reader refuses, found by halving (only in a chunk that has any)."""
-    try:
-        cols, lines = _read_all(objs, recs)
-        return list(range(len(objs))), cols, lines
-    except (*_REFUSED, _Drift):
-        if len(objs) == 1:
-            return [], *_read_all([], [])
-    half = len(objs) // 2
-    pos1, cols1, lines1 = _read(objs[:half], recs[:half])
-    pos2, cols2, lines2 = _read(objs[half:], recs[half:])
-    return (
-        [*pos1, *(half + p for p in pos2)],
-        {n: [*v, *cols2[n]] for n, v in cols1.items()},
-        {n: [*v, *lines2[n]] for n, v in lines1.items()},
-    )
+    return cols, lines, refused
 
 
 _ISO = (
@@ -455,22 +462,20 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
     taken, objs = _decode(recs, texts)
     if not objs:
         return _empty()
+    cols, line_cols, refused = _read(objs, taken)
     per_value, failed = _per_value(objs)
-    pos, cols, line_cols = _read(objs, taken)
-    if len(pos) < len(objs):
-        per_value = {n: [v[i] for i in pos] for n, v in per_value.items()}
     cols.update(per_value)
-    drop = {j for j, i in enumerate(pos) if i in failed} | _timestamps(cols)
+    drop = {i for i, rec in enumerate(taken) if rec in refused} | failed | _timestamps(cols)
+    recs_kept = taken
     if drop:
-        keep = [j for j in range(len(pos)) if j not in drop]
-        pos = [pos[j] for j in keep]
-        cols = {n: [v[j] for j in keep] for n, v in cols.items()}
-        kept = {taken[i] for i in pos}
+        keep = [i for i in range(len(objs)) if i not in drop]
+        if not keep:
+            return _empty()
+        recs_kept = [taken[i] for i in keep]
+        cols = {n: [v[i] for i in keep] for n, v in cols.items()}
+        kept = set(recs_kept)
         rows = [k for k, r in enumerate(line_cols[REC]) if r in kept]
         line_cols = {n: [v[k] for k in rows] for n, v in line_cols.items()}
-    if not pos:
-        return _empty()
-    recs_kept = [taken[i] for i in pos]
     batches = pl.DataFrame(
         [
             pl.Series(REC, recs_kept, dtype=pl.Int64),

@@ -280,6 +280,26 @@ def test_the_fast_path_takes_the_common_records() -> None:
     assert taken.lines.height == sum(len(o.get("pricing_lines") or []) for o in common)
 
 
+def test_a_chunk_whose_every_record_has_a_refused_value_goes_per_record() -> None:
+    """A value the readers refuse (here a dollar amount in words) sends only its own
+    record per record, found value by value, with the per-record reasons."""
+    texts = []
+    for i, base in enumerate(BASE[:40]):
+        obj = copy.deepcopy(base)
+        for line in obj.get("pricing_lines") or []:
+            for key in ("line_cost_usd", "total_usd_str"):
+                if key in line and i % 2 == 0:
+                    line[key] = "N/A"
+        texts.append(orjson.dumps(obj).decode())
+    fast, slow = both(texts)
+    _same(fast, slow)
+    refused = {i for i, t in enumerate(texts) if '"N/A"' in t}
+    assert len(refused) > 10
+    taken = fastpath.flatten(list(range(len(texts))), texts).taken
+    assert taken == {i for i, o in enumerate(BASE[:40]) if "requests" not in o} - refused
+    assert {r[1] for r in fast.rejects} == {i + 1 for i in refused}
+
+
 def test_a_chunk_of_only_odd_records_still_flattens() -> None:
     fast, slow = both(["{bad", "[1]", '{"id":7}'])
     _same(fast, slow)
