@@ -269,3 +269,29 @@ def test_shell_completion_script_is_available() -> None:
     assert result.exit_code == 0
     assert "_billing_completion" in result.output
     assert os.environ.get("_BILLING_COMPLETE") is None
+
+
+def test_the_billing_command_leaves_its_workers_light() -> None:
+    """A run's worker processes re-import the script that started them: the ``billing``
+    command's target imports neither the CLI nor DuckDB nor the HTTP client (each worker
+    would carry ~95 ms and ~25 MB of them), and still runs the CLI."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "billing"]
+    assert script.value == "pipeline:main"
+    heavy = ("pipeline.cli", "duckdb", "httpx", "polars", "click")
+    probe = f"import sys, pipeline; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stderr
+    version = subprocess.run(
+        [sys.executable, "-c", "import pipeline; pipeline.main()", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert version.returncode == 0
+    assert version.stdout.startswith("billing, version ")
