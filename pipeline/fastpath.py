@@ -28,27 +28,22 @@ from msgspec.structs import astuple
 
 from pipeline import schema
 from pipeline.transform import (
-    _DECIMAL,
     _FILL_OBJECTS,
     _INT64_MIN,
     _READ,
     BATCH_SCHEMA,
     INT64_MAX,
     KNOWN_LINE,
-    KNOWN_STATUSES,
     KNOWN_TOP_LEVEL,
     LINE_COLUMNS,
     LINE_SCHEMA,
+    READ_SCOPE,
     REC,
     TOP_JSON_COLUMNS,
     RecordError,
-    _bool,
-    _decimal_text,
     _json,
-    _number,
-    _str,
     may_hold_secrets,
-    to_int,
+    new_status,
     to_micros,
     webhook_columns,
 )
@@ -148,22 +143,13 @@ assert set(_BATCH.__struct_fields__) == KNOWN_TOP_LEVEL - {"requests"}  # rows: 
 # drift for) marks its record for the per-record path. Timestamps: Unix seconds inline,
 # ISO-8601 text column-wise after (:func:`_timestamps`).
 _AS_DECODED = frozenset({"id", "text", "count", "nanos", "usd_float", "number", "flag"})
-_TIMESTAMP_FIRST = (
-    "None if v is None else v * 1000000 if type(v) is int and 0 <= v < 10**11"
-    " else v if type(v) is str else (v,)"
-)
-_SCOPE: dict[str, Any] = {
-    "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
-    "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
-    "_LO": _INT64_MIN, "_HI": INT64_MAX,
-}  # fmt: skip
 _REFUSED = (RecordError, ValueError, TypeError, OverflowError)
 ValueRead = Callable[[Any, str, dict[str, str]], Any]
 
 
 def _value_read(template: str) -> ValueRead:
     """``read(v, path, drift)``: one kind's reader for one value."""
-    scope = dict(_SCOPE)
+    scope = dict(READ_SCOPE)
     # the normaliser's own expression (transform._READ), from the spec (no outside input)
     exec(f"def read(v, P, drift):\n    return {template.format(P='P')}", scope)
     fn: ValueRead = scope["read"]
@@ -299,7 +285,6 @@ _PER_VALUE_COLUMNS = tuple(
         ]
     )
 )
-_KNOWN_STATUS_SET = frozenset(KNOWN_STATUSES)
 _TIMESTAMP_COLUMNS = tuple(
     (name, f"{path}.{key}" if path else key)
     for name, path, key, kind in _COLUMN_SOURCES
@@ -489,8 +474,8 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
         ]
     )
     drift = [
-        (r, f"status={s[:100]}", "new status value (loaded as it is)", i)
+        (r, *note, i)
         for r, s, i in zip(recs_kept, cols["status"], cols["id"], strict=True)
-        if s is not None and s not in _KNOWN_STATUS_SET
+        if (note := new_status(s)) is not None
     ]
     return Fast(set(recs_kept), batches, lines, drift)

@@ -301,6 +301,11 @@ _READ = {  # kind -> expression of the value ``v`` (``{P}``: the field's path, a
     "json": "None if v is None else _json(v, {P})",
 }
 _READ.update(id=_READ["text"], nanos=_READ["count"], usd_float=_READ["number"])
+READ_SCOPE: dict[str, Any] = {  # the names the _READ expressions use
+    "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
+    "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
+    "_LO": _INT64_MIN, "_HI": INT64_MAX,
+}  # fmt: skip
 Fill = Callable[[dict[str, Any], Mapping[str, Any], str, dict[str, str]], None]
 
 
@@ -316,11 +321,7 @@ def _filler(reads: Sequence[tuple[str, str, str]], prefix: str | None) -> Fill:
             path = repr(f"{prefix}.{key}" if prefix else key)
         body.append(f"    v = get({key!r})")
         body.append(f"    row[{name!r}] = {_READ[kind].format(P=path)}")
-    scope = {
-        "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
-        "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
-        "_LO": _INT64_MIN, "_HI": INT64_MAX,
-    }  # fmt: skip
+    scope = dict(READ_SCOPE)
     # generated from the spec's own names (no outside input), like schema.row_builder
     exec("def fill(row, obj, prefix, drift):\n" + "\n".join(body or ["    pass"]), scope)
     fill: Fill = scope["fill"]  # type: ignore[assignment]
@@ -438,6 +439,13 @@ def _hook_json(kept: dict[str, Any]) -> str | None:
     return text if not may_hold_secret(_HAS_SECRET.sub("", text)) else _json(kept, "webhook")
 
 
+def new_status(status: str | None) -> tuple[str, str] | None:
+    """(drift path, note) for a status outside the documented set (loaded as it is)."""
+    if status is None or status in _KNOWN_STATUS_SET:
+        return None
+    return f"status={status[:100]}", "new status value (loaded as it is)"
+
+
 def normalize_batch(obj: Any) -> Normalized:
     """Flatten one batch object. Raises RecordError when it cannot be represented."""
     if not isinstance(obj, dict):
@@ -475,9 +483,8 @@ def normalize_batch(obj: Any) -> Normalized:
         raise RecordError(f"requests must be an array or null, got {_show(requests_raw)}")
     requests, request_errors = request_rows(batch_id, requests_raw)
 
-    status = row["status"]
-    if status is not None and status not in _KNOWN_STATUS_SET:
-        drift[f"status={status[:100]}"] = "new status value (loaded as it is)"
+    if (note := new_status(row["status"])) is not None:
+        drift[note[0]] = note[1]
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in KNOWN_TOP_LEVEL}
     for path, known in _ANNOUNCED:

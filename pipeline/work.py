@@ -7,7 +7,6 @@ imports what the transform needs.
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import re
@@ -155,12 +154,7 @@ def is_requests_record(rec: RawRecord) -> bool:
     """Request rows, not batches: an API archive's requests envelope, or a file named
     ``*.requests.jsonl`` / ``*.requests.json`` (rows carrying ``batch_id``, or a saved
     ``{"object": "list", "batch_id": ..., "data": [...]}`` response)."""
-    return rec.kind == "requests" or _rows_file(rec.source)
-
-
-@functools.lru_cache(maxsize=256)
-def _rows_file(source: str) -> bool:
-    return source.lower().endswith(REQUEST_FILE_SUFFIXES)
+    return rec.kind == "requests" or rec.source.lower().endswith(REQUEST_FILE_SUFFIXES)
 
 
 def _requests_of(obj: Any) -> tuple[str, list[Any] | None]:
