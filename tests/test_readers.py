@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from tests.helpers import batch, billing, query, scalar, write_jsonl
@@ -205,3 +206,29 @@ def test_a_stray_write_ahead_log_beside_the_published_file_is_moved_aside(
         p.read_bytes() for p in (tmp_path / "snapshots" / "billing").glob("orphaned-*.wal")
     ] == [b"not ours"]
     assert scalar(db, "select count(*) from batches") == 2
+
+
+def test_the_loaders_file_is_written_in_smaller_row_groups_readable_as_any_file(
+    tmp_path: Path,
+) -> None:
+    from pipeline.load import WRITER_ROW_GROUP_SIZE, connect
+
+    path = tmp_path / "it's here" / "w.duckdb"  # a quote in the path is quoted
+    path.parent.mkdir()
+    con = connect(path, writer=True)
+    con.execute("create table t as select range as i from range(150000)")
+    con.execute("checkpoint")
+    con.close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with duckdb.connect(str(path), read_only=True) as reader:  # as readers open it
+        groups = reader.execute(
+            "select row_group_id, max(count) from pragma_storage_info('t')"
+            " where column_name = 'i' group by all order by 1"
+        ).fetchall()
+        assert reader.execute("select count(*), sum(i) from t").fetchall() == [
+            (150_000, 150_000 * 149_999 // 2)
+        ]
+    assert [n for _, n in groups] == [WRITER_ROW_GROUP_SIZE, WRITER_ROW_GROUP_SIZE, 27_120]
+    # DuckDB 1.4 (an analyst's stock CLI) can still open it: the storage version byte
+    assert path.read_bytes()[12] == 0x43
+    assert not Path(f"{path}.tmp").exists()
