@@ -140,8 +140,8 @@ assert set(_BATCH.__struct_fields__) == KNOWN_TOP_LEVEL - {"requests"}  # rows: 
 # type is exactly what the normaliser's reader returns (a str, a bool, a float, an int in
 # 64 bits, or null); every other kind goes through the normaliser's own expression
 # (``transform._READ``), value by value, and a value it gives a reason for (or notes
-# drift for) marks its record for the per-record path. Timestamps: Unix seconds inline,
-# ISO-8601 text column-wise after (:func:`_timestamps`).
+# drift for) marks its record for the per-record path. Two kinds are read column-wise
+# first: timestamps (:func:`_timestamp_column`) and the kinds of :data:`_ACCEPT`.
 _AS_DECODED = frozenset({"id", "text", "count", "nanos", "usd_float", "number", "flag"})
 _REFUSED = (RecordError, ValueError, TypeError, OverflowError)
 ValueRead = Callable[[Any, str, dict[str, str]], Any]
@@ -158,40 +158,54 @@ def _value_read(template: str) -> ValueRead:
 
 _VALUE_READ = {kind: _value_read(t) for kind, t in _READ.items() if kind not in _AS_DECODED}
 
-
-def _timestamps_first(values: Sequence[Any]) -> list[Any]:
-    """Unix seconds to microseconds; text (and, in a tuple, other integers) left for
-    :func:`_timestamps`. Never raises."""
-    return [
-        None
-        if v is None
-        else v * 1000000
-        if type(v) is int and 0 <= v < 10**11
-        else v
-        if type(v) is str
-        else (v,)
-        for v in values
-    ]
+# Text the reader of a kind returns as it is, told column-wise: a match here implies its
+# expression's first branch (for usd_text ``type(v) is str and _DEC(v)``: ASCII digits
+# are digits to ``\d`` too). A value that does not match is read by the reader itself.
+_ACCEPT = {"usd_text": r"^-?[0-9]{1,29}(\.[0-9]{1,9})?$"}
 
 
 def _kind_read(kind: str, values: Sequence[Any], path: str, refused: set[int]) -> Any:
     """A column of one kind read; positions of the values its reader refuses (or notes
     drift for) added to ``refused``."""
-    if kind in _AS_DECODED:
+    if kind in _AS_DECODED or values.count(None) == len(values):
         return values
     if kind == "timestamp":
-        return _timestamps_first(values)
-    read, out = _VALUE_READ[kind], []
+        return _timestamp_column(values, path, refused)
+    read, out = _VALUE_READ[kind], list(values)
+    todo: Sequence[int] = range(len(values))
+    if kind in _ACCEPT:
+        text = pl.Series(values, dtype=pl.String)
+        todo = (~text.str.contains(_ACCEPT[kind]) & text.is_not_null()).arg_true().to_list()
     drift: dict[str, str] = {}
-    for i, v in enumerate(values):
+    for i in todo:
         try:
-            out.append(read(v, path, drift))
+            out[i] = read(values[i], path, drift)
         except _REFUSED:
-            out.append(None)
+            out[i] = None
             refused.add(i)
         if drift:
             refused.add(i)
             drift.clear()
+    return out
+
+
+def _timestamp_column(values: Sequence[Any], path: str, refused: set[int]) -> list[Any]:
+    """A timestamp column (null, integers or text, as decoded) to UTC microseconds, as
+    ``transform.to_micros`` reads it: Unix seconds in range and ISO-8601 text in its
+    common spellings column-wise, any other value by ``to_micros`` itself (positions of
+    those it refuses added to ``refused``)."""
+    text = [v if type(v) is str else None for v in values]
+    parsed = _iso_micros(text) if text.count(None) < len(text) else text
+    out = [
+        (v * 1000000 if 0 <= v < 100000000000 else None) if type(v) is int else p
+        for v, p in zip(values, parsed, strict=True)
+    ]
+    for i in [i for i, (v, o) in enumerate(zip(values, out, strict=True)) if o is None]:
+        if values[i] is not None:  # odd text, an integer out of range: the rule decides
+            try:
+                out[i] = to_micros(path, values[i])
+            except _REFUSED:
+                refused.add(i)
     return out
 
 
@@ -284,11 +298,6 @@ _PER_VALUE_COLUMNS = tuple(
             *(c.name for c in schema.BATCH if c.source and c.source.split(".")[0] == "webhook"),
         ]
     )
-)
-_TIMESTAMP_COLUMNS = tuple(
-    (name, f"{path}.{key}" if path else key)
-    for name, path, key, kind in _COLUMN_SOURCES
-    if kind == "timestamp"
 )
 
 
@@ -406,7 +415,7 @@ _ISO = (
 )
 
 
-def _iso_micros(values: list[str]) -> list[int | None]:
+def _iso_micros(values: list[str | None]) -> list[int | None]:
     """ISO-8601 text in its common spellings to UTC microseconds, column-wise (None:
     anything else, left to ``transform.to_micros``)."""
     text = pl.Series(values, dtype=pl.String)
@@ -421,27 +430,6 @@ def _iso_micros(values: list[str]) -> list[int | None]:
     return pl.select(pl.when(common).then(parsed)).to_series().to_list()
 
 
-def _timestamps(cols: dict[str, list[Any]]) -> set[int]:
-    """The ISO-8601 timestamps left as text by the readers, read; positions of values
-    ``transform.to_micros`` refuses."""
-    bad = set()
-    for name, path in _TIMESTAMP_COLUMNS:
-        col = cols[name]
-        left = [i for i, v in enumerate(col) if v is not None and type(v) is not int]
-        at = [i for i in left if type(col[i]) is str]
-        parsed = dict(zip(at, _iso_micros([col[i] for i in at]), strict=True))
-        for i in left:
-            micros = parsed.get(i)
-            if micros is None:  # odd text, or (in a tuple) an integer out of range
-                value = col[i]
-                try:
-                    micros = to_micros(path, value[0] if type(value) is tuple else value)
-                except _REFUSED:
-                    bad.add(i)
-            col[i] = micros
-    return bad
-
-
 def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
     """Flatten the records it can of ``texts`` (record ``recs[i]`` of the chunk)."""
     taken, objs = _decode(recs, texts)
@@ -450,7 +438,7 @@ def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:
     cols, line_cols, refused = _read(objs, taken)
     per_value, failed = _per_value(objs)
     cols.update(per_value)
-    drop = {i for i, rec in enumerate(taken) if rec in refused} | failed | _timestamps(cols)
+    drop = {i for i, rec in enumerate(taken) if rec in refused} | failed
     recs_kept = taken
     if drop:
         keep = [i for i in range(len(objs)) if i not in drop]
