@@ -250,6 +250,15 @@ HOSTILE_LINES = [
     '{"id":"b1","errors":{"data":[' + ",".join(['{"code":"x"}'] * 3000) + "]}}",
     '{"id":"b1","metadata":{' + ",".join(f'"k{i}":{i}' for i in range(5000)) + "}}",
     '{"id":"b1","session_id":"' + "s" * 200_000 + '"}',
+    # the column-wise readers: dollars told by a regex, timestamps by polars
+    '{"id":"b1","billing":{"pricing_breakdown":{"total_usd_str":"\\u0663.\\u0665"}}}',
+    '{"id":"b1","billing":{"pricing_breakdown":{"total_usd_str":"1.5\\n"}}}',
+    '{"id":"b1","pricing_lines":[{"unit_price_usd":"123456789012345678901234567890","line_nanos":1}]}',
+    '{"id":"b1","pricing_lines":[{"unit_price_usd":"0.1234567891","line_cost_usd":".5","line_nanos":1}]}',
+    '{"id":"b1","pricing_lines":[{"unit_price_usd":"-0","line_cost_usd":"1.","line_nanos":1}]}',
+    '{"id":"b1","created_at":"1970-01-01T00:00:00Z","in_progress_at":0,"expires_at":"0"}',
+    '{"id":"b1","created_at":"","completed_at":" ","finalizing_at":"\\u0031792563781"}',
+    '{"id":"b1","created_at":"2026-11-27T03:21:36.1234567Z","completed_at":"2026-11-27T03:21:36-00:00"}',
 ]
 
 
