@@ -137,6 +137,15 @@ create table if not exists charge_ledger (
 );
 """
 
+_REJECT_SCHEMA = {
+    "source": pl.String,
+    "line": pl.Int32,
+    "batch_id": pl.String,
+    "reason": pl.String,
+    "raw_text": pl.String,
+    "source_file": pl.String,
+}
+
 STAGE_DDL = """
 create or replace temp table stage_batches as
     select * exclude (first_run_id, run_id, loaded_at, captured, captured_at, capture_reason),
@@ -805,7 +814,10 @@ class Loader:
         """Quarantine (source, line, batch_id, reason, raw_text, source_file) rows."""
         if not rows:
             return
-        self.con.executemany("insert into stage_rejects values ($1, $2, $3, $4, $5, $6)", rows)
+        # one insert from a frame: executemany costs ~60 us a row (a night that rejects
+        # everything would spend a minute a million rows here)
+        frame = pl.DataFrame(rows, schema=_REJECT_SCHEMA, orient="row")  # noqa: F841 - in SQL
+        self.con.execute("insert into stage_rejects select * from frame")
         self.rejected += len(rows)
 
     def fetch_errors(self, rows: Sequence[tuple[str, str, int | None, str, str]]) -> None:

@@ -78,16 +78,38 @@ def is_credential_key(key: str) -> bool:
 # --------------------------------------------------------------------------- values
 
 _B = r"(?<![A-Za-z0-9])"  # not inside a longer word
-_VALUE = re.compile(
-    rf"{_B}whsec_[A-Za-z0-9+/=_\-]+"
-    rf"|{_B}sk-[A-Za-z0-9_\-]{{6,}}"
-    rf"|{_B}(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{{6,}}"
-    rf"|{_B}(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{{10,}}"
-    rf"|{_B}xox[abprs]-[A-Za-z0-9\-]{{6,}}"
-    rf"|{_B}(?:AKIA|ASIA)[0-9A-Z]{{16}}"
-    rf"|{_B}AIza[0-9A-Za-z_\-]{{20,}}"
-    r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+# Each value rule, with the literals one of which any match of it contains (the rules
+# are case-sensitive): a rule none of whose literals is in a text cannot match there.
+_VALUE_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("whsec_",), rf"{_B}whsec_[A-Za-z0-9+/=_\-]+"),
+    (("sk-",), rf"{_B}sk-[A-Za-z0-9_\-]{{6,}}"),
+    (("_live_", "_test_"), rf"{_B}(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{{6,}}"),
+    (
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        rf"{_B}(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{{10,}}",
+    ),
+    (("xox",), rf"{_B}xox[abprs]-[A-Za-z0-9\-]{{6,}}"),
+    (("AKIA", "ASIA"), rf"{_B}(?:AKIA|ASIA)[0-9A-Z]{{16}}"),
+    (("AIza",), rf"{_B}AIza[0-9A-Za-z_\-]{{20,}}"),
+    (("eyJ",), r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
 )
+_VALUE = re.compile("|".join(rule for _, rule in _VALUE_RULES))
+
+
+@lru_cache(maxsize=256)
+def _value_rules(present: tuple[int, ...]) -> re.Pattern[str]:
+    """The alternation of the value rules numbered ``present``, in their order: on a
+    text holding no literal of the others, it finds exactly what :data:`_VALUE` finds."""
+    return re.compile("|".join(_VALUE_RULES[i][1] for i in present))
+
+
+def _value_pattern(text: str) -> re.Pattern[str] | None:
+    present = tuple(
+        i for i, (literals, _) in enumerate(_VALUE_RULES) if any(w in text for w in literals)
+    )
+    return _value_rules(present) if present else None
+
+
 _SCHEME_TOKEN = re.compile(
     r"(?i)\b(bearer|digest)(\s+)[A-Za-z0-9._~+/=\-]{4,}|\b(Basic)(\s+)[A-Za-z0-9+/]{6,}=*"
 )
@@ -203,18 +225,33 @@ def _kv(pattern: re.Pattern[str], text: str) -> str:
 
 
 def redact_plain(text: str) -> str:
-    """Value rules only (no JSON structure): for free text and single string values."""
+    """Value rules only (no JSON structure): for free text and single string values.
+
+    A rule runs only where the text holds what any match of it must contain (a literal
+    of :data:`_VALUE_RULES`; ``bearer``/``digest``/``basic`` in any case; ``://`` and
+    ``@``; ``=``; a quote; a colon and a blank): the same result, without scanning a
+    long record once per rule. Non-ASCII text skips no case-insensitive rule (``ſ``
+    matches ``s`` there)."""
     if _SECRETS:
         text = _literals(text)
     if not _maybe(text):
         return text
-    text = _VALUE.sub(REDACTED, text)
-    text = _SCHEME_TOKEN.sub(
-        lambda m: (m.group(1) or m.group(3)) + (m.group(2) or m.group(4)) + REDACTED, text
-    )
-    text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
-    for pattern in _KV:
-        text = _kv(pattern, text)
+    value = _value_pattern(text)
+    if value is not None:
+        text = value.sub(REDACTED, text)
+    low = text.lower() if text.isascii() else None
+    if low is None or "bearer" in low or "digest" in low or "basic" in low:
+        text = _SCHEME_TOKEN.sub(
+            lambda m: (m.group(1) or m.group(3)) + (m.group(2) or m.group(4)) + REDACTED, text
+        )
+    if "://" in text and "@" in text:
+        text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    if "=" in text:
+        text = _kv(_KV[0], text)
+    if "'" in text:
+        text = _kv(_KV[1], text)
+    if ": " in text or ":\t" in text:
+        text = _kv(_KV[2], text)
     return text
 
 

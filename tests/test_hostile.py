@@ -267,6 +267,42 @@ def test_a_reject_reason_never_shows_a_secret_held_in_a_value(
     assert "LEAK" not in result.output and "LEAK" not in everything_stored(db)
 
 
+def test_a_night_where_every_record_is_rejected_keeps_each_one_aside_redacted(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """A format change at the gateway: every batch has its bill as text, and carries a
+    webhook secret, a key in the metadata and a bearer token in an error message."""
+    items = [
+        batch(
+            n,
+            cost_nanos=f"{n}000",
+            webhook={"url": "https://u:LEAKpw@h/x", "secret": f"whsec_LEAK{n}"},
+            metadata={"api_key": f"sk-LEAKLEAK{n:06d}", "note": "x=1"},
+            errors={"message": f"Authorization: Bearer LEAK{n:08d}"},
+        )
+        for n in range(1, 2501)
+    ]
+    f = write_jsonl(tmp_path / "in.jsonl", items)
+    result = run_cli("run", "--input", f, "--db", db, "--chunk-size", "500")
+    assert result.exit_code == 0, result.output  # loaded what it could (nothing), said so
+    assert "rejected    2,500" in result.output
+    assert query(
+        db,
+        "select count(*), count(distinct line), min(line), max(line), count(distinct reason)"
+        " from rejected_batches",
+    ) == [(2500, 2500, 1, 2500, 2500)]
+    assert rejects(db)[0] == (1, "billing.cost_nanos must be an integer, got str '1000'")
+    assert scalar(db, "select count(*) from batches") == 0
+    raw = query(db, "select raw_text from rejected_batches where line = 7")[0][0]
+    assert '"cost_nanos":"7000"' in raw and '"note":"x=1"' in raw  # the record, as read
+    assert "LEAK" not in everything_stored(db) and "LEAK" not in result.output
+    again = run_cli("run", "--input", f, "--db", db, "--chunk-size", "500")
+    assert again.exit_code == 0, again.output
+    assert query(db, "select count(*), min(times_seen), max(times_seen) from rejected_batches") == [
+        (2500, 2, 2)
+    ]
+
+
 # --------------------------------------------------------------------------- wrong folders, wrong files
 
 

@@ -180,3 +180,52 @@ def test_the_column_wise_prefilter_agrees_with_the_python_one(values: list[str])
         may_hold_secret(v) for v in values
     ]
     assert [bool(_MAYBE.search(v)) for v in values] == [may_hold_secret(v) for v in values]
+
+
+# --------------------------------------------------------------------------- prefilters
+def _every_rule(text: str) -> str:
+    """redact_plain as it was before its per-rule prefilters: every rule over the text."""
+    if redaction._SECRETS:
+        text = redaction._literals(text)
+    if not redaction._maybe(text):
+        return text
+    text = redaction._VALUE.sub(redaction.REDACTED, text)
+    text = redaction._SCHEME_TOKEN.sub(
+        lambda m: (m.group(1) or m.group(3)) + (m.group(2) or m.group(4)) + redaction.REDACTED,
+        text,
+    )
+    text = redaction._USERINFO.sub(lambda m: m.group(1) + redaction.REDACTED + "@", text)
+    for pattern in redaction._KV:
+        text = redaction._kv(pattern, text)
+    return text
+
+
+FRAGMENTS = [
+    "whsec_Zq7MARKzq", "sk-Zq7MARKzq12", "sk_live_Zq7MARKzq", "rk_test_Zq7MARKzq", "pk_live_",
+    "ghp_Zq7MARKzq1234", "github_pat_Zq7MARKzq12", "gh", "xoxb-Zq7MARKzq", "xox",
+    "AKIAZQ7MARKZQ1234567", "ASIA", "AIzaZq7MARKzq1234567890123", "eyJZq7MARKzq.eyJZq7MARKzq.x",
+    "eyJ", "Bearer Zq7MARKzq", "BEARER  Zq7MARKzq", "bearer", "Digest Zq7MARKzq",
+    "Basic Zq7MARKzq==", "basic", "Baſic Zq7MARKzq", "BEARER\tZq7MARKzq", "beareR", "bEaRer",
+    "https://u:Zq7MARKzq@h/x", "ftp://", "@", "://", "token=Zq7MARKzq", "api_key = 'Zq7MARKzq'",
+    "=", "'token': 'Zq7MARKzq'", "'", "'api_key':Zq7MARKzq", "Authorization: Bearer Zq7MARKzq",
+    "password:\tZq7MARKzq", "token: set", ": ", ":\t", ":", '"secret":"Zq7MARKzq"', " ", "\t",
+    "\n", "x", "9", "_", "-", "é", "K", "İ", "ı", "ſ", "\u200b", '"', "{", "}", "[REDACTED]",
+]  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=8), st.text(max_size=6))
+def test_the_rules_prefilters_change_nothing(parts: list[str], noise: str) -> None:
+    text = noise.join(parts) if noise else "".join(parts)
+    assert redaction.redact_plain(text) == _every_rule(text)
+
+
+def test_the_value_rules_each_have_their_literals() -> None:
+    for literals, rule in redaction._VALUE_RULES:
+        assert literals, rule
+    # every rule is in the one alternation, in order
+    assert redaction._VALUE.pattern == "|".join(r for _, r in redaction._VALUE_RULES)
+    assert redaction._value_pattern("nothing here") is None
+    assert redaction._value_pattern("whsec_x and eyJ").pattern == "|".join(  # type: ignore[union-attr]
+        [redaction._VALUE_RULES[0][1], redaction._VALUE_RULES[7][1]]
+    )
