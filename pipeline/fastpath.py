@@ -197,7 +197,7 @@ def _timestamp_column(values: Sequence[Any], path: str, refused: set[int]) -> li
     text = [v if type(v) is str else None for v in values]
     parsed = _iso_micros(text) if text.count(None) < len(text) else text
     out = [
-        (v * 1000000 if 0 <= v < 100000000000 else None) if type(v) is int else p
+        (v * 1000000 if 0 <= v < 10**11 else None) if type(v) is int else p
         for v, p in zip(values, parsed, strict=True)
     ]
     for i in [i for i, (v, o) in enumerate(zip(values, out, strict=True)) if o is None]:

@@ -817,7 +817,7 @@ class Loader:
         # one insert from a frame: executemany costs ~60 us a row (a night that rejects
         # everything would spend a minute a million rows here)
         frame = pl.DataFrame(rows, schema=_REJECT_SCHEMA, orient="row")  # noqa: F841 - in SQL
-        self.con.execute("insert into stage_rejects select * from frame")
+        self.con.execute("insert into stage_rejects by name select * from frame")
         self.rejected += len(rows)
 
     def fetch_errors(self, rows: Sequence[tuple[str, str, int | None, str, str]]) -> None:
