@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline import __version__
+from pipeline.load import sql_string
 
 PARTITIONS = ["month", "provider"]
 
@@ -186,7 +187,7 @@ def export_focus(
             target.mkdir()
         elif file_type == "parquet":
             con.execute(
-                f"copy ({FOCUS_SQL}) to '{_sql_path(target)}' (format parquet, "
+                f"copy ({FOCUS_SQL}) to '{sql_string(target)}' (format parquet, "
                 "partition_by (billing_period), kv_metadata {focus_version: '"
                 + FOCUS_VERSION
                 + "', focus_dataset: 'CostAndUsage', generator: '"
@@ -195,7 +196,7 @@ def export_focus(
             )
         else:
             con.execute(
-                f"copy ({FOCUS_SQL}) to '{_sql_path(target)}' "
+                f"copy ({FOCUS_SQL}) to '{sql_string(target)}' "
                 "(format csv, header, partition_by (billing_period))"
             )
         return {
@@ -208,7 +209,3 @@ def export_focus(
 
     _swap_in(out, write)
     return ExportResult(out, {FOCUS_DATASET: rows}, {FOCUS_DATASET: nanos})
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -453,8 +453,9 @@ WRITER_ALIAS = "billing_work"
 WRITER_ROW_GROUP_SIZE = 61_440
 
 
-def _sql_text(path: Path) -> str:
-    """A path as the inside of a SQL string literal."""
+def sql_string(path: Path | str) -> str:
+    """A path as the inside of a SQL string literal (its quotes doubled): a database or
+    folder name may hold a quote."""
     return str(path).replace("'", "''")
 
 
@@ -489,7 +490,7 @@ def connect(
             config["temp_directory"] = f"{db_path}.tmp"
             con = duckdb.connect(":memory:", config=config)
             con.execute(
-                f"attach '{_sql_text(db_path)}' as {WRITER_ALIAS}"  # the path quoted as SQL text
+                f"attach '{sql_string(db_path)}' as {WRITER_ALIAS}"
                 f" (row_group_size {WRITER_ROW_GROUP_SIZE})"
             )
             con.execute(f"use {WRITER_ALIAS}")
@@ -761,10 +762,10 @@ class Loader:
         ):
             # read where the workers wrote them (no copy held in memory); the empty
             # tables stand in when a run staged no chunk
-            listed = ", ".join(f"'{f}'" for f in files)  # our own file names
+            listed = ", ".join(f"'{sql_string(f)}'" for f in files)  # beside the --db file
             self.con.execute(f"drop table {table}")
             self.con.execute(
-                f"create temp view {table} as select * from read_parquet([{listed}])"  # noqa: S608 - our own file names
+                f"create temp view {table} as select * from read_parquet([{listed}])"  # noqa: S608 - quoted
             )
         log.debug("%.2fs read %d staged chunks", time.monotonic() - started, len(self._stage_files))
         self._stage_files.clear()

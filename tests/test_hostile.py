@@ -354,6 +354,28 @@ def test_the_same_file_twice_or_by_two_spellings_counts_once(
     assert query(db, "select line, times_seen from rejected_batches") == [(2, 2)]
 
 
+def test_a_database_path_with_quotes_and_odd_characters_loads_queries_and_exports(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """The working copy, its staged chunks and the export are named after --db: a quote
+    in it must reach DuckDB as text, never end (or extend) a SQL string."""
+    folder = tmp_path / 'it\'s é "q" ; drop table batches; --'
+    folder.mkdir()
+    db = folder / "o'brien's.duckdb"
+    f = write_jsonl(tmp_path / "in.jsonl", [batch(n, cost_nanos=n) for n in range(1, 301)])
+    result = run_cli("run", "--input", f, "--db", db, "--chunk-size", "100")
+    assert result.exit_code == 0, result.output
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == [(300, 45150)]
+    assert sorted(p.name for p in folder.iterdir()) == ["o'brien's.duckdb", "snapshots"]
+    out = folder / "focus'out"
+    exported = run_cli("export", "--db", db, "--format", "focus-csv", "--out", out)
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in out.iterdir()) == ["focus_charges", "manifest.json"]
+    again = run_cli("run", "--input", f, "--db", db, "--chunk-size", "100")
+    assert again.exit_code == 0, again.output
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == [(300, 45150)]
+
+
 @pytest.mark.parametrize(
     "target", ["db_as_input", "jsonl_as_db", "foreign_duckdb_as_db", "folder_as_db"]
 )
