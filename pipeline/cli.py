@@ -443,7 +443,7 @@ def run_cmd(
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     new_db = not db.exists()
-    db.parent.mkdir(parents=True, exist_ok=True)
+    Path(os.path.realpath(db)).parent.mkdir(parents=True, exist_ok=True)  # a link: its target's
     show = not quiet
     with runner.interruptible():
         if api is not None:

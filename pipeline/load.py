@@ -506,13 +506,18 @@ def connect(
 
 
 class Store:
-    """Where one database's files live, all beside the published path ``db``."""
+    """Where one database's files live, all beside the published path ``db``.
+
+    A ``--db`` that is a symbolic link (a shared database linked into a project) is
+    followed: the working copy, the lock and the snapshots live beside the real file, and
+    the new snapshot replaces the real file, not the link (which would leave everyone who
+    opens the real file on the old data, and two runs through two links unlocked)."""
 
     def __init__(self, db: Path) -> None:
-        self.db = db
-        self.folder = db.parent
-        self.lock = self.folder / f".{db.name}.lock"
-        self.snapshots = self.folder / "snapshots" / db.stem
+        self.db = Path(os.path.realpath(db))
+        self.folder = self.db.parent
+        self.lock = self.folder / f".{self.db.name}.lock"
+        self.snapshots = self.folder / "snapshots" / self.db.stem
 
     def work(self, run_id: str) -> Path:
         return self.folder / f".{self.db.name}.{run_id}.work"
@@ -710,9 +715,9 @@ class Loader:
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
                     stale.unlink(missing_ok=True)
-            if db_path.exists():
-                _check_published(db_path, time.monotonic() + wait_s)
-                shutil.copyfile(db_path, self.work)
+            if self.store.db.exists():
+                _check_published(self.store.db, time.monotonic() + wait_s)
+                shutil.copyfile(self.store.db, self.work)
                 self.work.chmod(0o600)
             self.stage_dir.mkdir(mode=0o700)
             self.con = connect(self.work, memory_limit=memory_limit, writer=True)

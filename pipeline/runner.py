@@ -295,7 +295,7 @@ def execute_api(
         keep_snapshots=cfg.keep_snapshots,
         settings=cfg.settings,
     )
-    archive = cfg.db_path.parent / "archive" / f"{run_id}.jsonl"
+    archive = loader.store.folder / "archive" / f"{run_id}.jsonl"  # beside the real file
     try:
         wanted = list(ids)
         pending = loader.pending_ids()

@@ -376,6 +376,38 @@ def test_a_database_path_with_quotes_and_odd_characters_loads_queries_and_export
     assert query(db, "select count(*), sum(cost_nanos) from batches") == [(300, 45150)]
 
 
+def test_a_database_reached_through_a_symbolic_link_is_updated_where_it_lives(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """--db is a link to a shared database: the run must update the shared file (not
+    replace the link with a private copy nobody else sees), lock it where it lives, and
+    a run through the real path must see the same database."""
+    shared, project = tmp_path / "shared", tmp_path / "project"
+    shared.mkdir()
+    project.mkdir()
+    real = shared / "billing.duckdb"
+    link = project / "billing.duckdb"
+    first = write_jsonl(tmp_path / "a.jsonl", [batch(1, cost_nanos=100)])
+    assert run_cli("run", "--input", first, "--db", real).exit_code == 0
+    link.symlink_to(real)
+    second = write_jsonl(tmp_path / "b.jsonl", [batch(2, cost_nanos=20)])
+    result = run_cli("run", "--input", second, "--db", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert query(real, "select count(*), sum(cost_nanos) from batches") == [(2, 120)]
+    assert sorted(p.name for p in project.iterdir()) == ["billing.duckdb"]  # nothing beside
+    assert len(list((shared / "snapshots" / "billing").iterdir())) == 2
+    again = run_cli("run", "--input", second, "--db", real)  # the same database
+    assert again.exit_code == 0, again.output
+    assert query(link, "select count(*), sum(cost_nanos) from batches") == [(2, 120)]
+    dangling = project / "new.duckdb"  # a link to a database not made yet: made there
+    dangling.symlink_to(shared / "sub" / "new.duckdb")
+    made = run_cli("run", "--input", first, "--db", dangling)
+    assert made.exit_code == 0, made.output
+    assert dangling.is_symlink()
+    assert query(shared / "sub" / "new.duckdb", "select sum(cost_nanos) from batches") == [(100,)]
+
+
 @pytest.mark.parametrize(
     "target", ["db_as_input", "jsonl_as_db", "foreign_duckdb_as_db", "folder_as_db"]
 )
