@@ -376,6 +376,61 @@ def test_a_database_path_with_quotes_and_odd_characters_loads_queries_and_export
     assert query(db, "select count(*), sum(cost_nanos) from batches") == [(300, 45150)]
 
 
+def test_compressed_or_binary_files_with_a_json_name_are_one_unreadable_input_each(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """A gzip (or zip, Parquet, DuckDB...) file named .jsonl is not 150 rejects of
+    "invalid UTF-8": it is one input that could not be read, with what it is, and the
+    night is incomplete; the other files load."""
+    import gzip
+    import zipfile
+
+    import polars as pl
+
+    good = write_jsonl(tmp_path / "good.jsonl", [batch(1, cost_nanos=7)])
+    rows = "".join(json.dumps(batch(n)) + "\n" for n in range(2, 40)).encode()
+    (tmp_path / "small.jsonl").write_bytes(gzip.compress(rows))
+    (tmp_path / "large.jsonl").write_bytes(b"\x1f\x8b" + os.urandom(1_500_000))  # sliced path
+    with zipfile.ZipFile(tmp_path / "zipped.jsonl", "w") as zf:
+        zf.writestr("b.jsonl", rows)
+    pl.DataFrame({"a": [1]}).write_parquet(tmp_path / "table.json")
+    duckdb.connect(str(tmp_path / "other.json")).execute("create table t (i int)").close()
+    names = ["large.jsonl", "other.json", "small.jsonl", "table.json", "zipped.jsonl"]
+    result = run_cli(
+        "run", *(a for n in ["good.jsonl", *names] for a in ("--input", tmp_path / n)), "--db", db
+    )
+    assert result.exit_code == 3, result.output  # incomplete
+    assert query(db, "select id, cost_nanos from batches") == [(batch(1)["id"], 7)]
+    assert query(db, "select source, line, reason from rejected_batches order by source") == [
+        (str(tmp_path / "large.jsonl"), 0, f"cannot read: {GZIP}"),
+        (
+            str(tmp_path / "other.json"),
+            0,
+            "cannot read: a DuckDB database, not JSON text (pass it as --db)",
+        ),
+        (str(tmp_path / "small.jsonl"), 0, f"cannot read: {GZIP}"),
+        (str(tmp_path / "table.json"), 0, "cannot read: a Parquet file, not JSON text"),
+        (
+            str(tmp_path / "zipped.jsonl"),
+            0,
+            "cannot read: a zip archive, not JSON text: unzip it first",
+        ),
+    ]
+    assert "unreadable  5 input(s) could not be read" in result.output
+    assert "INCOMPLETE" in result.output and str(good) not in result.output.split("unreadable")[1]
+    piped = subprocess.run(
+        billing("run", "--input", "-", "--db", tmp_path / "piped.duckdb"),
+        input=gzip.compress(rows),
+        capture_output=True,
+        check=False,
+    )
+    assert piped.returncode == 3, piped.stderr
+    assert f"<stdin>:0: cannot read: {GZIP}" in piped.stdout.decode()
+
+
+GZIP = "gzip-compressed data, not JSON text: decompress it first (gunzip)"
+
+
 def test_a_database_reached_through_a_symbolic_link_is_updated_where_it_lives(
     run_cli: Any, tmp_path: Path
 ) -> None:

@@ -329,11 +329,40 @@ class LineSlice:
 Chunk = list[RawRecord] | LineSlice
 
 
+# Files that are not JSON text at all, told by their first bytes (no JSON text starts
+# with these): one reason for the file, not a reject for every "line" of its bytes.
+_BINARY = (
+    (b"\x1f\x8b", "gzip-compressed data, not JSON text: decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a zip archive, not JSON text: unzip it first"),
+    (b"BZh", "bzip2-compressed data, not JSON text: decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data, not JSON text: decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data, not JSON text: decompress it first (unzstd)"),
+    (b"PAR1", "a Parquet file, not JSON text"),
+    (b"SQLite format 3\x00", "an SQLite database, not JSON text"),
+)
+SNIFF_BYTES = 16
+
+
+def binary_format(head: bytes) -> str | None:
+    """Why a file starting with ``head`` is no JSON text (None: it may be)."""
+    for magic, why in _BINARY:
+        if head.startswith(magic):
+            return why
+    if head[8:12] == b"DUCK" and head[:1] not in b"{[ \t\r\n":
+        return "a DuckDB database, not JSON text (pass it as --db)"
+    return None
+
+
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     source = str(path)
     try:
         with path.open("rb") as fh:
-            yield from _jsonl_stream(source, fh)
+            first = fh.read(SNIFF_BYTES)
+            why = binary_format(first)
+            if why is not None:
+                yield unreadable(source, why)
+                return
+            yield from _jsonl_stream(source, fh, first)
     except OSError as exc:
         yield unreadable(source, _os_error(exc))
 
@@ -352,7 +381,12 @@ def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
     source, start, first, n, pos = str(path), 0, 1, 0, 0
     try:
         with path.open("rb") as fh:
-            for raw, length, record_bytes in _lines(fh):
+            head = fh.read(SNIFF_BYTES)
+            why = binary_format(head)
+            if why is not None:
+                yield [unreadable(source, why)]
+                return
+            for raw, length, record_bytes in _lines(fh, head):
                 if record_bytes > MAX_RECORD_BYTES:
                     if n:
                         yield LineSlice(source, start, pos, first, n)
@@ -413,6 +447,10 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
             data = fh.read(MAX_JSON_FILE_BYTES + 1)
     except OSError as exc:
         yield unreadable(source, _os_error(exc))
+        return
+    why = binary_format(data[:SNIFF_BYTES])
+    if why is not None:
+        yield unreadable(source, why)
         return
     if len(data) > MAX_JSON_FILE_BYTES:
         yield _document_too_large(source, data, "a .json file", "write it as JSONL")
@@ -477,6 +515,10 @@ def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
     document (an array, a list response or a pretty-printed object) when its first line
     is not a whole JSON value. JSONL streams through with flat memory."""
     first = fh.readline(MAX_RECORD_BYTES + 1)
+    why = binary_format(first[:SNIFF_BYTES])
+    if why is not None:
+        yield unreadable(source, why)
+        return
     head = (first[3:] if first.startswith(_BOM) else first).strip()
     oversize = len(first) > MAX_RECORD_BYTES
     document = head.startswith(b"[")
