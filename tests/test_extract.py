@@ -98,3 +98,23 @@ def test_lines_are_cut_alike_whatever_the_block_and_line_sizes(
     split = rng.randint(0, len(data))
     got = list(files._lines(io.BytesIO(data[split:]), data[:split] or None))
     assert got == _reference_lines(data, 20, 5)
+
+
+def test_a_file_cut_short_after_it_was_scanned_is_unreadable_not_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process truncates (or rewrites shorter) an input between the scan and the
+    worker's read: the slice says so instead of handing over fewer records."""
+    f = write_jsonl(tmp_path / "a.jsonl", [batch(n) for n in range(1, 11)])
+    monkeypatch.setattr(files, "SMALL_FILE_BYTES", 0)
+    first, second = list(read_chunks([f], 5))
+    assert isinstance(first, LineSlice) and isinstance(second, LineSlice)
+    with f.open("r+b") as fh:
+        fh.truncate(second.start + 10)
+    assert len(first.records()) == 5  # untouched bytes still read
+    (rec,) = second.records()
+    assert rec.unreadable and rec.line == 0
+    assert rec.error == (
+        f"cannot read: the file changed while it was read (lines 6-10 were bytes "
+        f"{second.start}-{second.end}, now it ends at byte {second.start + 10}): load it again"
+    )

@@ -320,6 +320,15 @@ class LineSlice:
                 data = fh.read(self.end - self.start)
         except OSError as exc:
             return [unreadable(self.source, _os_error(exc))]
+        if len(data) != self.end - self.start:  # cut short since it was scanned
+            return [
+                unreadable(
+                    self.source,
+                    f"the file changed while it was read (lines {self.first_line}-"
+                    f"{self.first_line + self.lines - 1} were bytes {self.start}-{self.end},"
+                    f" now it ends at byte {self.start + len(data)}): load it again",
+                )
+            ]
         parts = data.split(b"\n")
         if data.endswith(b"\n"):
             parts.pop()
