@@ -50,7 +50,8 @@ ODD_VALUES: list[Any] = [
     "é", "\u0000", "\u202e", "\U0001f600", "\\", '"', "a\nb", "NaN", "null", "true",
     "completed", "in_progress", "cancelling", "weird_status", "charged:captured",
     "already_billed", "batch_X", "  batch_X  ", "batch\u00a0X", "\x1fbatch",
-    "https://user:LEAKpass@hooks.example.com/x",
+    "https://user:LEAKpass@hooks.example.com/x", "\u0663.\u0665", "1.5\n", "0", " 1792563781 ",
+    "1970-01-01T00:00:00Z", "-0.000000001", "99999999999999999999999999999.999999999",
 ]  # fmt: skip
 
 TEXT_SPELLINGS = ("compact", "spaced", "ascii", "duplicate_id", "trailing_comma", "nan")
