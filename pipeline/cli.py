@@ -52,7 +52,7 @@ from pipeline.extract import (
     read_stream,
 )
 from pipeline.extract.files import STDIN, file_size, find_inputs
-from pipeline.load import LockedError, NotABillingDatabase, reader
+from pipeline.load import LockedError, NotABillingDatabase, Store, reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import FORMATS, json_rows, run_summary, run_summary_json, table, usd
 from pipeline.transform import KNOWN_STATUSES
@@ -443,7 +443,7 @@ def run_cmd(
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     new_db = not db.exists()
-    Path(os.path.realpath(db)).parent.mkdir(parents=True, exist_ok=True)  # a link: its target's
+    Store(db).folder.mkdir(parents=True, exist_ok=True)  # beside the real file (--db a link)
     show = not quiet
     with runner.interruptible():
         if api is not None:

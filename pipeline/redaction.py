@@ -93,13 +93,12 @@ _VALUE_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("AIza",), rf"{_B}AIza[0-9A-Za-z_\-]{{20,}}"),
     (("eyJ",), r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
 )
-_VALUE = re.compile("|".join(rule for _, rule in _VALUE_RULES))
 
 
 @lru_cache(maxsize=256)
 def _value_rules(present: tuple[int, ...]) -> re.Pattern[str]:
     """The alternation of the value rules numbered ``present``, in their order: on a
-    text holding no literal of the others, it finds exactly what :data:`_VALUE` finds."""
+    text holding no literal of the others, it finds exactly what all of them would."""
     return re.compile("|".join(_VALUE_RULES[i][1] for i in present))
 
 
@@ -127,6 +126,8 @@ _KV = (
         r"(?P<v>(?:(?i:bearer|basic|token|digest)[ \t]+)?[^\s,;'\"{}\[\]()<>]+)"
     ),
 )
+# Each key=value rule with the text one of which any match of it contains.
+_KV_RULES = ((_KV[0], ("=",)), (_KV[1], ("'",)), (_KV[2], (": ", ":\t")))
 _KEEP = frozenset(("true", "false", "null", "none", "True", "False", "None", "[REDACTED]"))
 
 # A cheap, exact superset test: text for which it finds nothing holds nothing to redact
@@ -236,10 +237,10 @@ def redact_plain(text: str) -> str:
         text = _literals(text)
     if not _maybe(text):
         return text
-    return _value_rules_run(text)
+    return _run_rules(text)
 
 
-def _value_rules_run(text: str) -> str:
+def _run_rules(text: str) -> str:
     """The value and key=value rules of :func:`redact_plain`, without its prefilter."""
     value = _value_pattern(text)
     if value is not None:
@@ -251,12 +252,9 @@ def _value_rules_run(text: str) -> str:
         )
     if "://" in text and "@" in text:
         text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
-    if "=" in text:
-        text = _kv(_KV[0], text)
-    if "'" in text:
-        text = _kv(_KV[1], text)
-    if ": " in text or ":\t" in text:
-        text = _kv(_KV[2], text)
+    for pattern, needs in _KV_RULES:
+        if any(w in text for w in needs):
+            text = _kv(pattern, text)
     return text
 
 
@@ -361,7 +359,7 @@ def redact(text: str) -> str:
     if "\\" in text:
         text = _redact_escaped_strings(text)
     # the prefilter passed above: the rules run (a rule that finds nothing changes nothing)
-    return _value_rules_run(_literals(text) if _SECRETS else text)
+    return _run_rules(_literals(text) if _SECRETS else text)
 
 
 def redact_obj(value: Any) -> Any:

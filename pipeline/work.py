@@ -71,22 +71,9 @@ class ChunkOut:
     staged: tuple[str, str] | None = None  # (batches, lines) Parquet files, when written
 
 
-# The resolved path of each source, found once a chunk (cleared when a chunk starts: a
-# file may be replaced between runs of one process).
-_REAL_PATHS: dict[str, str] = {}
-
-
-def _real_path(source: str) -> str:
-    real = _REAL_PATHS.get(source)
-    if real is None:
-        real = os.path.realpath(source) if os.path.exists(source) else source
-        _REAL_PATHS[source] = real
-    return real
-
-
 def _reject_row(rec: RawRecord, obj: Any, reason: str) -> tuple[Any, ...]:
     """(source, line, batch_id, reason, raw_text, source_file): redacted, size-capped."""
-    real = _real_path(rec.source)
+    real = os.path.realpath(rec.source) if os.path.exists(rec.source) else rec.source
     return (rec.source, rec.line, _guess_id(obj), _clip(reason), redact(kept_text(rec.text)), real)
 
 
@@ -209,7 +196,6 @@ def _obj(objs: dict[int, Any], chunk: list[RawRecord], i: int) -> Any:
 
 
 def _process_chunk(chunk: list[RawRecord], seq0: int, fast: bool = True) -> ChunkOut:
-    _REAL_PATHS.clear()
     rows: list[tuple[Any, ...]] = []
     line_rows: list[tuple[Any, ...]] = []
     request_rows_: list[tuple[Any, ...]] = []

@@ -353,7 +353,8 @@ SNIFF_BYTES = 16
 
 
 def binary_format(head: bytes) -> str | None:
-    """Why a file starting with ``head`` is no JSON text (None: it may be)."""
+    """Why a file starting with ``head`` (its first SNIFF_BYTES or more) is no JSON text
+    (None: it may be)."""
     for magic, why in _BINARY:
         if head.startswith(magic):
             return why
@@ -457,7 +458,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     except OSError as exc:
         yield unreadable(source, _os_error(exc))
         return
-    why = binary_format(data[:SNIFF_BYTES])
+    why = binary_format(data)
     if why is not None:
         yield unreadable(source, why)
         return
@@ -524,7 +525,7 @@ def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
     document (an array, a list response or a pretty-printed object) when its first line
     is not a whole JSON value. JSONL streams through with flat memory."""
     first = fh.readline(MAX_RECORD_BYTES + 1)
-    why = binary_format(first[:SNIFF_BYTES])
+    why = binary_format(first)
     if why is not None:
         yield unreadable(source, why)
         return
