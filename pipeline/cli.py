@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from itertools import chain
 from pathlib import Path
@@ -54,7 +54,15 @@ from pipeline.extract import (
 from pipeline.extract.files import STDIN, file_size, find_inputs
 from pipeline.load import LockedError, NotABillingDatabase, Store, reader
 from pipeline.redaction import redact, register_secret
-from pipeline.report import FORMATS, json_rows, run_summary, run_summary_json, table, usd
+from pipeline.report import (
+    FORMATS,
+    json_rows,
+    run_summary,
+    run_summary_json,
+    table,
+    usd,
+    usd_cents,
+)
 from pipeline.transform import KNOWN_STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -503,30 +511,42 @@ def run_cmd(
 
 
 def check_summary(checked: Any) -> str:
-    """Budget and anomaly lines for the run summary (nothing when neither has news)."""
+    """Budget and anomaly lines for the run summary (nothing when neither has news): each
+    crossed or warned budget by name, its spend against the limit, by how much and since
+    when."""
 
     lines = []
     if checked.budgets:
-        crossed = checked.crossed
-        warn = [b for b in checked.budgets if b["status"] == "warning"]
+        crossed, warn = checked.crossed, checked.warnings
+        where = f" in {checked.period.label}" if checked.period else ""
         lines.append(
             f"  budgets     {len(crossed)} crossed, {len(warn)} at 80% or more"
-            f" of {len(checked.budgets)} budget periods (see view budget_status)"
+            f" of {len(checked.budgets)} budget periods{where} (see view budget_status)"
         )
-        for b in crossed[:5]:
-            when = b["period_start"] if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
+        for b in crossed[:10]:
             lines.append(
-                f"    CROSSED {b['budget_name']} ({b['period']} {when}): "
-                f"{usd(b['spend_nanos'])} of {usd(b['limit_nanos'])}"
+                f"    CROSSED {b['budget_name']} ({_budget_period(b)}, {b['scope']}):"
+                f" {usd_cents(b['spend_nanos'])} of {usd_cents(b['limit_nanos'])}"
+                f" ({b['used_pct']}%), over by {usd_cents(b['overage_nanos'])}"
+                f" since {b['crossed_on']}"
+            )
+        for b in warn[:10]:
+            lines.append(
+                f"    WARNING {b['budget_name']} ({_budget_period(b)}, {b['scope']}):"
+                f" {usd_cents(b['spend_nanos'])} of {usd_cents(b['limit_nanos'])}"
+                f" ({b['used_pct']}%), {usd_cents(b['remaining_nanos'])} left,"
+                f" at 80% since {b['warning_since']}"
             )
     if checked.anomalies:
-        lines.append(
-            f"  anomalies   {len(checked.anomalies)} on the latest day (see view spend_anomalies)"
-        )
+        lines.append(f"  anomalies   {len(checked.anomalies)} (see view spend_anomalies)")
         for a in checked.anomalies[:5]:
             who = a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}"
             lines.append(f"    {a['day']} {who}: {a['explanation']}")
     return "".join("\n" + line for line in lines)
+
+
+def _budget_period(b: dict[str, Any]) -> str:
+    return f"day {b['period_start']}" if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
 
 
 @cli.command("sample")
@@ -580,6 +600,9 @@ QUERY_DATES = {
     "spend_by_dimension": "day",
     "spend_by_request_status": "day",
     "batch_outcomes": "day",
+    "spend_as_used": "day",
+    "spend_unbilled": "day",
+    "spend_restatements": "restated_day",
     "billing_reconciliation": None,
     "focus_charges": "ChargePeriodStart",
 }
@@ -594,6 +617,9 @@ DEFAULT_ORDER = {
     "spend_by_request_status": "day desc, cost_nanos desc, provider, model",
     "spend_by_session": "cost_rank",
     "batch_outcomes": "day desc, cost_nanos desc, provider, status",
+    "spend_as_used": "day desc, cost_nanos desc, provider",
+    "spend_unbilled": "day desc, cost_nanos desc, provider",
+    "spend_restatements": "restated_day desc, batch_id",
 }
 
 
@@ -647,9 +673,10 @@ def limit_option(default: int | None) -> Callable[[F], F]:
 
 @cli.command(
     "query",
-    epilog="Views: "
-    + ", ".join(_query_names())
-    + ". Each is also a SQL view of the same name with underscores (billing sql).",
+    # \b keeps click from re-wrapping the list (it would split names at their hyphens)
+    epilog="\b\nViews:\n"
+    + "\n".join(f"  {n}" for n in _query_names())
+    + "\n\nEach is also a SQL view of the same name with underscores (billing sql).",
 )
 @click.argument("name")
 @db_option
@@ -926,17 +953,30 @@ def report_cmd(
 
 @cli.command("check")
 @db_option
+@click.option("--month", help="Check this month, YYYY-MM.")
 @click.option(
     "--since",
     type=click.DateTime(["%Y-%m-%d"]),
-    help="Budgets and anomalies from this UTC date on "
-    "(default: budgets of the latest month, anomalies of the latest day).",
+    help="Check from this UTC date on (to --until, else to today).",
 )
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
 @config_option("A billing.toml whose budgets, prices and tags to use (nothing is written).")
 @format_option
 @friendly_errors
-def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: str) -> None:
+def check_cmd(
+    db: Path,
+    month: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    config_path: Path | None,
+    fmt: str,
+) -> None:
     """Check budgets and spend anomalies; the exit code tells a scheduler.
+
+    Spend is as billed (by charge date, restatements where restated), as in the report
+    and the FOCUS export. By default: the current UTC month to date, with daily budgets
+    and anomalies of yesterday and today only (a day crossed earlier does not alert every
+    night). --month, or --since/--until, checks every budget period and day in them.
 
     Exit codes: 0 nothing to report, 4 a budget is crossed, 5 a spend anomaly (and no
     budget crossed), 2 usage error.
@@ -944,6 +984,7 @@ def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: s
     \b
     Examples:
       billing check                          # after the nightly run
+      billing check --month 2026-10          # the month being closed
       billing check --since 2026-11-01 --format json
       billing check --config billing.toml    # try budgets before storing them
     """
@@ -951,12 +992,23 @@ def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: s
 
     with reader(db, sandbox=True) as con:
         _read_settings(con, config_path)
-        checked = finance.check(con, since.date() if since else None)
+        period = None
+        if month or since or until:
+            period = finance.period(
+                con,
+                month,
+                since.date() if since else None,
+                until.date() if until else None if month else finance.today_utc() + timedelta(1),
+            )
+        checked = finance.check(con, period)
     if fmt in ("json", "jsonl"):
         click.echo(
             json.dumps(
                 {
                     "exit_code": checked.exit_code,
+                    "period": {"start": str(checked.period.start), "end": str(checked.period.end)}
+                    if checked.period
+                    else None,
                     "budgets": json_rows(checked.budgets),
                     "anomalies": json_rows(checked.anomalies),
                 }
@@ -964,7 +1016,8 @@ def check_cmd(db: Path, since: datetime | None, config_path: Path | None, fmt: s
         )
     else:
         verdict = {
-            0: "ok: no budget crossed, no anomaly",
+            0: "ok: no budget crossed, no anomaly"
+            + (f" ({len(checked.warnings)} budget(s) at 80% or more)" if checked.warnings else ""),
             finance.EXIT_BUDGET: f"{len(checked.crossed)} budget(s) crossed",
             finance.EXIT_ANOMALY: f"{len(checked.anomalies)} spend anomaly(ies)",
         }[checked.exit_code]

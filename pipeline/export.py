@@ -53,7 +53,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     "focus_charges": (
         """
         select *,
-            strftime(ChargePeriodStart at time zone 'UTC', '%Y-%m') as month,
+            strftime(BillingPeriodStart at time zone 'UTC', '%Y-%m') as month,
             PublisherName as provider
         from focus_charges
         """,

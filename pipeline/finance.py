@@ -1,10 +1,16 @@
 """The finance queries: one set, shared by `billing report`, `billing check` and the
-dashboard notebook. Each reads the views over a half-open date range [start, end)."""
+dashboard notebook. Each reads the views over a half-open date range [start, end).
+
+Every figure here is "as billed": money dated by its charge date (stg_batches.charged_at),
+a restated bill's difference in the period it was restated, billed money only, exactly
+as the FOCUS export books it (see README, "Two dates"). :func:`as_used` gives the other
+reading (final amounts by usage day) where a person wants to compare."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -83,15 +89,43 @@ def recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 5) -> Rows:
 
 
 def totals(con: duckdb.DuckDBPyConnection, p: Period) -> dict[str, Any]:
+    """The period's billed spend (as billed), the batches charged in it and the batches
+    whose restated bill was booked in it."""
     rows = _rows(
         con,
         "select coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos,"
         " coalesce(sum(batches), 0)::bigint as batches,"
-        " coalesce(sum(billed_batches), 0)::bigint as billed_batches"
+        " coalesce(sum(billed_batches), 0)::bigint as billed_batches,"
+        " coalesce(sum(corrections), 0)::bigint as corrections"
         " from spend_by_provider where day >= $1 and day < $2",
         [p.start, p.end],
     )
     return rows[0]
+
+
+def as_used(con: duckdb.DuckDBPyConnection, p: Period) -> dict[str, Any]:
+    """The other reading: final bills of the batches whose usage ended in the period."""
+    return _rows(
+        con,
+        "select coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos,"
+        " coalesce(sum(batches), 0)::bigint as batches"
+        " from spend_as_used where day >= $1 and day < $2",
+        [p.start, p.end],
+    )[0]
+
+
+def restatements(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
+    """Restated bills whose difference was booked in the period, or whose original
+    charge lies in it (its figure there stays as first billed)."""
+    return _rows(
+        con,
+        "select batch_id, provider, used_day, original_day, restated_day, original_nanos,"
+        " delta_nanos, current_nanos from spend_restatements"
+        " where (restated_day >= $1 and restated_day < $2)"
+        " or (original_day >= $1 and original_day < $2)"
+        " order by restated_day, batch_id",
+        [p.start, p.end],
+    )
 
 
 def spend_over_time(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
@@ -127,7 +161,8 @@ def spend_by_model(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
 def top_sessions(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 10) -> Rows:
     return _rows(
         con,
-        "select session_id, provider, count(*) as batches, sum(cost_nanos)::hugeint as cost_nanos,"
+        "select session_id, provider, count(distinct batch_id) as batches,"
+        " sum(cost_nanos)::hugeint as cost_nanos,"
         " nanos_to_usd(sum(cost_nanos)) as cost_usd from int_model_charges"
         " where (charged_at at time zone 'UTC')::date >= $1"
         " and (charged_at at time zone 'UTC')::date < $2"
@@ -152,31 +187,45 @@ def top_tags(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 5) -> Rows:
 
 
 def waste(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
+    """Per provider: spend that bought nothing (error responses, cancelled batches) and
+    spend on batches that failed or expired but delivered what they billed."""
     return _rows(
         con,
-        "select provider, sum(failed_batch_nanos)::hugeint as failed_batch_nanos,"
-        " sum(expired_batch_nanos)::hugeint as expired_batch_nanos,"
+        "select provider, sum(error_response_nanos)::hugeint as error_response_nanos,"
         " sum(cancelled_batch_nanos)::hugeint as cancelled_batch_nanos,"
-        " sum(failed_request_nanos)::hugeint as failed_request_nanos,"
-        " sum(waste_nanos)::hugeint as waste_nanos, nanos_to_usd(sum(waste_nanos)) as waste_usd"
+        " sum(waste_nanos)::hugeint as waste_nanos, nanos_to_usd(sum(waste_nanos)) as waste_usd,"
+        " sum(failed_batch_nanos)::hugeint as failed_batch_nanos,"
+        " sum(expired_batch_nanos)::hugeint as expired_batch_nanos,"
+        " sum(ended_badly_nanos)::hugeint as ended_badly_nanos"
         " from spend_waste where month >= date_trunc('month', $1::date) and month < $2"
-        " group by all order by waste_nanos desc, provider",
+        " group by all order by waste_nanos desc, ended_badly_nanos desc, provider",
         [p.start, p.end],
     )
 
 
 def unbilled(con: duckdb.DuckDBPyConnection, p: Period) -> dict[str, Any]:
-    """Finished batches without a bill, and bills not charged (captured later or never)."""
-    return _rows(
+    """Money priced but not billed in the period (not spend), by reason, and finished
+    batches without a bill."""
+    reasons = _rows(
         con,
-        "select count(*) filter (where is_final and cost_nanos is null) as final_without_bill,"
-        " count(*) filter (where cost_nanos is not null and not coalesce(billed, false))"
-        " as not_billed, coalesce(sum(cost_nanos) filter (where cost_nanos is not null"
-        " and not coalesce(billed, false)), 0)::hugeint as not_billed_nanos"
-        " from stg_batches where (charged_at at time zone 'UTC')::date >= $1"
+        "select reason_base, reason_detail, sum(batches)::bigint as batches,"
+        " sum(cost_nanos)::hugeint as cost_nanos from spend_unbilled"
+        " where day >= $1 and day < $2 group by all order by cost_nanos desc, reason_base",
+        [p.start, p.end],
+    )
+    final_without_bill = _rows(
+        con,
+        "select count(*) as n from stg_batches where is_final and cost_nanos is null"
+        " and (charged_at at time zone 'UTC')::date >= $1"
         " and (charged_at at time zone 'UTC')::date < $2",
         [p.start, p.end],
-    )[0]
+    )[0]["n"]
+    return {
+        "final_without_bill": final_without_bill,
+        "not_billed": sum(int(r["batches"]) for r in reasons),
+        "not_billed_nanos": sum(int(r["cost_nanos"]) for r in reasons),
+        "reasons": reasons,
+    }
 
 
 def reconciliation(con: duckdb.DuckDBPyConnection) -> Rows:
@@ -187,37 +236,57 @@ def reconciliation(con: duckdb.DuckDBPyConnection) -> Rows:
     )
 
 
-def budget_status(con: duckdb.DuckDBPyConnection, since: date | None = None) -> Rows:
+def budget_status(
+    con: duckdb.DuckDBPyConnection,
+    since: date | None = None,
+    until: date | None = None,
+    days_since: date | None = None,
+) -> Rows:
+    """Budget periods from ``since``'s month on, before ``until``; a daily budget's days
+    from ``days_since`` on (default ``since``: the days of the period)."""
     return _rows(
         con,
         "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"
-        " remaining_nanos, used_pct, status from budget_status"
-        " where $1::date is null or period_start >= date_trunc('month', $1::date)"
+        " remaining_nanos, overage_nanos, used_pct, status, crossed_on, warning_since"
+        " from budget_status"
+        " where ($1::date is null or period_start >= case period when 'day'"
+        "   then coalesce($3::date, $1::date) else date_trunc('month', $1::date) end)"
+        " and ($2::date is null or period_start < $2::date)"
         " order by period_start desc, status = 'crossed' desc, budget_name",
-        [since],
+        [since, until, days_since],
     )
 
 
-def anomalies(con: duckdb.DuckDBPyConnection, since: date | None = None) -> Rows:
+def anomalies(
+    con: duckdb.DuckDBPyConnection, since: date | None = None, until: date | None = None
+) -> Rows:
     return _rows(
         con,
         "select day, level, provider, model, cost_nanos, baseline_median_nanos, score, rule,"
-        " explanation from spend_anomalies where $1::date is null or day >= $1"
+        " explanation from spend_anomalies where ($1::date is null or day >= $1)"
+        " and ($2::date is null or day < $2)"
         " order by day desc, level desc, score desc nulls last, provider, model",
-        [since],
+        [since, until],
     )
 
 
-def forecast(con: duckdb.DuckDBPyConnection) -> Rows:
+def forecast(con: duckdb.DuckDBPyConnection, p: Period | None = None) -> Rows:
+    """The month-end figure of each month the period touches (default: the latest): an
+    estimate with its parts for the month still open, the actual for a past month."""
     return _rows(
         con,
-        "select month, as_of, provider, billed_nanos, run_rate_nanos_per_day,"
-        " projected_rest_nanos, running_batches, running_estimate_nanos, forecast_nanos"
-        " from spend_forecast order by provider = '*' desc, forecast_nanos desc, provider",
+        "select month, as_of, provider, is_estimate, billed_nanos, run_rate_nanos_per_day,"
+        " projected_rest_nanos, running_batches, stale_batches, running_estimate_nanos,"
+        " forecast_nanos from spend_forecast"
+        " where case when $1::date is null then month = (select max(month) from spend_forecast)"
+        " else month >= date_trunc('month', $1::date) and month < $2 end"
+        " order by month, provider = '*' desc, forecast_nanos desc, provider",
+        [p.start if p else None, p.end if p else None],
     )
 
 
 def price_check_summary(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
+    """Lines per status: every pricing line of the period's billed batches."""
     return _rows(
         con,
         "select status, count(*) as lines, sum(line_nanos)::hugeint as line_nanos,"
@@ -232,8 +301,9 @@ def price_problems(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 20) -
         con,
         "select batch_id, line_index, provider, model, dimension, unit_price_usd,"
         " list_unit_price_usd, line_nanos, expected_line_nanos, list_line_nanos,"
-        " coalesce(list_diff_nanos, arithmetic_diff_nanos) as diff_nanos, status"
-        " from price_checks where day >= $1 and day < $2 and status <> 'ok'"
+        " coalesce(list_diff_nanos, arithmetic_diff_nanos) as diff_nanos, tolerance_nanos,"
+        " status from price_checks where day >= $1 and day < $2"
+        " and status not in ('ok', 'not_checkable')"
         " order by abs(coalesce(list_diff_nanos, arithmetic_diff_nanos, 0)) desc, batch_id"
         " limit $3",
         [p.start, p.end, limit],
@@ -250,6 +320,11 @@ class CheckResult:
 
     budgets: Rows = field(default_factory=list)
     anomalies: Rows = field(default_factory=list)
+    period: Period | None = None
+
+    @property
+    def warnings(self) -> Rows:
+        return [b for b in self.budgets if b["status"] == "warning"]
 
     @property
     def crossed(self) -> Rows:
@@ -262,13 +337,28 @@ class CheckResult:
         return EXIT_ANOMALY if self.anomalies else 0
 
 
-def check(con: duckdb.DuckDBPyConnection, since: date | None = None) -> CheckResult:
-    """Budgets of every period from ``since`` on (default: the latest month in the data)
-    and anomalies from ``since`` on (default: the latest day in the data: what is new)."""
-    if since is not None:
-        return CheckResult(budget_status(con, since), anomalies(con, since))
-    row = con.execute("select max(day) from spend_by_provider").fetchone()
-    latest = row[0] if row else None
-    if latest is None:
-        return CheckResult()
-    return CheckResult(budget_status(con, latest.replace(day=1)), anomalies(con, latest))
+def today_utc() -> date:
+    """Today in UTC, or BILLING_TODAY (YYYY-MM-DD): re-check a past night as it stood."""
+    given = os.environ.get("BILLING_TODAY")
+    if given:
+        try:
+            return date.fromisoformat(given)
+        except ValueError:
+            raise ConfigError(f"BILLING_TODAY must be YYYY-MM-DD, got {given!r}") from None
+    return datetime.now(UTC).date()
+
+
+def check(
+    con: duckdb.DuckDBPyConnection, p: Period | None = None, today: date | None = None
+) -> CheckResult:
+    """Budgets and anomalies of the period ``p``: monthly budgets of the months it
+    touches, daily budgets and anomalies of its days. By default the current UTC month to
+    date, daily budgets and anomalies of yesterday and today only, so a day crossed in
+    the past does not alert again every night."""
+    if p is not None:
+        return CheckResult(budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p)
+    today = today or today_utc()
+    recent = today - timedelta(days=1)  # the night's run brings yesterday's last hours
+    start = recent.replace(day=1)
+    p = Period(start, today + timedelta(days=1), f"{start} to {today} (month to date)")
+    return CheckResult(budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p)

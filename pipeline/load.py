@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STORAGE_COMPAT = "v1.4.0"
+# The rules the FOCUS books were written by (charge date, billed money only): a database
+# whose books carry another version has them re-booked once (Loader.merge).
+LEDGER_VERSION = "2"
 
 # The three fact tables come from the column spec (pipeline/schema.py), with their
 # bookkeeping columns; every spec column is also added to an older database that lacks it.
@@ -312,13 +315,15 @@ insert into rejected_batches by name
     )
 """
 
-# The FOCUS books (charge_ledger) are append-only. A charge is booked as first reported;
-# when a batch's charges change later (a restatement, a partial bill made final), the
-# difference per charge key is booked as a 'Correction' row dated in the charge period of
-# the first report and billed in the period of the new bill. Rows once booked are never
-# rewritten, and the ledger sums to the current bill per batch and key. {scope} names
-# the batches to compare: this run's new and updated ones (all of them on the first run
-# of a database that had no ledger yet).
+# The FOCUS books (charge_ledger) are append-only, and every "as billed" figure (spend
+# views, report, budgets, FOCUS) reads them. A charge is booked as first reported: its
+# charge period is the usage date (stg_batches.used_at), its billing period the charge
+# date (charged_at). When a batch's bill changes later (a restatement), the difference
+# per charge key is booked as a 'Correction' row: same charge period as the original,
+# billing period the time of the new bill (the restated answer's billing.finalized_at,
+# never before the original's). Rows once booked are never rewritten, so a closed month
+# stays closed, and the ledger sums to the current bill per batch and key. {scope} names
+# the batches to compare: this run's updated ones.
 # A batch never booked before (new to the database, or every batch the first time a
 # database gets its books) is booked line by line as it stands: no comparison needed.
 LEDGER_NEW_SQL = """
@@ -326,7 +331,7 @@ insert into charge_ledger by name
     select
         l.batch_id, l.charge_kind, l.provider, l.model, l.dimension, l.unit_size,
         l.unit_price_usd, l.pricing_plan, l.service_tier, l.quantity, l.billable_units,
-        l.charge_nanos, l.charged_at as charge_period_at, l.charged_at as billing_period_at,
+        l.charge_nanos, l.used_at as charge_period_at, l.charged_at as billing_period_at,
         null as charge_class, l.billing_reason, l.charged,
         $run_id as run_id, $now as recorded_at
     from int_charge_lines as l
@@ -357,7 +362,8 @@ booked as (
 ),
 
 first_booked as (
-    select batch_id, min(charge_period_at) as charge_period_at
+    select batch_id, min(charge_period_at) as charge_period_at,
+        min(billing_period_at) as billing_period_at
     from booked group by batch_id
 ),
 
@@ -382,8 +388,11 @@ deltas as (
 )
 
 select d.*,
-    coalesce(f.charge_period_at, s.charged_at) as charge_period_at,
-    greatest(s.charged_at, f.charge_period_at) as billing_period_at,
+    coalesce(f.charge_period_at, s.used_at) as charge_period_at,
+    case
+        when f.batch_id is null then s.charged_at
+        else greatest(coalesce(s.billing_finalized_at, $now), f.billing_period_at)
+    end as billing_period_at,
     case when f.batch_id is not null then 'Correction' end as charge_class,
     s.billing_reason, s.charged
 from deltas as d
@@ -749,7 +758,10 @@ class Loader:
         return [r[0] for r in rows]
 
     def total_cost_nanos(self) -> int:
-        row = self.con.execute("select coalesce(sum(cost_nanos), 0) from batches").fetchone()
+        """Every billed nano in the database (money priced but not billed is not spend)."""
+        row = self.con.execute(
+            "select coalesce(sum(cost_nanos), 0) from batches where billed is distinct from false"
+        ).fetchone()
         return int(row[0]) if row else 0
 
     # -- staging ---------------------------------------------------------------------
@@ -875,6 +887,17 @@ class Loader:
         self._store_settings()
         create_views(con)
         first = not _scalar(con, "select count(*) from (select 1 from charge_ledger limit 1)")
+        if not first and self._ledger_outdated():
+            # books written by a version with another charge-date rule (the time of a read)
+            # or that counted unbilled money: booked again, once, by this version's rules
+            log.warning(
+                "re-dating the FOCUS books (charge_ledger) once by this version's charge-date"
+                " rule: billed money only, dated by capture or end time, not read time"
+            )
+            con.execute("delete from charge_ledger")
+            first = True
+        con.execute("delete from pipeline_meta where key = 'ledger_version'")
+        con.execute("insert into pipeline_meta values ('ledger_version', $1)", [LEDGER_VERSION])
         if first:  # a database without books yet: book everything as it stands
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
         else:
@@ -894,6 +917,12 @@ class Loader:
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
         )
         return stats
+
+    def _ledger_outdated(self) -> bool:
+        row = self.con.execute(
+            "select max(value) from pipeline_meta where key = 'ledger_version'"
+        ).fetchone()
+        return (row[0] if row else None) != LEDGER_VERSION
 
     def _store_settings(self) -> None:
         """The config file's budgets, price list and attribution keys (the parts it sets;

@@ -25,6 +25,14 @@ def usd(nanos: int) -> str:
     return f"{sign}${whole:,}.{frac:09d}"
 
 
+def usd_cents(nanos: Any) -> str:
+    """Dollars to the cent for people, rounded half up: 1234567890123 -> '$1,234.57'.
+    The exact figure stays in tables, exports and JSON (:func:`usd`)."""
+    cents = (abs(int(nanos or 0)) + 5_000_000) // 10_000_000
+    sign = "-" if int(nanos or 0) < 0 and cents else ""
+    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
+
+
 def signed_usd(nanos: int) -> str:
     return ("+" if nanos >= 0 else "") + usd(nanos)
 

@@ -13,17 +13,14 @@ from typing import Any
 import duckdb
 
 from pipeline import __version__, finance
-from pipeline.config import NANOS_PER_USD
 from pipeline.finance import Period, Rows
-from pipeline.report import usd
+from pipeline.report import usd, usd_cents
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B",
            "#9D755D", "#BAB0AC", "#FF9DA6"]  # fmt: skip
 
 
-def usd_short(nanos: Any) -> str:
-    value = Decimal(int(nanos or 0)) / NANOS_PER_USD
-    return f"${value:,.2f}"
+usd_short = usd_cents
 
 
 def esc(value: Any) -> str:
@@ -187,6 +184,32 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
+def price_sentence(summary: Rows) -> str:
+    """What the price checks covered, in one sentence that matches them."""
+    by = {r["status"]: r for r in summary}
+    lines = sum(int(r["lines"]) for r in summary)
+    if not lines:
+        return "No pricing lines in this period."
+    fallback = by.get("not_checkable")
+    checked = lines - (int(fallback["lines"]) if fallback else 0)
+    off = checked - (int(by["ok"]["lines"]) if "ok" in by else 0)
+    parts = [
+        f"{checked:,} of {lines:,} pricing lines checked against the gateway's arithmetic"
+        + (
+            " (and the price list)"
+            if any(s in by for s in ("not_in_list", "list_mismatch"))
+            else ""
+        )
+        + (": all agree." if not off else f": {off:,} do not (below).")
+    ]
+    if fallback:
+        parts.append(
+            f"{int(fallback['lines']):,} fallback lines ({usd(fallback['line_nanos'])}) carry"
+            " a total only and cannot be checked."
+        )
+    return " ".join(parts)
+
+
 def _badge(status: str) -> str:
     cls = {"ok": "ok", "warning": "warn", "crossed": "bad"}.get(status, "warn")
     return f'<span class="badge {cls}">{esc(status)}</span>'
@@ -201,10 +224,12 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
     tags = finance.top_tags(con, p)
     waste = finance.waste(con, p)
     unbilled = finance.unbilled(con, p)
+    used = finance.as_used(con, p)
+    restated = finance.restatements(con, p)
     recon = finance.reconciliation(con)
     budgets = [b for b in finance.budget_status(con) if p.start <= b["period_start"] < p.end]
     anomalies = [a for a in finance.anomalies(con) if p.start <= a["day"] < p.end]
-    forecast = finance.forecast(con)
+    forecast = finance.forecast(con, p)
     prices = finance.price_check_summary(con, p)
     price_problems = finance.price_problems(con, p)
 
@@ -237,6 +262,26 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
         else '<p class="empty">no budgets: add [[budget]] tables to billing.toml</p>'
     )
     waste_total = sum(int(w["waste_nanos"] or 0) for w in waste)
+    estimate = any(f["is_estimate"] for f in forecast)
+    forecast_title = (
+        'Month-end forecast <span class="estimate">(an estimate)</span>'
+        if estimate
+        else "Month-end (actual)"
+    )
+    forecast_note = (
+        "Billed so far + the month's daily run rate for the days left + what batches that"
+        " can still be charged this month will add at their own prices. Not a bill."
+        " Batches still open from earlier months or past their expiry are left out"
+        " (stale_batches)."
+        if estimate
+        else "The period's months are over in the data: their actual billed spend."
+    )
+    reading_note = (
+        f"As billed: each batch on its charge date (capture, else end of processing);"
+        f" a restated bill's difference where it was restated. The same money as used"
+        f" (final bills of batches whose processing ended in the period):"
+        f" {usd(used['cost_nanos'])}."
+    )
     charts = [
         stacked_bars(over_time, p, "Spend over time by provider (UTC days)"),
         hbars([(str(r["provider"]), int(r["cost_nanos"])) for r in providers], "Spend by provider"),
@@ -266,9 +311,13 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
 generated {esc(now.strftime("%Y-%m-%d %H:%M UTC"))} by billing {esc(__version__)} ·
 <span id="charts-drawn">charts not drawn</span></p>
 <div class="total" id="total">{esc(usd(total["cost_nanos"]))}</div>
-<p class="meta">{total["billed_batches"]:,} billed of {total["batches"]:,} batches ·
-reconciliation: {recon_status} · budgets: {budget_badge} ·
-anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))}</p>
+<p class="meta">{total["batches"]:,} batches charged · {total["corrections"]:,} restated
+bills booked · reconciliation: {recon_status} · budgets: {budget_badge} ·
+anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))} ·
+priced but not billed (not spend): <span id="unbilled">{
+        esc(usd(unbilled["not_billed_nanos"]))
+    }</span></p>
+<p class="meta" id="reading">{esc(reading_note)}</p>
 
 <h2>Spend over time</h2>
 {charts[0]}
@@ -290,23 +339,57 @@ anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))}</p>
 {charts[4]}
 {table(tags, ["tag_key", "tag_value", "batches", "cost_nanos"])}
 
-<h2>Failed, expired and unbilled spend</h2>
+<h2>What the spend bought</h2>
+<p class="meta">The gateway bills only successful responses. Waste is spend that bought
+nothing: billed error responses and batches that were cancelled. Batches that failed or
+expired part-way delivered what they billed (shown apart, not waste).</p>
 {
         table(
             waste,
             [
                 "provider",
+                "error_response_nanos",
+                "cancelled_batch_nanos",
+                "waste_nanos",
                 "failed_batch_nanos",
                 "expired_batch_nanos",
-                "cancelled_batch_nanos",
-                "failed_request_nanos",
-                "waste_nanos",
+                "ended_badly_nanos",
             ],
-            "no waste",
+            "no spend on failed, expired or cancelled work",
         )
     }
-<p>Finished batches without a bill: {unbilled["final_without_bill"]:,} ·
-bills not charged: {unbilled["not_billed"]:,} ({esc(usd(unbilled["not_billed_nanos"]))})</p>
+
+<h2>Priced but not billed</h2>
+<p class="meta">Money the gateway priced but did not bill (billing.billed = false): not
+spend, in no total above or in the FOCUS export. Finished batches without a bill:
+{unbilled["final_without_bill"]:,}. See the view spend_unbilled.</p>
+{
+        table(
+            unbilled["reasons"],
+            ["reason_base", "reason_detail", "batches", "cost_nanos"],
+            "nothing priced and left unbilled",
+        )
+    }
+
+<h2>Restated bills</h2>
+<p class="meta">A bill the gateway changed after it was first charged. The first charge
+stays in its period; the difference is booked on the day it was restated, as in the
+FOCUS export (a Correction). See the view spend_restatements.</p>
+{
+        table(
+            restated,
+            [
+                "batch_id",
+                "provider",
+                "original_day",
+                "original_nanos",
+                "restated_day",
+                "delta_nanos",
+                "current_nanos",
+            ],
+            "no restated bills",
+        )
+    }
 
 <h2>Budgets</h2>
 {budget_table}
@@ -323,9 +406,8 @@ while there is little history. See the view spend_anomalies.</p>
         )
     }
 
-<h2>Month-end forecast <span class="estimate">(an estimate)</span></h2>
-<p class="estimate">Billed so far + the month's daily run rate for the days left + what
-batches still running will add at their own prices. Not a bill.</p>
+<h2>{forecast_title}</h2>
+<p class="{"estimate" if estimate else "meta"}">{esc(forecast_note)}</p>
 {
         table(
             forecast,
@@ -337,6 +419,7 @@ batches still running will add at their own prices. Not a bill.</p>
                 "projected_rest_nanos",
                 "running_batches",
                 "running_estimate_nanos",
+                "stale_batches",
                 "forecast_nanos",
             ],
             "no data",
@@ -345,7 +428,8 @@ batches still running will add at their own prices. Not a bill.</p>
 
 <h2>Price checks</h2>
 {table(prices, ["status", "lines", "line_nanos", "diff_nanos"], "no priced lines")}
-{table(price_problems, None, "every priced line checks out")}
+<p id="price-sentence">{esc(price_sentence(prices))}</p>
+{table(price_problems, None, "no line is off")}
 
 <h2>Reconciliation</h2>
 {table(recon, None, "the bill adds up: every batch's lines, breakdown and usage agree")}

@@ -1,6 +1,9 @@
 -- every billed nano as one row: a batch's pricing lines, plus one adjustment row where the
 -- lines do not add up to billing.cost_nanos (or there are none). Sums exactly to the bill.
--- Batches without billing are not charged yet and have no rows here.
+-- Only money the gateway billed (stg_batches.is_billed): a batch without billing is not
+-- charged yet, and money priced but not billed (billing.billed = false) is not spend
+-- (it shows in spend_unbilled). Dated by the charge date (charged_at) and the usage date
+-- (used_at) of stg_batches; the FOCUS books (charge_ledger) are written from this view.
 create or replace view int_charge_lines as
 with billed as (
     select
@@ -13,9 +16,10 @@ with billed as (
         billing_reason,
         charged,
         cost_nanos,
-        charged_at
+        charged_at,
+        used_at
     from stg_batches
-    where cost_nanos is not null
+    where is_billed
 ),
 
 line_totals as (

@@ -1,18 +1,45 @@
--- every billed nano attributed to a model. Where a batch has request rows, each model's
--- share is the sum of its rows' cost_nanos (the model the provider reported) and what the
--- rows do not explain is one 'unattributed' row; a batch without request rows is
--- attributed as a whole to metadata.model, else 'unknown'. Sums exactly to the bill.
+-- every billed nano attributed to a model, as billed. Where a batch has request rows, each
+-- model's share is the sum of its rows' cost_nanos (the model the provider reported) and
+-- what the rows do not explain is one 'unattributed' row; a batch without request rows is
+-- attributed as a whole to metadata.model, else 'unknown'. A batch's current bill is dated
+-- at its first charge (charged_at, from the FOCUS books); a restated bill's difference is
+-- moved to the restatement's date by a pair of 'restatement' rows (minus at the first
+-- charge, plus where restated), so each period sums exactly to int_billed_charges.
 create or replace view int_model_charges as
-with billed as (
+with first_charges as (
     select
         batch_id,
-        provider,
-        session_id,
-        metadata ->> '$.model' as metadata_model,
-        cost_nanos,
-        charged_at
-    from stg_batches
-    where cost_nanos is not null
+        min(charged_at) as charged_at
+    from int_billed_charges
+    where booking = 'charge'
+    group by batch_id
+),
+
+billed as (
+    select
+        b.batch_id,
+        b.provider,
+        b.session_id,
+        b.metadata ->> '$.model' as metadata_model,
+        b.billed_nanos as cost_nanos,
+        coalesce(f.charged_at, b.charged_at) as charged_at
+    from stg_batches as b
+    left join first_charges as f on f.batch_id = b.batch_id
+    where b.is_billed
+),
+
+corrections as (
+    select
+        c.batch_id,
+        c.provider,
+        c.session_id,
+        c.charged_at,
+        f.charged_at as first_charged_at,
+        sum(c.charge_nanos)::hugeint as cost_nanos
+    from int_billed_charges as c
+    inner join first_charges as f on f.batch_id = c.batch_id
+    where c.booking = 'correction'
+    group by all
 ),
 
 request_models as (
@@ -90,6 +117,28 @@ from_batches as (
         b.cost_nanos::hugeint as cost_nanos
     from billed as b
     where not exists (select 1 from request_totals as t where t.batch_id = b.batch_id)
+),
+
+restated as (
+    select
+        batch_id,
+        provider,
+        session_id,
+        charged_at,
+        'restatement' as model,
+        'restatement' as attribution,
+        cost_nanos
+    from corrections
+    union all
+    select
+        batch_id,
+        provider,
+        session_id,
+        first_charged_at as charged_at,
+        'restatement' as model,
+        'restatement' as attribution,
+        -cost_nanos as cost_nanos
+    from corrections
 )
 
 select * from from_requests
@@ -97,3 +146,5 @@ union all by name
 select * from unattributed
 union all by name
 select * from from_batches
+union all by name
+select * from restated

@@ -1,4 +1,5 @@
--- status mix, lifecycle durations and spend per UTC creation day, provider and status.
+-- status mix, lifecycle durations and billed spend (current bills) per UTC creation day,
+-- provider and status.
 create or replace view batch_outcomes as
 with batches as (
     select
@@ -9,7 +10,7 @@ with batches as (
         request_counts_total,
         request_counts_completed,
         request_counts_failed,
-        cost_nanos,
+        billed_nanos as cost_nanos,
         epoch(coalesce(completed_at, failed_at, expired_at, cancelled_at) - created_at)
             as lifecycle_s,
         epoch(coalesce(in_progress_at, finalizing_at) - created_at) as queued_s

@@ -1,4 +1,8 @@
--- one row per failed reconciliation check; an empty view means the bill adds up.
+-- one row per failed reconciliation check; an empty view means the bill adds up:
+-- pricing lines, breakdown, usage and request rows (the gateway writes each request's
+-- cost; their sum is the bill) agree with billing.cost_nanos, and the FOCUS books sum to
+-- each batch's billed cost. Money priced but not billed is not a mismatch: it is listed
+-- in spend_unbilled.
 create or replace view billing_reconciliation as
 with line_totals as (
     select
@@ -8,6 +12,23 @@ with line_totals as (
         sum(line_nanos) as line_nanos,
         sum(line_cost_usd) as line_cost_usd
     from stg_pricing_lines
+    group by batch_id
+),
+
+request_totals as (
+    select
+        batch_id,
+        count(*) as requests,
+        coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos
+    from stg_batch_requests
+    group by batch_id
+),
+
+ledger_totals as (
+    select
+        batch_id,
+        sum(charge_nanos)::hugeint as charge_nanos
+    from charge_ledger
     group by batch_id
 ),
 
@@ -77,12 +98,24 @@ checks as (
     union all
     select
         b.batch_id,
-        'cost_not_billed',
-        b.cost_nanos,
-        0,
-        'cost_nanos > 0 on a final batch with billed = false (' || coalesce(b.billing_reason, 'no reason') || ')'
+        'requests_vs_cost',
+        b.cost_nanos::hugeint,
+        r.cost_nanos,
+        'sum(request rows cost_nanos) <> billing.cost_nanos (' || r.requests || ' rows)'
     from stg_batches as b
-    where b.is_final and b.cost_nanos > 0 and b.billed = false
+    inner join request_totals as r on r.batch_id = b.batch_id
+    where b.is_billed and b.is_final and r.cost_nanos <> b.cost_nanos
+
+    union all
+    select
+        b.batch_id,
+        'ledger_vs_bill',
+        coalesce(b.billed_nanos, 0)::hugeint,
+        coalesce(l.charge_nanos, 0),
+        'the FOCUS books (charge_ledger) do not sum to the billed cost'
+    from stg_batches as b
+    left join ledger_totals as l on l.batch_id = b.batch_id
+    where coalesce(l.charge_nanos, 0) <> coalesce(b.billed_nanos, 0)
 
     union all
     select

@@ -1,7 +1,10 @@
 -- every budget of the config file against its spend, per period (UTC day or month) that
--- has spend, plus the latest period in the data. Spend is billed cost by charge date;
+-- has spend, plus the latest period in the data. Spend is billed cost as billed (by charge
+-- date; a restatement's difference in the period it was restated: int_model_charges);
 -- a budget's filters (provider, model as the request rows report it, session, tag) must
--- all match. status: 'crossed' above the limit, 'warning' from 80% of it, else 'ok'.
+-- all match. status: 'crossed' above the limit, 'warning' from 80% of it, else 'ok';
+-- crossed_on / warning_since: the first day the period's spend so far was above the
+-- limit / at 80% of it; overage_nanos: spend above the limit.
 create or replace view budget_status as
 with facts as (
     select
@@ -52,6 +55,7 @@ spend as (
             when 'day' then p.day
             else date_trunc('month', p.day)::date
         end as period_start,
+        p.day,
         b.limit_nanos,
         concat_ws(
             ', ',
@@ -63,6 +67,36 @@ spend as (
         p.cost_nanos
     from budgets as b
     inner join periods as p on p.name = b.name
+),
+
+running as (
+    -- each day's spend so far in its period: the first day above the limit dates a crossing
+    select
+        *,
+        sum(cost_nanos) over (
+            partition by name, period_start order by day
+            rows between unbounded preceding and current row
+        ) as spend_so_far_nanos
+    from (
+        select name, period, period_start, day, limit_nanos, scope,
+            sum(cost_nanos) as cost_nanos
+        from spend
+        group by all
+    )
+),
+
+totals as (
+    select
+        name,
+        period,
+        period_start,
+        scope,
+        limit_nanos,
+        sum(cost_nanos)::hugeint as spend_nanos,
+        min(day) filter (where spend_so_far_nanos > limit_nanos) as crossed_on,
+        min(day) filter (where spend_so_far_nanos >= 0.8 * limit_nanos) as warned_on
+    from running
+    group by name, period, period_start, scope, limit_nanos
 )
 
 select
@@ -76,16 +110,18 @@ select
     coalesce(nullif(scope, ''), 'all spend') as scope,
     limit_nanos,
     nanos_to_usd(limit_nanos) as limit_usd,
-    sum(cost_nanos)::hugeint as spend_nanos,
-    nanos_to_usd(sum(cost_nanos)) as spend_usd,
-    (limit_nanos - sum(cost_nanos))::hugeint as remaining_nanos,
+    spend_nanos,
+    nanos_to_usd(spend_nanos) as spend_usd,
+    (limit_nanos - spend_nanos)::hugeint as remaining_nanos,
+    greatest(spend_nanos - limit_nanos, 0)::hugeint as overage_nanos,
     case when limit_nanos > 0
-        then round(100.0 * sum(cost_nanos) / limit_nanos, 1)
+        then round(100.0 * spend_nanos / limit_nanos, 1)
     end as used_pct,
     case
-        when sum(cost_nanos) > limit_nanos then 'crossed'
-        when sum(cost_nanos) >= 0.8 * limit_nanos then 'warning'
+        when spend_nanos > limit_nanos then 'crossed'
+        when spend_nanos >= 0.8 * limit_nanos then 'warning'
         else 'ok'
-    end as status
-from spend
-group by name, period, period_start, scope, limit_nanos
+    end as status,
+    case when spend_nanos > limit_nanos then crossed_on end as crossed_on,
+    case when spend_nanos >= 0.8 * limit_nanos then warned_on end as warning_since
+from totals

@@ -1,8 +1,12 @@
 -- FinOps FOCUS 1.2 cost and usage rows, read from the append-only charge_ledger: each
 -- charge as first reported, plus 'Correction' rows that carry later changes (a restated
 -- bill), so rows once reported never change and the sum equals the current bill.
--- Charge periods are the UTC day of the first report; billing periods are UTC months
--- (a correction's billing period is the month of the new bill).
+-- ChargePeriodStart/End: the UTC day the usage happened (the batch's end, stg_batches.
+-- used_at; a correction keeps its original's). BillingPeriodStart/End: the UTC month the
+-- wallet was charged (the charge date, stg_batches.charged_at; a correction's: the month
+-- the bill was restated). Summed by BillingPeriodStart, these rows equal the "as billed"
+-- monthly spend of spend_by_provider and the report. Only billed money is here.
+-- Amounts are exact: x_CostNanos is the integer; the *Cost columns are DECIMAL(38,9).
 -- The gateway sells the models and issues the invoice (ProviderName, InvoiceIssuerName);
 -- the model's maker is the PublisherName. Gateway fields are x_ columns.
 create or replace view focus_charges as

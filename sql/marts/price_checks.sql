@@ -1,19 +1,32 @@
--- every pricing line of a billed batch, checked by arithmetic and against the user's price
--- list (config prices), with the differences in nanos.
---   expected_line_nanos = quantity × unit_price_usd × 1e9 / unit_size, computed exactly in
---     integers and rounded half up to the nano; a line whose line_nanos differs by more
---     than 1 nano is 'arithmetic_mismatch' (billable_units must also be quantity /
---     unit_size to 1e-9);
---   'unpriced': a line with quantity but no or a zero unit price on a billed batch;
---   list_line_nanos: the same arithmetic with the price list's unit price (the most
---     specific entry for provider, model, dimension, plan and unit size in force on the
---     charge date); 'list_mismatch' when it differs by more than 1 nano, 'not_in_list'
---     when a price list is set but has no entry for the line.
+-- every pricing line of a billed batch, checked the way the gateway's pricing engine
+-- computes it, and against the user's price list (config prices), differences in nanos.
+-- The engine prices each REQUEST: billable units = (quantity - included quantity) /
+-- unit_size, nanos = round(units × unit price); a batch line sums those.
+--   included_quantity = quantity - billable_units × unit_size where positive (a price
+--     rule's included quantity, recognised, not an error);
+--   expected_line_nanos = (quantity - included_quantity) × unit_price_usd × 1e9 /
+--     unit_size, exact in integers, rounded half up to the nano;
+--   tolerance_nanos = half a nano per request, rounded up (requests: the batch's
+--     completed request rows, else request_counts.completed, else 1): each request's
+--     rounding may differ by up to half a nano;
+--   status: 'not_checkable' a fallback line (a total only: batch_requests), its amount
+--     shown; 'unpriced' quantity with no or a zero unit price; 'units_mismatch' more
+--     billable units than quantity / unit_size; 'arithmetic_mismatch' line_nanos off by
+--     more than the tolerance; 'not_in_list' / 'list_mismatch' against the price list
+--     (the most specific entry for provider, model, dimension, plan and unit size in
+--     force on the charge date; same rounding tolerance); else 'ok'.
 create or replace view price_checks as
-with lines as (
+with request_rows as (
+    select batch_id, count(*) filter (where request_status = 'completed') as completed
+    from stg_batch_requests
+    group by batch_id
+),
+
+lines as (
     select
         l.batch_id,
         l.line_index,
+        l.line_shape,
         (b.charged_at at time zone 'UTC')::date as day,
         b.provider,
         coalesce(b.metadata ->> '$.model', 'unknown') as model,
@@ -24,6 +37,15 @@ with lines as (
         l.billable_units,
         l.unit_price_usd,
         l.line_nanos,
+        greatest(coalesce(nullif(r.completed, 0), b.request_counts_completed, 1), 1)
+            as requests,
+        case
+            when l.quantity = floor(l.quantity) and l.unit_size = floor(l.unit_size)
+                and l.unit_size > 0 and l.billable_units is not null
+                then greatest(
+                    round(l.quantity - l.billable_units * l.unit_size), 0
+                )::hugeint
+        end as included_int,
         case
             when l.quantity = floor(l.quantity) and l.unit_size = floor(l.unit_size)
                 and l.unit_size > 0
@@ -35,7 +57,8 @@ with lines as (
         (l.unit_price_usd * 1000000000)::hugeint as unit_price_nanos
     from stg_pricing_lines as l
     inner join stg_batches as b on b.batch_id = l.batch_id
-    where b.cost_nanos is not null and l.line_shape = 'priced'
+    left join request_rows as r on r.batch_id = l.batch_id
+    where b.is_billed
 ),
 
 listed as (
@@ -62,11 +85,13 @@ listed as (
 checked as (
     select
         l.*,
-        (l.quantity_int * l.unit_price_nanos * 2 + l.unit_size_int)
-            // (2 * l.unit_size_int) as expected_line_nanos,
+        l.quantity_int - coalesce(l.included_int, 0) as billable_int,
+        ((l.quantity_int - coalesce(l.included_int, 0)) * l.unit_price_nanos * 2
+            + l.unit_size_int) // (2 * l.unit_size_int) as expected_line_nanos,
         p.list_unit_price_nanos,
-        (l.quantity_int * p.list_unit_price_nanos * 2 + l.unit_size_int)
-            // (2 * l.unit_size_int) as list_line_nanos,
+        ((l.quantity_int - coalesce(l.included_int, 0)) * p.list_unit_price_nanos * 2
+            + l.unit_size_int) // (2 * l.unit_size_int) as list_line_nanos,
+        (l.requests + 1) // 2 as tolerance_nanos,
         exists (select 1 from price_list) as has_price_list
     from lines as l
     left join listed as p
@@ -76,29 +101,36 @@ checked as (
 select
     batch_id,
     line_index,
+    line_shape,
     day,
     provider,
     model,
     dimension,
     pricing_plan,
     quantity,
+    nullif(included_int, 0) as included_quantity,
     unit_size,
     billable_units,
     unit_price_usd,
     line_nanos,
+    requests,
+    tolerance_nanos,
     expected_line_nanos,
     (line_nanos - expected_line_nanos)::hugeint as arithmetic_diff_nanos,
     nanos_to_usd(list_unit_price_nanos) as list_unit_price_usd,
     list_line_nanos,
     (line_nanos - list_line_nanos)::hugeint as list_diff_nanos,
     case
+        when line_shape = 'fallback' then 'not_checkable'
         when coalesce(unit_price_usd, 0) = 0 and coalesce(quantity, 0) > 0 then 'unpriced'
+        when billable_units < 0
+            or billable_units - quantity / unit_size > 1e-9 * greatest(billable_units, 1)
+            then 'units_mismatch'
         when expected_line_nanos is null
-            or abs(line_nanos - expected_line_nanos) > 1
-            or abs(billable_units - quantity / unit_size) > 1e-9
+            or abs(line_nanos - expected_line_nanos) > tolerance_nanos
             then 'arithmetic_mismatch'
         when has_price_list and list_unit_price_nanos is null then 'not_in_list'
-        when list_line_nanos is not null and abs(line_nanos - list_line_nanos) > 1
+        when list_line_nanos is not null and abs(line_nanos - list_line_nanos) > tolerance_nanos
             then 'list_mismatch'
         else 'ok'
     end as status

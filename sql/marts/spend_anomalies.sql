@@ -1,4 +1,5 @@
--- unusual daily spend per provider and per provider × model (the request rows' model).
+-- unusual daily spend per provider and per provider × model (the request rows' model), as
+-- billed (by charge date, like spend_by_provider; restatement rows only at provider level).
 -- Each day is compared with the days that had spend among the 28 days before it:
 --   baseline_median_nanos = the median of those days' spend, baseline_mad_nanos = their
 --   median absolute deviation, scale = the larger of 1.4826 × MAD (one standard
@@ -27,6 +28,7 @@ with daily as (
         (charged_at at time zone 'UTC')::date as day,
         sum(cost_nanos) as cost_nanos
     from int_model_charges
+    where attribution <> 'restatement'
     group by all
 ),
 

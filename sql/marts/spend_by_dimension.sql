@@ -1,4 +1,5 @@
--- spend per UTC day, provider, model and pricing dimension, from the charge lines.
+-- spend per UTC day, provider, model and pricing dimension, as billed (by charge date;
+-- a restatement's difference per dimension on the day it was restated).
 -- model comes from the batch's metadata.model where present (pricing lines carry no
 -- model: spend_by_model attributes models from the request rows); the 'adjustment'
 -- dimension holds what the lines do not explain.
@@ -12,7 +13,7 @@ with lines as (
         batch_id,
         quantity,
         charge_nanos
-    from int_charge_lines
+    from int_billed_charges
 )
 
 select

@@ -1,21 +1,25 @@
--- spend per UTC day and provider, with week and month for roll-ups.
--- batches: every batch charged that day; billed_batches: those with a cost.
+-- spend per UTC day and provider, as billed: by charge date (a restatement's difference on
+-- the day it was restated; spend_as_used has final amounts by usage day), with week and
+-- month for roll-ups. batches: batches with a charge that day; corrections: restated
+-- batches whose difference was booked that day.
 create or replace view spend_by_provider as
 with charged as (
     select
         (charged_at at time zone 'UTC')::date as day,
         provider,
-        cost_nanos
-    from stg_batches
+        batch_id,
+        booking,
+        charge_nanos
+    from int_billed_charges
 ),
 
 daily as (
     select
         day,
         provider,
-        count(*) as batches,
-        count(cost_nanos) as billed_batches,
-        coalesce(sum(cost_nanos), 0)::hugeint as cost_nanos
+        count(distinct batch_id) filter (where booking = 'charge') as batches,
+        count(distinct batch_id) filter (where booking = 'correction') as corrections,
+        coalesce(sum(charge_nanos), 0)::hugeint as cost_nanos
     from charged
     group by day, provider
 )
@@ -26,7 +30,8 @@ select
     date_trunc('month', day)::date as month,
     provider,
     batches,
-    billed_batches,
+    batches as billed_batches,
+    corrections,
     cost_nanos,
     nanos_to_usd(cost_nanos) as cost_usd
 from daily

@@ -1,6 +1,7 @@
 -- spend and request counts per UTC day, provider, model and request status, from the
 -- request rows alone (batches that have them). Failed requests cost what the gateway
--- billed for them (usually 0): this is where waste shows.
+-- billed for them (usually 0): this is where waste shows. Dated by the batch's charge
+-- date (stg_batches.charged_at), of billed batches only.
 create or replace view spend_by_request_status as
 with requests as (
     select
@@ -13,6 +14,7 @@ with requests as (
         r.cost_nanos
     from stg_batch_requests as r
     inner join stg_batches as b on b.batch_id = r.batch_id
+    where b.is_billed
 )
 
 select

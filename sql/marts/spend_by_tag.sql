@@ -1,4 +1,5 @@
--- spend per UTC day, tag key, tag value and provider. The keys are the config file's
+-- spend per UTC day, tag key, tag value and provider, as billed (by charge date; a
+-- restatement's difference on the day it was restated). The keys are the config file's
 -- attribution.tags (every metadata key when it names none); a batch without a key counts
 -- under '(untagged)', so each key's rows sum exactly to the bill.
 create or replace view spend_by_tag as
@@ -18,9 +19,9 @@ billed as (
         batch_id,
         provider,
         (charged_at at time zone 'UTC')::date as day,
-        cost_nanos
-    from stg_batches
-    where cost_nanos is not null
+        sum(charge_nanos) as cost_nanos
+    from int_billed_charges
+    group by all
 ),
 
 tagged as (

@@ -1,20 +1,24 @@
--- an ESTIMATE of the month's end for the latest month in the data, per provider and in
--- all ('*'). As of the last charge date:
---   run_rate_nanos_per_day = billed so far this month / days elapsed (1st to as-of);
---   projected_rest_nanos   = run rate × the days left after as-of;
---   running_estimate_nanos = what batches still running will add: (their cost so far /
---     completed requests) × requests not yet done, or, before any cost, their requests ×
---     the provider's billed cost per completed request this month;
+-- the month-end figure of every month with spend, per provider and in all ('*'), as
+-- billed (by charge date, like spend_by_provider and the report). A month before the
+-- latest day in the data (as_of) shows its ACTUAL spend (is_estimate false). The month of
+-- as_of shows an ESTIMATE, in parts:
+--   run_rate_nanos_per_day = billed so far this month / days elapsed (1st to as_of);
+--   projected_rest_nanos   = run rate × the days left after as_of;
+--   running_estimate_nanos = what batches that can still be charged this month will add:
+--     not final, running or pending, created this month (created_at, else first loaded)
+--     and not past expires_at on as_of: (their cost so far / completed requests) ×
+--     requests not yet done, or, before any cost, their requests × the provider's billed
+--     cost per completed request this month;
+--   stale_batches = non-final batches left out: created in an earlier month or past
+--     expires_at (they cannot be charged this month as running work);
 --   forecast_nanos = billed so far + projected rest + running estimate.
 create or replace view spend_forecast as
 with billed as (
     select
         provider,
         (charged_at at time zone 'UTC')::date as day,
-        cost_nanos,
-        request_counts_completed
-    from stg_batches
-    where cost_nanos is not null and is_final
+        charge_nanos
+    from int_billed_charges
 ),
 
 as_of as (
@@ -22,93 +26,137 @@ as_of as (
     from billed
 ),
 
-month_billed as (
+monthly as (
+    select
+        date_trunc('month', day)::date as month,
+        provider,
+        sum(charge_nanos)::hugeint as billed_nanos
+    from billed
+    group by all
+),
+
+month_prices as (
+    -- the provider's billed cost per completed request in the month of as_of
     select
         b.provider,
-        sum(b.cost_nanos)::hugeint as billed_nanos,
-        sum(b.request_counts_completed) as completed_requests
-    from billed as b
+        sum(b.billed_nanos)::double / nullif(sum(b.request_counts_completed), 0)
+            as nanos_per_request
+    from stg_batches as b
     cross join as_of as a
-    where b.day between a.month_start and a.day
+    where b.is_billed
+      and (b.charged_at at time zone 'UTC')::date between a.month_start and a.day
     group by b.provider
+),
+
+open_batches as (
+    select
+        s.*,
+        coalesce(s.created_at, s.loaded_at) < a.month_start::timestamptz
+            or coalesce(s.expires_at < a.day::timestamptz, false) as is_stale
+    from stg_batches as s
+    cross join as_of as a
+    where not s.is_final and s.lifecycle_group in ('running', 'pending')
 ),
 
 running as (
     select
-        s.provider,
-        count(*) as running_batches,
+        o.provider,
+        count(*) filter (where not o.is_stale) as running_batches,
+        count(*) filter (where o.is_stale) as stale_batches,
         sum(
             case
-                when coalesce(s.request_counts_completed, 0) > 0 and coalesce(s.cost_nanos, 0) > 0
-                    then s.cost_nanos::double / s.request_counts_completed
+                when coalesce(o.request_counts_completed, 0) > 0 and coalesce(o.cost_nanos, 0) > 0
+                    then o.cost_nanos::double / o.request_counts_completed
                         * greatest(
-                            coalesce(s.request_counts_total, 0)
-                            - s.request_counts_completed
-                            - coalesce(s.request_counts_failed, 0),
+                            coalesce(o.request_counts_total, 0)
+                            - o.request_counts_completed
+                            - coalesce(o.request_counts_failed, 0),
                             0
                         )
-                else coalesce(s.request_counts_total, 0)
-                    * coalesce(m.billed_nanos::double / nullif(m.completed_requests, 0), 0)
+                else coalesce(o.request_counts_total, 0) * coalesce(p.nanos_per_request, 0)
             end
-        ) as running_estimate_nanos
-    from stg_batches as s
-    left join month_billed as m on m.provider is not distinct from s.provider
-    where not s.is_final and s.lifecycle_group in ('running', 'pending')
-    group by s.provider
+        ) filter (where not o.is_stale) as running_estimate_nanos
+    from open_batches as o
+    left join month_prices as p on p.provider is not distinct from o.provider
+    group by o.provider
 ),
 
 per_provider as (
     select
+        coalesce(m.month, a.month_start) as month,
         coalesce(m.provider, r.provider) as provider,
-        coalesce(m.billed_nanos, 0) as billed_nanos,
+        coalesce(m.billed_nanos, 0)::hugeint as billed_nanos,
         coalesce(r.running_batches, 0) as running_batches,
+        coalesce(r.stale_batches, 0) as stale_batches,
         round(coalesce(r.running_estimate_nanos, 0))::hugeint as running_estimate_nanos
-    from month_billed as m
+    from (select * from monthly where month = (select month_start from as_of)) as m
     full outer join running as r on r.provider is not distinct from m.provider
+    cross join as_of as a
+    where a.day is not null
+    union all
+    select
+        m.month,
+        m.provider,
+        m.billed_nanos,
+        0,
+        0,
+        0::hugeint
+    from monthly as m
+    cross join as_of as a
+    where m.month < a.month_start
 ),
 
 with_all as (
     select * from per_provider
     union all
     select
+        month,
         '*' as provider,
         sum(billed_nanos)::hugeint,
         sum(running_batches)::bigint,
+        sum(stale_batches)::bigint,
         sum(running_estimate_nanos)::hugeint
     from per_provider
+    group by month
+),
+
+month_bounds as (
+    select
+        w.*,
+        w.month = a.month_start as is_estimate,
+        case when w.month = a.month_start then a.day
+            else (w.month + interval 1 month)::date - 1 end as as_of,
+        (w.month + interval 1 month)::date as month_end
+    from with_all as w
+    cross join as_of as a
+),
+
+projected as (
+    select
+        *,
+        (as_of - month + 1) as days_elapsed,
+        (month_end - as_of - 1) as days_left,
+        round(billed_nanos / (as_of - month + 1))::hugeint as run_rate_nanos_per_day,
+        case when is_estimate
+            then round(billed_nanos / (as_of - month + 1) * (month_end - as_of - 1))::hugeint
+            else 0::hugeint
+        end as projected_rest_nanos
+    from month_bounds
 )
 
 select
-    a.month_start as month,
-    a.day as as_of,
-    w.provider,
-    w.billed_nanos,
-    (a.day - a.month_start + 1) as days_elapsed,
-    ((a.month_start + interval 1 month)::date - a.day - 1) as days_left,
-    round(w.billed_nanos / (a.day - a.month_start + 1))::hugeint as run_rate_nanos_per_day,
-    round(
-        w.billed_nanos / (a.day - a.month_start + 1)
-        * ((a.month_start + interval 1 month)::date - a.day - 1)
-    )::hugeint as projected_rest_nanos,
-    w.running_batches,
-    w.running_estimate_nanos,
-    (
-        w.billed_nanos
-        + round(
-            w.billed_nanos / (a.day - a.month_start + 1)
-            * ((a.month_start + interval 1 month)::date - a.day - 1)
-        )::hugeint
-        + w.running_estimate_nanos
-    )::hugeint as forecast_nanos,
-    nanos_to_usd(
-        w.billed_nanos
-        + round(
-            w.billed_nanos / (a.day - a.month_start + 1)
-            * ((a.month_start + interval 1 month)::date - a.day - 1)
-        )::hugeint
-        + w.running_estimate_nanos
-    ) as forecast_usd,
-    true as is_estimate
-from with_all as w
-cross join as_of as a
-where a.day is not null
+    month,
+    as_of,
+    provider,
+    billed_nanos,
+    days_elapsed,
+    days_left,
+    run_rate_nanos_per_day,
+    projected_rest_nanos,
+    running_batches,
+    stale_batches,
+    running_estimate_nanos,
+    (billed_nanos + projected_rest_nanos + running_estimate_nanos)::hugeint as forecast_nanos,
+    nanos_to_usd(billed_nanos + projected_rest_nanos + running_estimate_nanos) as forecast_usd,
+    is_estimate
+from projected

@@ -1,6 +1,36 @@
--- staging: one row per batch, renamed and cast; no business logic beyond the charge date.
--- charged_at dates a charge: billing.finalized_at, else the terminal timestamp, else created_at.
+-- staging: one row per batch, renamed and cast; no business logic beyond the two dates
+-- every figure uses (README, "Two dates"), defined here once:
+--   ended_at   when processing ended: the terminal timestamp of the batch's status
+--              (completed_at, failed_at, expired_at, cancelled_at), else any of them.
+--   charged_at when the wallet was charged (the CHARGE DATE): the capture time where the
+--              pipeline read the capturing answer (charged: true), else ended_at (the
+--              gateway's reconciler captures within minutes of the end), else created_at,
+--              else the first billing.finalized_at read, else the load time. Never the
+--              time of a re-read: an 'already_billed' answer's finalized_at is our read.
+--   used_at    when the usage happened: ended_at, else charged_at.
+-- is_billed: the gateway billed the money (billing.billed is not false and there is a
+-- cost_nanos); billed_nanos is spend, unbilled_nanos money priced but not billed.
 create or replace view stg_batches as
+with batch_dates as (
+    select
+        *,
+        coalesce(
+            case coalesce(lifecycle_status, status)
+                when 'completed' then completed_at
+                when 'failed' then failed_at
+                when 'expired' then expired_at
+                when 'cancelled' then cancelled_at
+            end,
+            completed_at, failed_at, expired_at, cancelled_at
+        ) as ended_at,
+        case
+            when captured_at is not null
+                and coalesce(capture_reason, '') not like '%already_captured'
+                then captured_at
+        end as capture_at
+    from batches
+)
+
 select
     id as batch_id,
     provider,
@@ -38,9 +68,23 @@ select
     cancelled_at,
     billing_finalized_at,
     last_event_at,
+    expires_at,
+    ended_at,
+    coalesce(capture_at, ended_at, created_at, billing_finalized_at, loaded_at) as charged_at,
+    case
+        when capture_at is not null then 'capture'
+        when ended_at is not null then 'ended'
+        when created_at is not null then 'created'
+        when billing_finalized_at is not null then 'first_read'
+        else 'loaded'
+    end as charge_date_basis,
     coalesce(
-        billing_finalized_at, completed_at, failed_at, expired_at, cancelled_at, created_at
-    ) as charged_at,
+        ended_at, capture_at, created_at, billing_finalized_at, loaded_at
+    ) as used_at,
+    coalesce(in_progress_at, created_at) as usage_started_at,
+    coalesce(cost_nanos is not null and billed is distinct from false, false) as is_billed,
+    case when billed is distinct from false then cost_nanos end as billed_nanos,
+    case when billed = false then cost_nanos end as unbilled_nanos,
     metadata,
     usage,
     usage_requests,
@@ -53,4 +97,4 @@ select
     pricing_line_count,
     run_id as loaded_by_run_id,
     loaded_at
-from batches
+from batch_dates
