@@ -759,9 +759,7 @@ class Loader:
 
     def total_cost_nanos(self) -> int:
         """Every billed nano in the database (money priced but not billed is not spend)."""
-        row = self.con.execute(
-            "select coalesce(sum(cost_nanos), 0) from batches where billed is distinct from false"
-        ).fetchone()
+        row = self.con.execute("select coalesce(sum(billed_nanos), 0) from stg_batches").fetchone()
         return int(row[0]) if row else 0
 
     # -- staging ---------------------------------------------------------------------
@@ -855,6 +853,7 @@ class Loader:
     def merge(self) -> MergeStats:
         con, params = self.con, {"run_id": self.run_id, "now": self.now}
         self._read_stage_files()
+        create_views(con)  # this version's views (the billed total reads stg_batches)
         stats = MergeStats(total_before=self.total_cost_nanos())
         run_script(con, CAPTURES_SQL, params)
         unique = _scalar(

@@ -180,17 +180,24 @@ def _budget_data(tmp_path: Path) -> Path:
 
 
 def test_a_crossed_budget_shows_in_the_summary_the_view_and_check_exits_4(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BILLING_TODAY", "2026-11-04")  # the night after the data's last day
     cfg = _config(tmp_path, BUDGETS)
     run = run_cli("run", _budget_data(tmp_path), "--db", db, "--config", cfg)
     assert run.exit_code == 0, run.output  # opt-in: a crossed budget never fails a load
     assert (
-        "  budgets     2 crossed, 0 at 80% or more of 3 budget periods (see view budget_status)"
-        in run.output
-    )
-    assert "    CROSSED openai monthly (month 2026-11): $4.000000000 of $3.500000000" in run.output
-    assert "    CROSSED research daily (day 2026-11-04): $2.500000000 of $1.500000000" in run.output
+        "  budgets     2 crossed, 0 at 80% or more of 3 budget periods in 2026-11-01 to"
+        " 2026-11-04 (month to date) (see view budget_status)"
+    ) in run.output
+    assert (
+        "    CROSSED openai monthly (2026-11, provider=openai): $4.00 of $3.50 (114.3%),"
+        " over by $0.50 since 2026-11-04"
+    ) in run.output
+    assert (
+        "    CROSSED research daily (day 2026-11-04, team=research): $2.50 of $1.50 (166.7%),"
+        " over by $1.00 since 2026-11-04"
+    ) in run.output
     rows = query(
         db,
         "select budget_name, period_start::varchar, spend_nanos, limit_nanos, status"
@@ -215,8 +222,9 @@ def test_a_crossed_budget_shows_in_the_summary_the_view_and_check_exits_4(
 
 
 def test_check_with_a_config_tries_budgets_without_storing_them(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BILLING_TODAY", "2026-11-04")  # the night after the data's last day
     assert run_cli("run", _budget_data(tmp_path), "--db", db, "-q").exit_code == 0
     assert scalar(db, "select count(*) from budgets") == 0
     assert run_cli("check", "--db", db).exit_code == 0
@@ -230,7 +238,10 @@ def test_check_with_a_config_tries_budgets_without_storing_them(
     tight.write_text('[[budget]]\nname = "tight"\nlimit_usd = "1"\n')
     crossed = run_cli("check", "--db", db, "--config", tight)
     assert crossed.exit_code == 4
-    assert "CROSSED tight (month 2026-11): $6.600000000 of $1.000000000" in crossed.output
+    assert (
+        "CROSSED tight (2026-11, all spend): $6.60 of $1.00 (660.0%), over by $5.60"
+        " since 2026-11-02"  # $1.00 on Nov 1 is at the limit, not above it
+    ) in crossed.output
     assert scalar(db, "select count(*) from budgets") == 0  # nothing was written
 
 
@@ -266,8 +277,9 @@ def test_bad_budget_price_and_tag_config_is_refused(
 
 
 def test_an_injected_spike_shows_in_spend_anomalies_the_summary_and_check(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BILLING_TODAY", "2026-10-21")  # the night after the data's last day
     steady = [
         billed(i, d, 1_000_000_000 + (i % 3) * 50_000_000)
         for i, d in enumerate(days("2026-10-01", 20), 1)
@@ -276,7 +288,7 @@ def test_an_injected_spike_shows_in_spend_anomalies_the_summary_and_check(
     data = write_jsonl(tmp_path / "in.jsonl", [*steady, spike])
     run = run_cli("run", data, "--db", db)
     assert run.exit_code == 0
-    assert "  anomalies   2 on the latest day (see view spend_anomalies)" in run.output
+    assert "  anomalies   2 (see view spend_anomalies)" in run.output
     rows = query(
         db,
         "select day::varchar, level, provider, model, cost_nanos, baseline_median_nanos,"
@@ -354,10 +366,13 @@ def test_waste_counts_failed_and_expired_batches_and_failed_requests(
     load(run_cli, db, tmp_path / "in.jsonl", [ok, failed, expired])
     assert query(
         db,
-        "select month::varchar, provider, billed_nanos, failed_batch_nanos, expired_batch_nanos,"
-        " failed_request_nanos, failed_requests, waste_nanos from spend_waste",
-    ) == [("2026-11-01", "openai", 1_650_000_000, 400_000_000, 250_000_000, 300_000_000, 1,
-           950_000_000)]  # fmt: skip
+        "select month::varchar, provider, billed_nanos, error_response_nanos, failed_requests,"
+        " waste_nanos, failed_batch_nanos, expired_batch_nanos, ended_badly_nanos"
+        " from spend_waste",
+    ) == [  # the failed and expired batches delivered what they billed: not waste
+        ("2026-11-01", "openai", 1_650_000_000, 300_000_000, 1, 300_000_000, 400_000_000,
+         250_000_000, 650_000_000)
+    ]  # fmt: skip
 
 
 def test_spend_by_tag_uses_the_chosen_keys_and_shows_untagged_spend(

@@ -137,7 +137,7 @@ def test_a_restated_bill_becomes_a_correction_row_and_rows_already_reported_stay
     assert fix["BilledCost"] == Decimal("0.100000000")
     assert fix["ConsumedQuantity"] == 50000
     assert fix["SkuId"] == "openai:unknown:input_text_tokens"
-    assert str(fix["ChargePeriodStart"].date()) == "2026-11-02"  # the corrected charge's day
+    assert str(fix["ChargePeriodStart"].date()) == "2026-11-01"  # the corrected usage's day
     assert str(fix["BillingPeriodStart"].date()) == "2026-12-01"  # billed when restated
     assert fix["ChargeDescription"].startswith("correction of input_text_tokens for batch ")
     # November stays as reported; the sum is the current bill to the nano

@@ -119,9 +119,7 @@ RESTATED_LATER = rebilled(
     reason="already_billed",
     charged=False,
 )
-RESTATED_LATER["pricing_lines"] = [
-    line(2_500_000_000, 2.5, 10**9, "1.000000000", 2_500_000_000)
-]
+RESTATED_LATER["pricing_lines"] = [line(2_500_000_000, 2.5, 10**9, "1.000000000", 2_500_000_000)]
 
 CORPUS = [
     priced(
@@ -327,14 +325,17 @@ def test_the_charge_date_is_the_capture_or_the_end_never_a_re_read(closed: Path)
 def test_priced_but_not_billed_is_not_spend_and_is_shown_apart(closed: Path) -> None:
     four = bid(4)
     assert scalar(closed, "select count(*) from focus_charges where ResourceId = $1", [four]) == 0
-    assert scalar(closed, "select count(*) from int_billed_charges where batch_id = $1", [four]) == 0
+    assert (
+        scalar(closed, "select count(*) from int_billed_charges where batch_id = $1", [four]) == 0
+    )
     assert query(
-        closed, "select day::varchar, reason_base, reason_detail, batches, cost_nanos"
-        " from spend_unbilled"
+        closed,
+        "select day::varchar, reason_base, reason_detail, batches, cost_nanos from spend_unbilled",
     ) == [("2026-11-05", "settlement_not_applied", "reservation_exceeded", 1, 7 * USD)]
     # not a reconciliation mismatch either: only #14's request rows are
     assert query(
-        closed, "select batch_id, check_name, expected_nanos, actual_nanos from billing_reconciliation"
+        closed,
+        "select batch_id, check_name, expected_nanos, actual_nanos from billing_reconciliation",
     ) == [(bid(14), "requests_vs_cost", USD, 900_000_000)]
 
 
@@ -378,7 +379,8 @@ def test_the_forecast_counts_only_what_can_still_be_charged(closed: Path) -> Non
         ("2026-11-01", "2026-11-20", NOV_AS_BILLED, 1, 3, True),
     ]
     oct_forecast = scalar(
-        closed, "select forecast_nanos from spend_forecast where provider = '*' and month = '2026-10-01'"
+        closed,
+        "select forecast_nanos from spend_forecast where provider = '*' and month = '2026-10-01'",
     )
     assert oct_forecast == OCT_AS_BILLED
 
@@ -394,9 +396,14 @@ def test_the_report_equals_focus_for_the_closed_month(
     data = json.loads(page.split('id="report-data">')[1].split("</script>")[0])
     assert data["total_cost_nanos"] == str(OCT_AS_BILLED)
     assert "Month-end (actual)" in page and "(an estimate)" not in page
-    assert "as used (final bills of batches whose processing ended in the period): $5.500000000" in page
+    assert (
+        "as used (final bills of batches whose processing ended in the period): $5.500000000"
+        in page
+    )
     nov = run_cli("report", "--db", closed, "--out", out, "--month", "2026-11")
-    assert nov.output == f"{out}: November 2026, ${NOV_AS_BILLED // USD}.{NOV_AS_BILLED % USD:09d}\n"
+    assert (
+        nov.output == f"{out}: November 2026, ${NOV_AS_BILLED // USD}.{NOV_AS_BILLED % USD:09d}\n"
+    )
     page = out.read_text()
     assert 'id="unbilled">$7.000000000<' in page
     assert "Month-end forecast" in page
@@ -457,3 +464,27 @@ def test_a_batch_the_reconciler_captured_stays_in_its_month_across_nights(
         db, "select BillingPeriodStart::date::varchar, x_CostNanos from focus_charges"
     ) == [("2026-10-01", USD)]
     assert scalar(db, "select charge_date_basis from stg_batches") == "ended"
+
+
+def test_a_billed_batch_without_any_lifecycle_time_is_still_in_a_day(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """Hostile: no created/ended timestamps at all. Its money must not drop out of every
+    dated total: it is dated by the first billing.finalized_at read, and says so."""
+    bare = priced(1, "2026-11-03T04:00", USD, finalized="2026-11-03T05:00:00.000Z")
+    for key in ("created_at", "in_progress_at", "completed_at"):
+        bare.pop(key)
+    nothing = copy.deepcopy(bare)
+    nothing["id"] = bid(2)
+    nothing["billing"].pop("finalized_at")
+    path = write_jsonl(tmp_path / "bare.jsonl", [bare, nothing])
+    result = run_cli("run", "--input", path, "--db", db, "-q")
+    assert result.exit_code == 0, result.output
+    assert query(db, "select batch_id, charge_date_basis from stg_batches order by batch_id") == [
+        (bid(1), "capture"),
+        (bid(2), "loaded"),
+    ]
+    assert scalar(db, "select sum(cost_nanos) from spend_by_provider") == 2 * USD
+    assert scalar(db, "select count(*) from spend_by_provider where day is null") == 0
+    assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 2 * USD
+    assert scalar(db, "select count(*) from focus_charges where ChargePeriodStart is null") == 0

@@ -91,8 +91,7 @@ def test_spend_by_provider(loaded: Path) -> None:
         loaded,
         "select day::varchar, week::varchar, month::varchar, provider, batches,"
         " billed_batches, cost_nanos, cost_usd from spend_by_provider",
-    ) == [
-        ("2026-11-01", "2026-10-26", "2026-11-01", "openai", 1, 0, 0, D("0E-9")),
+    ) == [  # as billed: the batch without a bill is no spend and has no row
         (
             "2026-11-02",
             "2026-11-02",
@@ -181,7 +180,12 @@ def test_billing_reconciliation(loaded: Path) -> None:
         loaded,
         "select batch_id, check_name, expected_nanos, actual_nanos from billing_reconciliation",
     )
-    assert rows == [(batch(2)["id"], "lines_vs_cost", 1_000_000_000, 600_000_000)]
+    assert rows == [
+        # batch 1's request rows explain 290M of its 300M bill (the gateway writes every
+        # request's cost: the rows should sum to the bill)
+        (batch(1)["id"], "requests_vs_cost", 300_000_000, 290_000_000),
+        (batch(2)["id"], "lines_vs_cost", 1_000_000_000, 600_000_000),
+    ]
 
 
 def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
@@ -200,7 +204,7 @@ def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
             D("0.100000000"),
             D("0.100000000"),
             "USD",
-            "2026-11-02 00:00:00+00",
+            "2026-11-01 00:00:00+00",  # the usage day (ended Nov 1 01:00; captured Nov 2)
             "2026-11-01 00:00:00+00",
             2.0,
             "Requests",
@@ -215,7 +219,7 @@ def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
             D("0.200000000"),
             D("0.200000000"),
             "USD",
-            "2026-11-02 00:00:00+00",
+            "2026-11-01 00:00:00+00",
             "2026-11-01 00:00:00+00",
             0.1,
             "1000000 Tokens",
@@ -230,7 +234,7 @@ def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
             D("0.400000000"),
             D("0.400000000"),
             "USD",
-            "2026-11-02 00:00:00+00",
+            "2026-11-01 00:00:00+00",
             "2026-11-01 00:00:00+00",
             None,
             None,
@@ -245,7 +249,7 @@ def test_focus_charges_sum_exactly_to_the_bill(loaded: Path) -> None:
             D("0.600000000"),
             D("0.600000000"),
             "USD",
-            "2026-11-02 00:00:00+00",
+            "2026-11-01 00:00:00+00",
             "2026-11-01 00:00:00+00",
             0.1,
             "1000000 Tokens",
@@ -281,7 +285,7 @@ def test_query_command_prints_a_readable_table(run_cli: Any, loaded: Path) -> No
         "month       provider   batches  billed_batches  cost_nanos     cost_usd\n"
         "----------  ---------  -------  --------------  ----------  -----------\n"
         "2026-11-01  anthropic        1               1  1000000000  1.000000000\n"
-        "2026-11-01  openai           3               2   350000000  0.350000000\n"
+        "2026-11-01  openai           2               2   350000000  0.350000000\n"
         "(2 rows)\n"
     )
 
@@ -300,9 +304,9 @@ def test_query_formats_and_date_filters(run_cli: Any, loaded: Path) -> None:
         "2026-11-03",
     )
     assert csv.output.splitlines() == [
-        "day,week,month,provider,batches,billed_batches,cost_nanos,cost_usd",
-        "2026-11-02,2026-11-02,2026-11-01,anthropic,1,1,1000000000,1.000000000",
-        "2026-11-02,2026-11-02,2026-11-01,openai,1,1,300000000,0.300000000",
+        "day,week,month,provider,batches,billed_batches,corrections,cost_nanos,cost_usd",
+        "2026-11-02,2026-11-02,2026-11-01,anthropic,1,1,0,1000000000,1.000000000",
+        "2026-11-02,2026-11-02,2026-11-01,openai,1,1,0,300000000,0.300000000",
     ]
     js = json.loads(
         run_cli(
@@ -330,8 +334,9 @@ def test_query_errors_are_one_line(run_cli: Any, loaded: Path, tmp_path: Path) -
     assert unknown.output == (
         "billing: error: unknown query 'spend-by-planet'; choose from: batch-outcomes, "
         "billing-reconciliation, budget-status, focus-charges, price-checks, spend-anomalies, "
-        "spend-by-dimension, spend-by-model, spend-by-provider, spend-by-request-status, "
-        "spend-by-session, spend-by-tag, spend-forecast, spend-waste\n"
+        "spend-as-used, spend-by-dimension, spend-by-model, spend-by-provider, "
+        "spend-by-request-status, spend-by-session, spend-by-tag, spend-forecast, "
+        "spend-restatements, spend-unbilled, spend-waste\n"
     )
     missing = run_cli("query", "spend-by-provider", "--db", tmp_path / "none.duckdb")
     assert missing.exit_code == 2
@@ -373,11 +378,11 @@ def test_views_work_in_the_plain_duckdb_cli(loaded: Path) -> None:
         check=True,
     ).stdout
     assert out.splitlines() == [
-        "spend_by_provider,4",
+        "spend_by_provider,3",
         "spend_by_session,3",
         "spend_by_model,5",
         "batch_outcomes,4",
-        "billing_reconciliation,1",
+        "billing_reconciliation,2",
         "focus_charges,5",
         "1.350000000",
     ]

@@ -8,8 +8,9 @@
 --              else the first billing.finalized_at read, else the load time. Never the
 --              time of a re-read: an 'already_billed' answer's finalized_at is our read.
 --   used_at    when the usage happened: ended_at, else charged_at.
--- is_billed: the gateway billed the money (billing.billed is not false and there is a
--- cost_nanos); billed_nanos is spend, unbilled_nanos money priced but not billed.
+-- is_billed: the gateway billed the money: a cost_nanos with billing.billed true (or, from
+-- a gateway version without the flag, on a finished batch). billed_nanos is spend;
+-- unbilled_nanos is money priced but not billed (billed false, or not final yet).
 create or replace view stg_batches as
 with batch_dates as (
     select
@@ -27,7 +28,12 @@ with batch_dates as (
             when captured_at is not null
                 and coalesce(capture_reason, '') not like '%already_captured'
                 then captured_at
-        end as capture_at
+        end as capture_at,
+        coalesce(
+            cost_nanos is not null
+            and (billed or (billed is null and lifecycle_group = 'terminal')),
+            false
+        ) as is_billed
     from batches
 )
 
@@ -82,9 +88,9 @@ select
         ended_at, capture_at, created_at, billing_finalized_at, loaded_at
     ) as used_at,
     coalesce(in_progress_at, created_at) as usage_started_at,
-    coalesce(cost_nanos is not null and billed is distinct from false, false) as is_billed,
-    case when billed is distinct from false then cost_nanos end as billed_nanos,
-    case when billed = false then cost_nanos end as unbilled_nanos,
+    is_billed,
+    case when is_billed then cost_nanos end as billed_nanos,
+    case when not is_billed then cost_nanos end as unbilled_nanos,
     metadata,
     usage,
     usage_requests,
