@@ -126,7 +126,8 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
     assert f'<div class="total" id="total">{total}</div>' in dom
     for heading in ("Spend over time", "By model", "Top sessions", "Top tags", "Budgets",
                     "Anomalies", "Month-end forecast", "Price checks", "Reconciliation",
-                    "Failed, expired and unbilled spend"):  # fmt: skip
+                    "What the spend bought", "Priced but not billed",
+                    "Restated bills"):  # fmt: skip
         assert f"<h2>{heading}" in dom, heading
     data = json.loads(dom.split('id="report-data">')[1].split("</script>")[0])
     assert int(data["total_cost_nanos"]) == november
