@@ -40,7 +40,7 @@ test: setup-dev focus-validator
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
 	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: setup-dev
 	$(BIN)/ruff check pipeline tests benchmarks notebooks

@@ -174,7 +174,10 @@ def test_every_format_and_limit(run_cli: Cli, db: Path) -> None:
     assert json.loads(runs.output)["status"] == "ok_with_rejects"
 
 
-def test_tables_fit_the_terminal_and_say_what_they_left_out(run_cli: Cli, db: Path) -> None:
+def test_tables_fit_the_terminal_and_say_what_they_left_out(
+    run_cli: Cli, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # a test worker's terminal is not ours
     assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
     result = run_cli("runs", "--db", db, env={"COLUMNS": "80"})
     assert result.exit_code == 0
