@@ -1233,3 +1233,16 @@ def test_a_worker_still_writing_cannot_keep_the_staged_chunks_alive(tmp_path: Pa
         stop.set()
         writing.join()
     assert not [p for p in tmp_path.iterdir() if ".work" in p.name]
+
+
+@pytest.mark.parametrize("first", [b"{", b"[", b" ", b"\t", b"\r", b"\n", b"\x31"])
+def test_a_duckdb_file_is_told_whatever_its_checksum_starts_with(first: bytes) -> None:
+    """DuckDB's header starts with an 8-byte checksum: any byte, '{' or a newline too
+    (1 file in ~40 was read as text: 'invalid UTF-8', a flaky test found it). JSON text
+    with DUCK at the same place is still text."""
+    from pipeline.extract.files import binary_format
+
+    header = first + b"\xfd\xc9\x4b\x50\xf4\xc4\x04" + b"DUCK" + b"C\x00\x00\x00"
+    assert binary_format(header) == "a DuckDB database, not JSON text (pass it as --db)"
+    assert binary_format(b'{"id": "DUCK_1", "x": 1}'[:16]) is None
+    assert binary_format(b'["ab", "DUCK", 12, 3]') is None

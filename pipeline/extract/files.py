@@ -358,7 +358,9 @@ def binary_format(head: bytes) -> str | None:
     for magic, why in _BINARY:
         if head.startswith(magic):
             return why
-    if head[8:12] == b"DUCK" and head[:1] not in b"{[ \t\r\n":
+    # DuckDB's header: an 8-byte checksum (any bytes, '{' or a newline included), "DUCK",
+    # then the storage version as a little-endian integer: NUL bytes no JSON text holds
+    if head[8:12] == b"DUCK" and b"\x00" in head[12:16]:
         return "a DuckDB database, not JSON text (pass it as --db)"
     return None
 
