@@ -1246,3 +1246,35 @@ def test_a_duckdb_file_is_told_whatever_its_checksum_starts_with(first: bytes) -
     assert binary_format(header) == "a DuckDB database, not JSON text (pass it as --db)"
     assert binary_format(b'{"id": "DUCK_1", "x": 1}'[:16]) is None
     assert binary_format(b'["ab", "DUCK", 12, 3]') is None
+
+
+@pytest.mark.parametrize(
+    "bad_first",
+    [b'{"id": "batch_X", "oops"', b"not json at all", b"{", b'{"a": 1}}', b"\xef\xbb\xbf{"],
+)
+def test_stdin_whose_first_line_is_malformed_keeps_every_other_record(
+    tmp_path: Path, bad_first: bytes
+) -> None:
+    """`gzip -dc night.jsonl.gz | billing run -` with a bad first line read the whole
+    stream as one JSON document: one reject, every other record dropped, exit 0."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    db = tmp_path / "b.duckdb"
+    good = [orjson.dumps(batch(n, cost_nanos=n)) for n in range(1, 6)]
+    data = b"\n".join([bad_first, *good]) + b"\n"
+    result = CliRunner().invoke(cli, ["run", "-", "--db", str(db), "-q"], input=data)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select count(*), sum(cost_nanos) from batches") == [(5, 15)]
+    assert query(db, "select line from rejected_batches") == [(1,)]
+    # a pretty-printed object, and a pretty-printed list response, are still one document
+    pretty = orjson.dumps(batch(9, cost_nanos=9), option=orjson.OPT_INDENT_2)
+    listed = orjson.dumps(
+        {"object": "list", "data": [batch(8, cost_nanos=8)]}, option=orjson.OPT_INDENT_2
+    )
+    for doc, n in ((pretty, 9), (listed, 8)):
+        out = CliRunner().invoke(cli, ["run", "-", "--db", str(db), "-q"], input=doc)
+        assert out.exit_code == 0, out.output
+        assert scalar(db, "select cost_nanos from batches where id = $1", [batch(n)["id"]]) == n
+    assert scalar(db, "select count(*) from rejected_batches") == 1

@@ -522,10 +522,21 @@ def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
 STDIN = "<stdin>"
 
 
+def _is_value(text: bytes) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
-    """Records from a byte stream (``--input -``): JSONL, one record a line, or one JSON
-    document (an array, a list response or a pretty-printed object) when its first line
-    is not a whole JSON value. JSONL streams through with flat memory."""
+    """Records from a byte stream (``--input -``): JSONL, one record a line, unless the
+    stream starts with ``[`` or the whole stream is one JSON value (a pretty-printed
+    object or list response). A first line that is not JSON does not decide it: when the
+    next line is a whole value, or the whole stream is not one, it is JSONL whose first
+    record is bad (quarantined; every other record read). JSONL streams through with
+    flat memory; only an undecided stream is held, up to MAX_JSON_FILE_BYTES."""
     first = fh.readline(MAX_RECORD_BYTES + 1)
     why = binary_format(first)
     if why is not None:
@@ -534,11 +545,16 @@ def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
     head = (first[3:] if first.startswith(_BOM) else first).strip()
     oversize = len(first) > MAX_RECORD_BYTES
     document = head.startswith(b"[")
-    if head and not document and not oversize:
-        try:
-            orjson.loads(head)
-        except orjson.JSONDecodeError:
-            document = not head.endswith(b"}")  # a pretty-printed object spans lines
+    if head and not document and not oversize and not _is_value(head):
+        second = fh.readline(MAX_RECORD_BYTES + 1)
+        data = first + second
+        if not (second.strip() and _is_value(second.strip())):
+            data += fh.read(MAX_JSON_FILE_BYTES + 1 - len(data))
+            if len(data) <= MAX_JSON_FILE_BYTES and _is_value(data.removeprefix(_BOM)):
+                yield from _json_records(source, data)
+                return
+        yield from _jsonl_stream(source, fh, data)
+        return
     if document:
         data = first + fh.read(MAX_JSON_FILE_BYTES + 1 - len(first))
         if len(data) > MAX_JSON_FILE_BYTES:
