@@ -1278,3 +1278,26 @@ def test_stdin_whose_first_line_is_malformed_keeps_every_other_record(
         assert out.exit_code == 0, out.output
         assert scalar(db, "select cost_nanos from batches where id = $1", [batch(n)["id"]]) == n
     assert scalar(db, "select count(*) from rejected_batches") == 1
+
+
+def test_a_deep_object_inside_a_json_array_is_kept_aside_not_the_whole_night(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """orjson writes at most 255 levels: a 300-deep metadata inside a `.json` array made
+    the whole run fail ("TypeError: Recursion limit reached; nothing was committed")."""
+    deep = batch(2)
+    deep["metadata"] = {}
+    node = deep["metadata"]
+    for _ in range(300):
+        node["x"] = {}
+        node = node["x"]
+    path = tmp_path / "night.json"
+    path.write_text(json.dumps([batch(1, cost_nanos=5), deep, batch(3, cost_nanos=7)]))
+    result = run_cli("run", "--input", path, "--db", db, "-q")
+    assert result.exit_code == 0, result.output
+    assert query(db, "select id, cost_nanos from batches order by id") == [
+        (batch(1)["id"], 5),
+        (batch(3)["id"], 7),
+    ]
+    rows = query(db, "select line, reason, length(raw_text) > 1000 from rejected_batches")
+    assert rows == [(2, "metadata cannot be stored: Recursion limit reached", True)]

@@ -13,6 +13,7 @@ quarantined record keeps at most :data:`MAX_RAW_KEPT` characters of its raw text
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -481,6 +482,18 @@ def _document_too_large(source: str, data: bytes, what: str, advice: str) -> Raw
     )
 
 
+def _item_text(item: Any) -> str | None:
+    """One element of a JSON array as JSON text again: orjson stops at 255 levels of
+    nesting (a TypeError), the standard library goes deeper; None past both."""
+    try:
+        return orjson.dumps(item).decode()
+    except TypeError:
+        try:
+            return json.dumps(item, ensure_ascii=False)
+        except (RecursionError, ValueError, TypeError):
+            return None
+
+
 def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
     """The records of one JSON document: an object, an array, or a saved list response."""
     if data.startswith(_BOM):
@@ -512,8 +525,12 @@ def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
             obj = [{"batch_id": owner, **r} if isinstance(r, dict) else r for r in obj]
     single = not isinstance(obj, list)
     for i, item in enumerate([obj] if single else obj, start=1):
-        item_text = text if single else orjson.dumps(item).decode()
-        if len(item_text) > MAX_RECORD_BYTES:
+        item_text = text if single else _item_text(item)
+        if item_text is None:
+            yield RawRecord(
+                source, i, kept_text(repr(item)), None, "nested too deeply to keep as JSON text"
+            )
+        elif len(item_text) > MAX_RECORD_BYTES:
             yield _oversize(source, i, item_text[:MAX_RAW_KEPT].encode(), len(item_text))
         else:
             yield RawRecord(source, i, item_text.strip(), pending=True)
