@@ -40,6 +40,7 @@ from pipeline.transform import (
     READ_SCOPE,
     REC,
     TOP_JSON_COLUMNS,
+    TS_MAX_S,
     RecordError,
     _json,
     may_hold_secrets,
@@ -197,7 +198,7 @@ def _timestamp_column(values: Sequence[Any], path: str, refused: set[int]) -> li
     text = [v if type(v) is str else None for v in values]
     parsed = _iso_micros(text) if text.count(None) < len(text) else text
     out = [
-        (v * 1000000 if 0 <= v < 10**11 else None) if type(v) is int else p
+        (v * 1000000 if 0 <= v < TS_MAX_S else None) if type(v) is int else p
         for v, p in zip(values, parsed, strict=True)
     ]
     for i in [i for i, (v, o) in enumerate(zip(values, out, strict=True)) if o is None]:
@@ -427,7 +428,8 @@ def _iso_micros(values: list[str | None]) -> list[int | None]:
     parsed = text.str.to_datetime(
         "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
     ).dt.epoch("us")
-    return pl.select(pl.when(common).then(parsed)).to_series().to_list()
+    in_range = parsed.is_between(0, TS_MAX_S * 1_000_000, closed="left")
+    return pl.select(pl.when(common & in_range).then(parsed)).to_series().to_list()
 
 
 def flatten(recs: Sequence[int], texts: Sequence[str]) -> Fast:

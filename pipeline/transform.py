@@ -182,11 +182,18 @@ def to_int(path: str, value: Any) -> int | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# The timestamps a billing record may hold: from the Unix epoch to 2200-01-01 (exclusive).
+# Anything else (the year 9999, the year 1) is kept aside with its reason: a view that
+# dates money by it would span millennia (spend_anomalies fills every day between).
+TS_MAX_S = 7_258_118_400
+
+
 def to_micros(path: str, value: Any) -> int | None:
-    """Unix seconds (int, float or digit string) or ISO-8601 text -> UTC microseconds."""
+    """Unix seconds (int, float or digit string) or ISO-8601 text -> UTC microseconds,
+    from 1970 to 2199."""
     if value is None:
         return None
-    if type(value) is int and 0 <= value < 10**11:  # the common case, before the rules
+    if type(value) is int and 0 <= value < TS_MAX_S:  # the common case, before the rules
         return value * 1_000_000
     if value == "":
         return None
@@ -209,15 +216,18 @@ def to_micros(path: str, value: Any) -> int | None:
                 ) from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            return (dt - _EPOCH) // _MICRO
+            micros = (dt - _EPOCH) // _MICRO
+            if not 0 <= micros < TS_MAX_S * 1_000_000:
+                raise RecordError(f"{path} {_repr(value)} is outside the years 1970 to 2199")
+            return micros
         value = number
     if isinstance(value, int):
-        if not 0 <= value < 10**11:  # seconds up to the year 5138
-            raise RecordError(f"{path} {value} is out of range for Unix seconds")
+        if not 0 <= value < TS_MAX_S:
+            raise RecordError(f"{path} {value} is out of range for Unix seconds (1970 to 2199)")
         return value * 1_000_000
     if isinstance(value, float):
-        if not (math.isfinite(value) and 0 <= value < 1e11):
-            raise RecordError(f"{path} {value!r} is out of range for Unix seconds")
+        if not (math.isfinite(value) and 0 <= value < TS_MAX_S):
+            raise RecordError(f"{path} {value!r} is out of range for Unix seconds (1970 to 2199)")
         return round(value * 1_000_000)
     raise RecordError(f"{path} is not a timestamp: {_type_name(value)}")
 
@@ -296,7 +306,7 @@ _READ = {  # kind -> expression of the value ``v`` (``{P}``: the field's path, a
     "number": "v if type(v) is float else float(v) if type(v) is int else _number(v, {P}, drift)",
     "usd_text": "v if type(v) is str and _DEC(v) else _decimal_text({P}, v)",
     "flag": "v if v is None or type(v) is bool else _bool(v, {P}, drift)",
-    "timestamp": "None if v is None else v * 1000000 if type(v) is int and 0 <= v < 10**11"
+    "timestamp": "None if v is None else v * 1000000 if type(v) is int and 0 <= v < _TS_MAX"
     " else to_micros({P}, v)",
     "json": "None if v is None else _json(v, {P})",
 }
@@ -304,7 +314,7 @@ _READ.update(id=_READ["text"], nanos=_READ["count"], usd_float=_READ["number"])
 READ_SCOPE: dict[str, Any] = {  # the names the _READ expressions use
     "_str": _str, "to_int": to_int, "_number": _number, "_decimal_text": _decimal_text,
     "_bool": _bool, "to_micros": to_micros, "_json": _json, "_DEC": _DECIMAL.fullmatch,
-    "_LO": _INT64_MIN, "_HI": INT64_MAX,
+    "_LO": _INT64_MIN, "_HI": INT64_MAX, "_TS_MAX": TS_MAX_S,
 }  # fmt: skip
 Fill = Callable[[dict[str, Any], Mapping[str, Any], str, dict[str, str]], None]
 

@@ -1301,3 +1301,55 @@ def test_a_deep_object_inside_a_json_array_is_kept_aside_not_the_whole_night(
     ]
     rows = query(db, "select line, reason, length(raw_text) > 1000 from rejected_batches")
     assert rows == [(2, "metadata cannot be stored: Recursion limit reached", True)]
+
+
+def _line(n: int, **values: Any) -> dict[str, Any]:
+    obj = batch(n)
+    obj["pricing_lines"] = [dict(obj["pricing_lines"][0], **values)]
+    return obj
+
+
+def test_one_records_values_never_break_a_view_the_report_check_or_export(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """Values that load but broke every reader ('Conversion Error', 'Overflow', a report
+    OverflowError, a check that never ended): each batch is loaded or kept aside with its
+    reason, and every view, the report, check and the FOCUS export still answer."""
+    counts = batch(7)
+    counts["request_counts"] = {"total": 2**63 - 1, "completed": 2**63 - 2, "failed": 1}
+    far = batch(8)
+    far["billing"]["finalized_at"] = far["completed_at"] = "9999-12-31T23:59:59Z"
+    past_int64 = batch(10)
+    past_int64["pricing_lines"] = [dict(past_int64["pricing_lines"][0], line_nanos=2**62)] * 3
+    items = [
+        _line(1, quantity=1e300),
+        _line(2, quantity=1e30),
+        _line(3, quantity="NaN"),
+        _line(4, unit_size="inf"),
+        _line(5, unit_size=1e300),
+        _line(6, unit_price_usd="12345678901234567890123456789"),
+        counts,
+        far,
+        past_int64,
+        batch(9),
+    ]
+    result = run_cli("run", "--input", write_jsonl(tmp_path / "in.jsonl", items), "--db", db)
+    assert result.exit_code == 0, result.output
+    assert query(db, "select line, reason from rejected_batches") == [
+        (8, "completed_at '9999-12-31T23:59:59Z' is outside the years 1970 to 2199")
+    ]
+    assert scalar(db, "select count(*) from batches") == 9
+    total = 9 * 300_000_000
+    assert scalar(db, "select sum(cost_nanos) from spend_by_provider") == total
+    assert scalar(db, "select sum(x_CostNanos) from focus_charges") == total
+    for name in run_cli("query", "list", "--db", db).output.split():
+        shown = run_cli("query", name, "--db", db, "--format", "csv")
+        assert shown.exit_code == 0, (name, shown.output)
+    assert ("lines_vs_cost",) in query(
+        db, "select check_name from billing_reconciliation where batch_id = $1", [batch(10)["id"]]
+    )
+    report = run_cli("report", "--db", db, "--out", tmp_path / "r.html", "--month", "2026-11")
+    assert report.output == f"{tmp_path / 'r.html'}: November 2026, $2.700000000\n"
+    assert run_cli("check", "--db", db, "--month", "2026-11").exit_code == 0
+    out = run_cli("export", "--db", db, "--format", "focus-csv", "--out", tmp_path / "f")
+    assert out.exit_code == 0, out.output

@@ -1,5 +1,8 @@
 -- every billed nano as one row: a batch's pricing lines, plus one adjustment row where the
 -- lines do not add up to billing.cost_nanos (or there are none). Sums exactly to the bill.
+-- Lines so far off that the rest of the bill would not fit a BIGINT (nanos summing past
+-- 2^63) are not itemised: the whole bill is one adjustment (billing_reconciliation flags
+-- the lines).
 -- Only money the gateway billed (stg_batches.is_billed): a batch without billing is not
 -- charged yet, and money priced but not billed (billing.billed = false) is not spend
 -- (it shows in spend_unbilled). Dated by the charge date (charged_at) and the usage date
@@ -30,6 +33,16 @@ line_totals as (
     group by batch_id
 ),
 
+checked as (
+    select
+        b.batch_id,
+        coalesce(t.line_nanos, 0) as line_nanos,
+        abs(b.cost_nanos::hugeint - coalesce(t.line_nanos, 0)) <= 9223372036854775807
+            as itemised
+    from billed as b
+    left join line_totals as t on t.batch_id = b.batch_id
+),
+
 usage_lines as (
     select
         b.*,
@@ -44,6 +57,7 @@ usage_lines as (
         l.service_tier,
         coalesce(l.line_nanos, 0) as charge_nanos
     from billed as b
+    inner join checked as c on c.batch_id = b.batch_id and c.itemised
     inner join stg_pricing_lines as l on l.batch_id = b.batch_id
 ),
 
@@ -59,10 +73,11 @@ adjustments as (
         null::decimal(38, 9) as unit_price_usd,
         null::varchar as pricing_plan,
         null::varchar as service_tier,
-        (b.cost_nanos - coalesce(t.line_nanos, 0))::bigint as charge_nanos
+        (b.cost_nanos - case when c.itemised then c.line_nanos else 0 end)::bigint
+            as charge_nanos
     from billed as b
-    left join line_totals as t on t.batch_id = b.batch_id
-    where b.cost_nanos <> coalesce(t.line_nanos, 0)
+    inner join checked as c on c.batch_id = b.batch_id
+    where b.cost_nanos <> case when c.itemised then c.line_nanos else 0 end
 )
 
 select * from usage_lines

@@ -87,7 +87,7 @@ select
     case when l.charge_kind = 'usage' then l.billable_units end as PricingQuantity,
     case
         when l.charge_kind <> 'usage' then null
-        when l.unit_size > 1 and l.unit_size = floor(l.unit_size)
+        when l.unit_size > 1 and l.unit_size = floor(l.unit_size) and l.unit_size < 1e15
             then cast(l.unit_size as bigint)::varchar || ' ' || l.unit_name
         else l.unit_name
     end as PricingUnit,

@@ -37,24 +37,33 @@ lines as (
         l.billable_units,
         l.unit_price_usd,
         l.line_nanos,
-        greatest(coalesce(nullif(r.completed, 0), b.request_counts_completed, 1), 1)
+        greatest(coalesce(nullif(r.completed, 0), b.request_counts_completed, 1), 1)::hugeint
             as requests,
         case
             when l.quantity = floor(l.quantity) and l.unit_size = floor(l.unit_size)
                 and l.unit_size > 0 and l.billable_units is not null
+                and l.quantity between 0 and 1e15 and l.unit_size < 1e15
+                and abs(l.billable_units * l.unit_size) < 1e15
                 then greatest(
                     round(l.quantity - l.billable_units * l.unit_size), 0
                 )::hugeint
         end as included_int,
+        -- checked in exact integers where the values are plausible (a quantity or unit
+        -- size below 1e15, a unit price below $1e12: no product overflows); any other
+        -- line has no expected_line_nanos and is an arithmetic_mismatch
         case
             when l.quantity = floor(l.quantity) and l.unit_size = floor(l.unit_size)
-                and l.unit_size > 0
+                and l.unit_size > 0 and l.quantity between 0 and 1e15 and l.unit_size < 1e15
                 then l.quantity::hugeint
         end as quantity_int,
         case
-            when l.unit_size = floor(l.unit_size) and l.unit_size > 0 then l.unit_size::hugeint
+            when l.unit_size = floor(l.unit_size) and l.unit_size > 0 and l.unit_size < 1e15
+                then l.unit_size::hugeint
         end as unit_size_int,
-        (l.unit_price_usd * 1000000000)::hugeint as unit_price_nanos
+        case
+            when abs(l.unit_price_usd) < 1000000000000
+                then (l.unit_price_usd * 1000000000)::hugeint
+        end as unit_price_nanos
     from stg_pricing_lines as l
     inner join stg_batches as b on b.batch_id = l.batch_id
     left join request_rows as r on r.batch_id = l.batch_id

@@ -23,9 +23,9 @@ select
     model,
     attribution,
     count(distinct batch_id) as batches,
-    sum(requests)::bigint as requests,
-    sum(input_tokens)::bigint as input_tokens,
-    sum(output_tokens)::bigint as output_tokens,
+    sum(requests)::hugeint as requests,
+    sum(input_tokens)::hugeint as input_tokens,
+    sum(output_tokens)::hugeint as output_tokens,
     sum(cost_nanos)::hugeint as cost_nanos,
     nanos_to_usd(sum(cost_nanos)) as cost_usd
 from charges

@@ -88,7 +88,7 @@ per_provider as (
         coalesce(m.billed_nanos, 0)::hugeint as billed_nanos,
         coalesce(r.running_batches, 0) as running_batches,
         coalesce(r.stale_batches, 0) as stale_batches,
-        round(coalesce(r.running_estimate_nanos, 0))::hugeint as running_estimate_nanos
+        coalesce(try_cast(round(r.running_estimate_nanos) as hugeint), 0) as running_estimate_nanos
     from (select * from monthly where month = (select month_start from as_of)) as m
     full outer join running as r on r.provider is not distinct from m.provider
     cross join as_of as a
