@@ -359,8 +359,11 @@ def write_sample(
             progress(100)
     if progress is not None and n % 100:
         progress(n % 100)
-    oct_ = [o for o in objs if o["created_at"] < int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())]
-    nov = [o for o in objs if o not in oct_]
+    november = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+    oct_: list[dict[str, Any]] = []
+    nov: list[dict[str, Any]] = []
+    for o in objs:  # one pass, in order (a membership test per object was quadratic)
+        (oct_ if o["created_at"] < november else nov).append(o)
     counts = {
         "batches-2026-10.jsonl": write_jsonl(out / "batches-2026-10.jsonl", oct_),
         "batches-2026-11.jsonl": write_jsonl(out / "batches-2026-11.jsonl", nov + nov[:3]),
