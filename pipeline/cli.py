@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -545,6 +545,29 @@ def check_summary(checked: Any) -> str:
     return "".join("\n" + line for line in lines)
 
 
+FINDING_COLUMNS = (
+    "kind", "name", "period", "period_start", "scope", "status", "spend_nanos", "limit_nanos",
+    "used_pct", "overage_nanos", "since", "explanation",
+)  # fmt: skip
+
+
+def check_findings(checked: Any) -> tuple[Sequence[str], list[tuple[Any, ...]]]:
+    """`billing check`'s budgets and anomalies as one table (``--format csv|markdown``):
+    one row per budget period checked and per anomaly, exact nanos."""
+    rows = [
+        ("budget", b["budget_name"], b["period"], b["period_start"], b["scope"], b["status"],
+         b["spend_nanos"], b["limit_nanos"], b["used_pct"], b["overage_nanos"],
+         b["crossed_on"] or b["warning_since"], None)
+        for b in checked.budgets
+    ] + [
+        ("anomaly", a["rule"], "day", a["day"],
+         a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}", a["level"],
+         a["cost_nanos"], None, None, None, a["day"], a["explanation"])
+        for a in checked.anomalies
+    ]  # fmt: skip
+    return FINDING_COLUMNS, rows
+
+
 def _budget_period(b: dict[str, Any]) -> str:
     return f"day {b['period_start']}" if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
 
@@ -1014,6 +1037,9 @@ def check_cmd(
                 }
             )
         )
+    elif fmt in ("csv", "markdown"):
+        columns, rows = check_findings(checked)
+        click.echo(FORMATS[fmt](columns, rows))
     else:
         verdict = {
             0: "ok: no budget crossed, no anomaly"

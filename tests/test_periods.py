@@ -488,3 +488,20 @@ def test_a_billed_batch_without_any_lifecycle_time_is_still_in_a_day(
     assert scalar(db, "select count(*) from spend_by_provider where day is null") == 0
     assert scalar(db, "select sum(x_CostNanos) from focus_charges") == 2 * USD
     assert scalar(db, "select count(*) from focus_charges where ChargePeriodStart is null") == 0
+
+
+def test_check_honours_csv_and_markdown(closed: Path, run_cli: Any) -> None:
+    import csv
+    import io
+
+    out = run_cli("check", "--db", closed, "--month", "2026-10", "--format", "csv")
+    assert out.exit_code == 4
+    rows = list(csv.DictReader(io.StringIO(out.output)))
+    crossed = {(r["name"], r["period_start"], r["spend_nanos"], r["since"]) for r in rows
+               if r["status"] == "crossed"}  # fmt: skip
+    assert crossed == {
+        ("monthly", "2026-10-01", str(OCT_AS_BILLED), "2026-10-31"),
+        ("daily", "2026-10-15", str(3 * USD), "2026-10-15"),
+    }
+    md = run_cli("check", "--db", closed, "--month", "2026-10", "--format", "markdown")
+    assert md.output.splitlines()[0].startswith("| kind | name | period |")
