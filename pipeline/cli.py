@@ -57,6 +57,7 @@ from pipeline.redaction import redact, register_secret
 from pipeline.report import (
     FORMATS,
     json_rows,
+    printable,
     run_summary,
     run_summary_json,
     table,
@@ -90,7 +91,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return printable(redact(super().format(record)))
 
 
 def setup_logging(verbose: bool, log_format: str) -> None:
@@ -109,7 +110,7 @@ FAILED_STATUS = {EXIT_FAILED: "failed", EXIT_USAGE: "usage_error", EXIT_INTERRUP
 def fail(message: str, code: int = EXIT_FAILED) -> None:
     """One line on stderr and the exit code; in --log-format json also the summary object
     on stdout, so a scheduler reads every outcome the same way."""
-    line = " ".join(redact(message).split())  # one line, whatever the cause held
+    line = printable(" ".join(redact(message).split()))  # one line, whatever the cause held
     click.echo(f"billing: error: {line}", err=True)
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.meta.get("json_summary"):
@@ -505,7 +506,7 @@ def run_cmd(
         click.echo(redact(json.dumps(summary)))
     elif not quiet:
         where = f"{db} (a new database)" if new_db else str(db)
-        click.echo(redact(run_summary(result, where) + check_summary(checked)))
+        click.echo(printable(redact(run_summary(result, where) + check_summary(checked))))
     if code:
         sys.exit(code)
 
@@ -1047,7 +1048,7 @@ def check_cmd(
             finance.EXIT_BUDGET: f"{len(checked.crossed)} budget(s) crossed",
             finance.EXIT_ANOMALY: f"{len(checked.anomalies)} spend anomaly(ies)",
         }[checked.exit_code]
-        click.echo(f"check: {verdict}{check_summary(checked)}")
+        click.echo(printable(f"check: {verdict}{check_summary(checked)}"))
     if checked.exit_code:
         sys.exit(checked.exit_code)
 

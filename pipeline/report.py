@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -150,7 +151,28 @@ def run_summary_json(result: RunResult, db: str, exit_code: int) -> dict[str, An
     }
 
 
+# Characters that act on a terminal instead of showing: C0 controls but newline and tab,
+# DEL, C1 controls (ESC sequences, OSC 8 links, title changes, bells) and the bidi
+# overrides that reorder what a reader sees (RLO, isolates, marks).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: every control character shown escaped ('\\x1b',
+    '\\u202e'), newlines and tabs kept. Every human output passes through it."""
+    return _CONTROL.sub(_escape_control, text)
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _cell(value: Any) -> str:
+    return printable(_raw_cell(value))
+
+
+def _raw_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -246,11 +268,21 @@ def _fit(
     return widths, shown
 
 
+# A text cell a spreadsheet would run as a formula (OWASP, CSV injection) is prefixed with
+# a single quote; numbers, dates and decimals are written as they are.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    text = _cell(value)
+    return "'" + text if isinstance(value, str) and text.startswith(_FORMULA_START) else text
+
+
 def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows([_cell(v) for v in row] for row in rows)
+    w.writerow([_csv_cell(c) for c in columns])
+    w.writerows([_csv_cell(v) for v in row] for row in rows)
     return buf.getvalue().rstrip("\n")
 
 

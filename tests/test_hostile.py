@@ -1353,3 +1353,44 @@ def test_one_records_values_never_break_a_view_the_report_check_or_export(
     assert run_cli("check", "--db", db, "--month", "2026-11").exit_code == 0
     out = run_cli("export", "--db", db, "--format", "focus-csv", "--out", tmp_path / "f")
     assert out.exit_code == 0, out.output
+
+
+CONTROLS = "\x1b]0;pwned\x07\x1b[2J\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\\u202e\x9b"
+
+
+def test_control_characters_from_data_never_reach_the_terminal_raw(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """A batch could retitle or clear the terminal, or plant an OSC 8 link, through the
+    run summary, query tables, markdown, CSV, sql and errors: every control character is
+    shown escaped; CSV text cells that a spreadsheet would run start with a quote."""
+    import csv
+    import io
+    import re
+
+    raw = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+    evil = batch(
+        1,
+        provider="openai" + CONTROLS,
+        session_id='=HYPERLINK("http://x")',
+        status="odd" + CONTROLS,  # a new status: named in the summary
+    )
+    bad_line = b'{"id": "batch_' + CONTROLS.encode() + b'", "oops"'
+    path = write_jsonl(tmp_path / "in.jsonl", [evil, bad_line])
+    result = run_cli("run", "--input", path, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert not raw.search(result.output)
+    assert "status=odd\\x1b]0;pwned\\x07" in result.output  # shown, escaped
+    assert scalar(db, "select provider from batches") == "openai" + CONTROLS  # data kept as is
+    for fmt in ("table", "markdown", "csv"):
+        shown = run_cli("query", "spend-by-session", "--db", db, "--format", fmt)
+        assert shown.exit_code == 0, shown.output
+        assert not raw.search(shown.output), fmt
+    listed = run_cli("sql", "--db", db, "select provider from batches")
+    assert not raw.search(listed.output) and "\\u202e" in listed.output
+    as_csv = run_cli("query", "spend-by-session", "--db", db, "--format", "csv").output
+    rows = list(csv.reader(io.StringIO(as_csv)))
+    assert all(len(r) == len(rows[0]) for r in rows)
+    assert rows[1][0] == '\'=HYPERLINK("http://x")'
+    error = run_cli("query", "spend-by-" + CONTROLS, "--db", db)
+    assert error.exit_code == 2 and not raw.search(error.output)
