@@ -223,6 +223,10 @@ _PRICE_KEYS = (
 )
 
 
+MAX_NANOS = 2**63 - 1  # a BIGINT of nanos
+MAX_UNIT_SIZE = 10**15  # price_checks computes in exact integers up to here
+
+
 def usd_to_nanos(value: object, where: str) -> int:
     """An exact dollar amount (a string like "12.50", or an integer) in nano-USD."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -231,9 +235,13 @@ def usd_to_nanos(value: object, where: str) -> int:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
         raise ConfigError(f'{where} must be a dollar amount like "12.50"') from None
-    nanos = amount * NANOS_PER_USD
-    if not amount.is_finite() or nanos != nanos.to_integral_value() or amount < 0:
+    if not amount.is_finite():  # NaN, sNaN, Infinity: before any arithmetic
         raise ConfigError(f"{where} must be a non-negative amount with at most 9 decimals")
+    nanos = amount * NANOS_PER_USD
+    if nanos != nanos.to_integral_value() or amount < 0:
+        raise ConfigError(f"{where} must be a non-negative amount with at most 9 decimals")
+    if nanos > MAX_NANOS:
+        raise ConfigError(f"{where} must be at most $9,223,372,036.854775807 (a 64-bit nanos)")
     return int(nanos)
 
 
@@ -333,8 +341,8 @@ def _price(item: dict[str, object], where: str, source: str) -> Price:
             unit_size = int(str(item["unit_size"]).strip())
         except ValueError:
             raise ConfigError(f"{where}: unit_size must be a whole number") from None
-        if unit_size < 1:
-            raise ConfigError(f"{where}: unit_size must be at least 1")
+        if not 1 <= unit_size <= MAX_UNIT_SIZE:
+            raise ConfigError(f"{where}: unit_size must be from 1 to {MAX_UNIT_SIZE:,}")
     start = _date(item.get("effective_from"), f"{where}: effective_from")
     end = _date(item.get("effective_to"), f"{where}: effective_to")
     if start and end and end <= start:
@@ -369,17 +377,22 @@ def _prices(table: object, path: Path) -> tuple[Price, ...]:
             text = csv_path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
             raise ConfigError(f"price list {csv_path} is not UTF-8 text") from None
-        reader = csv.DictReader(io.StringIO(text))
-        fields = {_PRICE_ALIASES.get(f.strip(), f.strip()) for f in reader.fieldnames or []}
-        missing = {"provider", "dimension", "unit_price_usd"} - fields
-        if missing:
+        reader = csv.DictReader(io.StringIO(text), strict=True)
+        try:
+            fields = {_PRICE_ALIASES.get(f.strip(), f.strip()) for f in reader.fieldnames or []}
+            missing = {"provider", "dimension", "unit_price_usd"} - fields
+            if missing:
+                raise ConfigError(
+                    f"price list {csv_path} lacks column(s) {', '.join(sorted(missing))} "
+                    f"(columns: {', '.join(_PRICE_KEYS)})"
+                )
+            for n, row in enumerate(reader, start=2):
+                clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                out.append(_price(clean, f"price list {csv_path} line {n}", f"{csv_path.name}:{n}"))
+        except csv.Error as exc:  # an open quote, a field over the csv module's limit
             raise ConfigError(
-                f"price list {csv_path} lacks column(s) {', '.join(sorted(missing))} "
-                f"(columns: {', '.join(_PRICE_KEYS)})"
-            )
-        for n, row in enumerate(reader, start=2):
-            clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            out.append(_price(clean, f"price list {csv_path} line {n}", f"{csv_path.name}:{n}"))
+                f"price list {csv_path} near line {reader.line_num + 1}: not readable CSV ({exc})"
+            ) from None
     items = table.get("price", [])
     if not isinstance(items, list):
         raise ConfigError(f"config file {path}: prices.price must be [[prices.price]] tables")

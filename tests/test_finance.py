@@ -261,6 +261,21 @@ def test_check_with_a_config_tries_budgets_without_storing_them(
             "two budgets have the same name",
         ),
         ('[prices]\nfile = "nope.csv"\n', "does not exist"),
+        ('[[budget]]\nlimit_usd = "sNaN"\n', "at most 9 decimals"),
+        ('[[budget]]\nlimit_usd = "1e30"\n', "must be at most $9,223,372,036.854775807"),
+        ("[[budget]]\nlimit_usd = 1e30\n", "must be at most $9,223,372,036.854775807"),
+        (
+            '[[prices.price]]\nprovider = "openai"\ndimension = "x"\nunit_size = "1'
+            + "0" * 20
+            + '"\nunit_price_usd = "1"\n',
+            "unit_size must be from 1 to 1,000,000,000,000,000",
+        ),
+        (
+            '[[prices.price]]\nprovider = "openai"\ndimension = "x"\nunit_price_usd = "'
+            + "9" * 29
+            + '"\n',
+            "unit_price_usd must be at most $9,223,372,036.854775807",
+        ),
         ('[attribution]\ntags = "team"\n', "attribution.tags must be a list of keys"),
     ],
 )
@@ -534,3 +549,24 @@ def test_check_and_report_on_a_database_from_an_older_version_say_how_to_upgrade
         )
     assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
     assert run_cli("check", "--db", db).exit_code in (0, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('provider,dimension,unit_price_usd\nopenai,x,"1\n', "unexpected end of data"),
+        ("provider,dimension,unit_price_usd\nopenai," + "x" * 200_000 + ",1\n", "field limit"),
+    ],
+)
+def test_a_price_list_that_is_not_readable_csv_is_one_line(
+    run_cli: Cli, db: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "prices.csv").write_text(text)
+    cfg = _config(tmp_path, '[prices]\nfile = "prices.csv"\n')
+    result = run_cli("run", SAMPLE, "--db", db, "--config", cfg)
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"billing: error: price list {tmp_path / 'prices.csv'} near line 2:"
+    )
+    assert message in result.output and result.output.count("\n") == 1
+    assert not db.exists()
