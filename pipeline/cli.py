@@ -538,6 +538,7 @@ def check_summary(checked: Any) -> str:
                 f" ({b['used_pct']}%), {usd_cents(b['remaining_nanos'])} left,"
                 f" at 80% since {b['warning_since']}"
             )
+    lines.extend(f"  scope       {note}" for note in checked.notes)
     if checked.anomalies:
         lines.append(f"  anomalies   {len(checked.anomalies)} (see view spend_anomalies)")
         for a in checked.anomalies[:5]:
@@ -1035,6 +1036,7 @@ def check_cmd(
                     else None,
                     "budgets": json_rows(checked.budgets),
                     "anomalies": json_rows(checked.anomalies),
+                    "notes": checked.notes,
                 }
             )
         )

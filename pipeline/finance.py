@@ -9,6 +9,7 @@ reading (final amounts by usage day) where a person wants to compare."""
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import duckdb
 
 from pipeline.config import ConfigError
+from pipeline.report import usd
 
 Rows = list[dict[str, Any]]
 
@@ -321,6 +323,7 @@ class CheckResult:
     budgets: Rows = field(default_factory=list)
     anomalies: Rows = field(default_factory=list)
     period: Period | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> Rows:
@@ -335,6 +338,50 @@ class CheckResult:
         if self.crossed:
             return EXIT_BUDGET
         return EXIT_ANOMALY if self.anomalies else 0
+
+
+# Latin look-alikes of Cyrillic and Greek letters a pasted name may carry ('оpenai')
+_LOOKALIKE = str.maketrans("аеорсухіјѕԁһӏοαερτυνκιχ", "aeopcyxijsdhloaeptuvkix")
+
+
+def _skeleton(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKE)
+
+
+def scope_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """A budget whose provider, model or session matches no spend at all while a name
+    that differs only in case or look-alike letters has some: said, never guessed (the
+    budget keeps the gateway's spelling)."""
+    notes = []
+    for column in ("provider", "model", "session_id"):
+        scoped = _rows(
+            con,
+            f"select distinct name, {column} as value from budgets"  # noqa: S608 - fixed names
+            f" where {column} is not null order by 1",
+        )
+        if not scoped:
+            continue
+        spent = {
+            r["value"]: r["cost_nanos"]
+            for r in _rows(
+                con,
+                f"select {column} as value, sum(cost_nanos)::hugeint as cost_nanos"  # noqa: S608
+                " from int_model_charges group by 1",
+            )
+            if r["value"] is not None
+        }
+        for b in scoped:
+            if b["value"] in spent:
+                continue
+            twins = sorted(v for v in spent if _skeleton(v) == _skeleton(b["value"]))
+            if twins:
+                label = "session" if column == "session_id" else column
+                notes.append(
+                    f"budget {b['name']!r}: {label}={b['value']!r} matches no spend, but"
+                    f" {', '.join(repr(t) for t in twins)} has {usd(spent[twins[0]])}"
+                    " (the names differ in case or look-alike letters)"
+                )
+    return notes
 
 
 def today_utc() -> date:
@@ -355,10 +402,15 @@ def check(
     touches, daily budgets and anomalies of its days. By default the current UTC month to
     date, daily budgets and anomalies of yesterday and today only, so a day crossed in
     the past does not alert again every night."""
+    notes = scope_notes(con)
     if p is not None:
-        return CheckResult(budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p)
+        return CheckResult(
+            budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p, notes
+        )
     today = today or today_utc()
     recent = today - timedelta(days=1)  # the night's run brings yesterday's last hours
     start = recent.replace(day=1)
     p = Period(start, today + timedelta(days=1), f"{start} to {today} (month to date)")
-    return CheckResult(budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p)
+    return CheckResult(
+        budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p, notes
+    )

@@ -570,3 +570,30 @@ def test_a_price_list_that_is_not_readable_csv_is_one_line(
     )
     assert message in result.output and result.output.count("\n") == 1
     assert not db.exists()
+
+
+def test_a_budget_whose_scope_differs_only_in_case_or_look_alikes_is_named(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    """A budget on provider 'OpenAI' (or a pasted Cyrillic 'о') matches none of the
+    gateway's 'openai' spend: it is never silently zero, and never guessed either."""
+    cfg = _config(
+        tmp_path,
+        '[[budget]]\nname = "caps"\nprovider = "OpenAI"\nlimit_usd = "1"\n'
+        '[[budget]]\nname = "cyrillic"\nprovider = "\u043epenai"\nlimit_usd = "1"\n'
+        '[[budget]]\nname = "exact"\nprovider = "openai"\nlimit_usd = "100"\n',
+    )
+    data = write_jsonl(tmp_path / "in.jsonl", [billed(1, "2026-11-02", 2_000_000_000)])
+    assert run_cli("run", data, "--db", db, "--config", cfg, "-q").exit_code == 0
+    checked = run_cli("check", "--db", db, "--month", "2026-11")
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.splitlines()[-2:] == [
+        "  scope       budget 'caps': provider='OpenAI' matches no spend, but 'openai' has"
+        " $2.000000000 (the names differ in case or look-alike letters)",
+        "  scope       budget 'cyrillic': provider='\u043epenai' matches no spend, but 'openai'"
+        " has $2.000000000 (the names differ in case or look-alike letters)",
+    ]
+    notes = json.loads(
+        run_cli("check", "--db", db, "--month", "2026-11", "--format", "json").output
+    )
+    assert len(notes["notes"]) == 2
