@@ -46,6 +46,17 @@ def _listed(header: str, items: list[str], shown: int = 5) -> list[str]:
     return lines
 
 
+ROWS_REASON = "request rows: "  # pipeline.extract.api's reason for rows not fetched
+
+
+def _split_not_fetched(
+    items: Sequence[tuple[str, str]],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Batches not fetched, and batches loaded whose request rows were not."""
+    rows = [(b, r) for b, r in items if r.startswith(ROWS_REASON)]
+    return [(b, r) for b, r in items if not r.startswith(ROWS_REASON)], rows
+
+
 def run_summary(result: RunResult, db: str) -> str:
     s = result.stats
     lines = [
@@ -82,11 +93,18 @@ def run_summary(result: RunResult, db: str) -> str:
         shown = ", ".join(result.not_found[:5])
         more = f" and {len(result.not_found) - 5} more" if len(result.not_found) > 5 else ""
         lines.append(f"  not found   {len(result.not_found):,}: {shown}{more} (see fetch_errors)")
-    if result.not_fetched:
+    batches, rows = _split_not_fetched(result.not_fetched)
+    if batches:
         lines += _listed(
-            f"  not fetched {len(result.not_fetched):,} batch(es) asked for (see fetch_errors;"
+            f"  not fetched {len(batches):,} batch(es) asked for (see fetch_errors;"
             " refetched by the next API run):",
-            [f"{batch_id}: {reason}" for batch_id, reason in result.not_fetched],
+            [f"{batch_id}: {reason}" for batch_id, reason in batches],
+        )
+    if rows:
+        lines += _listed(
+            f"  rows missing {len(rows):,} batch(es) loaded without all their request rows"
+            " (see fetch_errors; asked again by the next API run):",
+            [f"{batch_id}: {reason.removeprefix(ROWS_REASON)}" for batch_id, reason in rows],
         )
     if result.unreadable:
         lines += _listed(
@@ -140,6 +158,7 @@ def run_summary_json(result: RunResult, db: str, exit_code: int) -> dict[str, An
         ],
         "not_found": result.not_found,
         "not_fetched": [{"batch_id": b, "reason": r} for b, r in result.not_fetched],
+        "request_rows_not_fetched": [b for b, _ in _split_not_fetched(result.not_fetched)[1]],
         "unreadable": result.unreadable,
         "new_fields": s.new_fields,
         "reconciliation_issues": s.reconciliation_issues,

@@ -253,6 +253,13 @@ def test_request_rows_that_cannot_be_fetched_make_the_night_incomplete_and_are_r
         first = nightly(run_cli, gw, db, tmp_path, [b["id"]], "--retries", "1")
         second = nightly(run_cli, gw, db, tmp_path, [], "--retries", "1")
     assert first.exit_code == 3, first.output
+    # said as what it is: the batch loaded, its rows did not
+    assert "not fetched" not in first.output
+    assert (
+        "  rows missing 1 batch(es) loaded without all their request rows (see fetch_errors;"
+        " asked again by the next API run):"
+    ) in first.output
+    assert f"{b['id']}: gave up after 2 attempts: HTTP 500" in first.output
     assert query(db, "select kind, reason from fetch_errors") == [
         ("requests", "request rows: gave up after 2 attempts: HTTP 500")
     ]
