@@ -898,7 +898,15 @@ def export_cmd(db: Path, fmt: str, out: Path, quiet: bool) -> None:
             click.echo(f"{name}: {rows:,} rows, {usd(result.nanos[name])} -> {out / name}")
 
 
-FINANCE_VIEWS = ("budget_status", "spend_anomalies", "spend_forecast", "price_checks")
+FINANCE_VIEWS = (
+    "budget_status",
+    "spend_anomalies",
+    "spend_forecast",
+    "price_checks",
+    "spend_unbilled",
+    "spend_as_used",
+    "spend_restatements",
+)
 
 
 def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> None:
