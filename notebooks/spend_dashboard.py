@@ -50,7 +50,16 @@ def _():
             )
         return df
 
-    return alt, db_path, finance, frame, mo, usd
+    # one colour per provider, the same as in `billing report` (finance.provider_colors)
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        colors = finance.provider_colors(con)
+    finally:
+        con.close()
+    provider_color = alt.Color(
+        "provider:N", scale=alt.Scale(domain=list(colors), range=list(colors.values()))
+    )
+    return alt, db_path, finance, frame, mo, provider_color, usd
 
 
 @app.cell
@@ -70,7 +79,7 @@ def _(db_path, finance, frame, mo, usd):
 
 
 @app.cell
-def _(alt, finance, frame):
+def _(alt, finance, frame, provider_color):
     daily = frame(finance.spend_over_time, whole=True)
     spend_over_time = (
         alt.Chart(daily.select("day", "provider", "cost_usd_plot"))
@@ -78,7 +87,7 @@ def _(alt, finance, frame):
         .encode(
             x=alt.X("day:T", title="day (UTC)"),
             y=alt.Y("sum(cost_usd_plot):Q", title="spend (USD)", stack=True),
-            color=alt.Color("provider:N"),
+            color=provider_color,
             tooltip=["day:T", "provider:N", "cost_usd_plot:Q"],
         )
         .properties(title="Spend over time by provider", width=640, height=260)
@@ -110,7 +119,7 @@ def _(alt, finance, frame, pl):
 
 
 @app.cell
-def _(alt, finance, frame):
+def _(alt, finance, frame, provider_color):
     models = frame(finance.spend_by_model, whole=True)
     model_mix = (
         alt.Chart(models.select("model", "provider", "cost_usd_plot"))
@@ -118,7 +127,7 @@ def _(alt, finance, frame):
         .encode(
             x=alt.X("sum(cost_usd_plot):Q", title="spend (USD)"),
             y=alt.Y("model:N", sort="-x"),
-            color=alt.Color("provider:N"),
+            color=provider_color,
             tooltip=["model:N", "provider:N", "cost_usd_plot:Q"],
         )
         .properties(

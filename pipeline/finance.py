@@ -80,6 +80,24 @@ def whole(con: duckdb.DuckDBPyConnection) -> Period:
     return Period(start, end, f"{start} to {end - timedelta(days=1)}")
 
 
+# One colour per provider wherever spend is drawn (the report's charts, the notebook):
+# given by the provider's place among every provider in the database, sorted, so it is
+# the same in every chart and period.
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B",
+           "#9D755D", "#BAB0AC", "#FF9DA6"]  # fmt: skip
+
+
+def provider_colors(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """provider -> colour, for every provider with spend (``None`` as 'unknown')."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "select distinct coalesce(provider, 'unknown') from int_billed_charges order by 1"
+        ).fetchall()
+    ]
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
 def recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 5) -> Rows:
     return _rows(
         con,

@@ -16,8 +16,7 @@ from pipeline import __version__, finance
 from pipeline.finance import Period, Rows
 from pipeline.report import usd, usd_cents
 
-PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B",
-           "#9D755D", "#BAB0AC", "#FF9DA6"]  # fmt: skip
+NEUTRAL = "#6B7A8F"  # bars that are not one provider's (tags)
 
 
 usd_short = usd_cents
@@ -70,18 +69,14 @@ def _pivot(rows: Rows) -> Rows:
     return list(days.values())
 
 
-def _colors(keys: Sequence[str]) -> dict[str, str]:
-    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
-
-
-def stacked_bars(rows: Rows, p: Period, title: str) -> str:
+def stacked_bars(rows: Rows, p: Period, title: str, palette: dict[str, str]) -> str:
     """Daily spend stacked by provider."""
     last = max((r["day"] for r in rows), default=p.start)
     days = [
         p.start + timedelta(days=i) for i in range((min(p.end, last + timedelta(1)) - p.start).days)
     ]
     providers = sorted({str(r["provider"]) for r in rows})
-    colors = _colors(providers)
+    colors = {k: palette.get(k, NEUTRAL) for k in providers}
     by_day: dict[date, dict[str, int]] = {}
     for r in rows:
         by_day.setdefault(r["day"], {})[str(r["provider"])] = int(r["cost_nanos"] or 0)
@@ -121,21 +116,21 @@ def stacked_bars(rows: Rows, p: Period, title: str) -> str:
     return _figure(title, width, height, axis + "".join(parts), legend)
 
 
-def hbars(items: list[tuple[str, int]], title: str) -> str:
-    """Horizontal bars, largest first."""
-    items = [(k, v) for k, v in items if v > 0][:12]
-    top = max((v for _, v in items), default=0) or 1
+def hbars(items: list[tuple[str, int, str]], title: str) -> str:
+    """Horizontal bars, largest first: (label, nanos, colour)."""
+    items = [(k, v, c) for k, v, c in items if v > 0][:12]
+    top = max((v for _, v, _ in items), default=0) or 1
     row_h, left, width = 24, 230, 760
     height = max(row_h * len(items) + 10, 40)
     parts = []
-    for i, (label, value) in enumerate(items):
+    for i, (label, value, color) in enumerate(items):
         w = (width - left - 120) * value / top
         y = 5 + i * row_h
         parts.append(
             f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" class="label">'
             f"{esc(label[:34])}</text>"
             f'<rect x="{left}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row_h - 8}" '
-            f'fill="{PALETTE[i % len(PALETTE)]}"><title>{esc(label)}: {esc(usd(value))}</title>'
+            f'fill="{color}"><title>{esc(label)}: {esc(usd(value))}</title>'
             f'</rect><text x="{left + w + 6:.1f}" y="{y + 15}" class="tick">'
             f"{esc(usd_short(value))}</text>"
         )
@@ -282,19 +277,33 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
         f" (final bills of batches whose processing ended in the period):"
         f" {usd(used['cost_nanos'])}."
     )
+    palette = finance.provider_colors(con)
+
+    def color(provider: Any) -> str:
+        return palette.get(str(provider), NEUTRAL)
+
     charts = [
-        stacked_bars(over_time, p, "Spend over time by provider (UTC days)"),
-        hbars([(str(r["provider"]), int(r["cost_nanos"])) for r in providers], "Spend by provider"),
+        stacked_bars(over_time, p, "Spend over time by provider (UTC days)", palette),
         hbars(
-            [(f"{r['provider']} / {r['model']}", int(r["cost_nanos"])) for r in models],
+            [(str(r["provider"]), int(r["cost_nanos"]), color(r["provider"])) for r in providers],
+            "Spend by provider",
+        ),
+        hbars(
+            [
+                (f"{r['provider']} / {r['model']}", int(r["cost_nanos"]), color(r["provider"]))
+                for r in models
+            ],
             "Spend by model (request rows' model; else metadata.model)",
         ),
         hbars(
-            [(f"{r['session_id']} ({r['provider']})", int(r["cost_nanos"])) for r in sessions],
+            [
+                (f"{r['session_id']} ({r['provider']})", int(r["cost_nanos"]), color(r["provider"]))
+                for r in sessions
+            ],
             "Top sessions",
         ),
         hbars(
-            [(f"{r['tag_key']}={r['tag_value']}", int(r["cost_nanos"])) for r in tags],
+            [(f"{r['tag_key']}={r['tag_value']}", int(r["cost_nanos"]), NEUTRAL) for r in tags],
             "Top tags (untagged spend shown as (untagged))",
         ),
     ]

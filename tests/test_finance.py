@@ -597,3 +597,29 @@ def test_a_budget_whose_scope_differs_only_in_case_or_look_alikes_is_named(
         run_cli("check", "--db", db, "--month", "2026-11", "--format", "json").output
     )
     assert len(notes["notes"]) == 2
+
+
+def test_each_provider_has_one_colour_in_every_chart_of_the_report(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    import re
+
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "r.html"
+    assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
+    page = out.read_text()
+    fills: dict[str, set[str]] = {}
+    # stacked days ("2026-11-03 openai: $..."), provider bars ("openai: $..."), model and
+    # session bars ("openai / gpt-5: $...", "sess_001 (openai): $...")
+    for fill, title in re.findall(r'fill="(#[0-9A-F]{6})"><title>([^<]*)</title>', page):
+        name = title.rsplit(": ", 1)[0]
+        m = re.fullmatch(r"\d{4}-\d\d-\d\d (\S+)|([^ /()=]+)(?: / .*)?|\S+ \(([^)]+)\)", name)
+        if m and "=" not in name:
+            fills.setdefault(next(g for g in m.groups() if g), set()).add(fill)
+    assert fills == {
+        "anthropic": {"#4C78A8"},
+        "google-vertex": {"#F58518"},
+        "groq": {"#54A24B"},
+        "mistral": {"#E45756"},
+        "openai": {"#72B7B2"},
+    }

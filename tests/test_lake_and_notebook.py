@@ -90,6 +90,16 @@ def test_notebook_runs_headless_and_builds_its_charts(sample_db: Path, monkeypat
     assert defs["daily"].height > 0 and defs["sessions"].height == 10 and defs["models"].height > 0
     assert defs["totals"]["cost_nanos"] == 690_661_169_561
     assert defs["checks"].rows() == [("all checks pass", 0)]
+    # the report's colour for each provider (one palette, pipeline.finance.provider_colors)
+    scale = charts["spend_over_time"]["encoding"]["color"]["scale"]
+    assert charts["model_mix"]["encoding"]["color"]["scale"] == scale
+    assert dict(zip(scale["domain"], scale["range"], strict=True)) == {
+        "anthropic": "#4C78A8",
+        "google-vertex": "#F58518",
+        "groq": "#54A24B",
+        "mistral": "#E45756",
+        "openai": "#72B7B2",
+    }
 
 
 def test_notebook_exports_to_html_with_four_charts(sample_db: Path, tmp_path: Path) -> None:
