@@ -162,6 +162,13 @@ figure{margin:1rem 0}figcaption{font-weight:600;margin-bottom:.25rem}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-weight:600}
 .ok{background:#54A24B}.warn{background:#EECA3B;color:#222}.bad{background:#E45756}
 .estimate{font-style:italic;color:#8a5a00}.empty{color:#777}
+svg.chart{max-width:100%;height:auto}
+table{display:block;max-width:100%;overflow-x:auto}td{overflow-wrap:anywhere}
+@media (max-width:600px){body{margin:1rem auto;padding:0 .5rem}
+.total{font-size:1.6rem;overflow-wrap:anywhere}h1{font-size:1.2rem}}
+@media print{@page{size:A4;margin:14mm}body{max-width:none;margin:0;padding:0;font-size:10.5px}
+h2{break-after:avoid}figure,tr,.total{break-inside:avoid}table{display:table;overflow:visible}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}#charts-drawn{display:none}}
 """
 
 # Marks the page once the browser has laid the charts out: a test (headless Chromium)
@@ -174,6 +181,9 @@ document.addEventListener('DOMContentLoaded', function () {
     if (box.width > 0 && box.height > 0 && svg.querySelectorAll('rect,text').length) drawn++;
   });
   document.body.setAttribute('data-charts-drawn', String(drawn));
+  // nothing wider than the window (read by the tests at 400 px)
+  var wide = document.documentElement.scrollWidth > window.innerWidth;
+  document.body.setAttribute('data-overflows', wide ? 'yes' : 'no');
   document.getElementById('charts-drawn').textContent = drawn + ' charts';
 });
 """

@@ -72,12 +72,13 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _render(html_file: Path, profile: Path) -> str:
+def _render(html_file: Path, profile: Path, *extra: str) -> str:
     browser = _chromium()
     assert browser is not None
     proc = subprocess.run(
         [
             browser,
+            *extra,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -87,7 +88,7 @@ def _render(html_file: Path, profile: Path) -> str:
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={profile}",
-            "--dump-dom",
+            *(() if any(a.startswith("--print-to-pdf") for a in extra) else ("--dump-dom",)),
             html_file.as_uri(),
         ],
         capture_output=True,
@@ -623,3 +624,29 @@ def test_each_provider_has_one_colour_in_every_chart_of_the_report(
         "mistral": {"#E45756"},
         "openai": {"#72B7B2"},
     }
+
+
+def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    if _chromium() is None:
+        if os.environ.get("REQUIRE_CHROMIUM"):
+            pytest.fail("REQUIRE_CHROMIUM is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "r.html"
+    assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
+    for width in (1280, 400):
+        dom = _render(out, tmp_path / f"p{width}", f"--window-size={width},900")
+        assert 'data-charts-drawn="5"' in dom, width
+        assert 'data-overflows="no"' in dom, width  # no content beyond the window
+    pdf = tmp_path / "r.pdf"
+    _render(out, tmp_path / "pdf", f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert (
+        data.count(b"/Type /Page\n") + data.count(b"/Type /Page ") + data.count(b"/Type/Page\n")
+        >= 2
+        or data.count(b"/Type /Page") - data.count(b"/Type /Pages") >= 2
+    )
+    assert b"/MediaBox [0 0 595" in data or b"/MediaBox [0 0 594" in data  # A4 wide
