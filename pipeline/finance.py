@@ -123,6 +123,23 @@ def totals(con: duckdb.DuckDBPyConnection, p: Period) -> dict[str, Any]:
     return rows[0]
 
 
+def previous(p: Period) -> Period:
+    """The period before ``p``: the month before a month, else as many days before."""
+    if p.start.day == 1 and p.end == _month_after(p.start):
+        start = (p.start - timedelta(days=1)).replace(day=1)
+        return Period(start, p.start, start.strftime("%B %Y"))
+    start = p.start - (p.end - p.start)
+    return Period(start, p.start, f"{start} to {p.start - timedelta(days=1)}")
+
+
+def data_through(con: duckdb.DuckDBPyConnection, p: Period) -> date | None:
+    """The last day of the period with a charge: how far the data goes."""
+    row = con.execute(
+        "select max(day) from spend_by_provider where day >= $1 and day < $2", [p.start, p.end]
+    ).fetchone()
+    return row[0] if row else None
+
+
 def as_used(con: duckdb.DuckDBPyConnection, p: Period) -> dict[str, Any]:
     """The other reading: final bills of the batches whose usage ended in the period."""
     return _rows(

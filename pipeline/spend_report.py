@@ -189,6 +189,13 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
+def _change(now: int, before: int) -> str:
+    """' (+14.6%)' against the period before; nothing to compare with: ''."""
+    if before <= 0:
+        return ""
+    return f" ({(now - before) * 100 / before:+.1f}%)"
+
+
 def price_sentence(summary: Rows) -> str:
     """What the price checks covered, in one sentence that matches them."""
     by = {r["status"]: r for r in summary}
@@ -222,6 +229,9 @@ def _badge(status: str) -> str:
 
 def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime) -> str:
     total = finance.totals(con, p)
+    before = finance.previous(p)
+    total_before = finance.totals(con, before)["cost_nanos"]
+    through = finance.data_through(con, p)
     over_time = finance.spend_over_time(con, p)
     providers = finance.spend_by_provider(con, p)
     models = finance.spend_by_model(con, p)
@@ -326,10 +336,17 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
     }
     body = f"""
 <h1>LLM gateway spend — {esc(p.label)}</h1>
-<p class="meta">{esc(p.start)} to {esc(p.end - timedelta(days=1))} (UTC) · from {esc(source)} ·
-generated {esc(now.strftime("%Y-%m-%d %H:%M UTC"))} by billing {esc(__version__)} ·
-<span id="charts-drawn">charts not drawn</span></p>
-<div class="total" id="total">{esc(usd(total["cost_nanos"]))}</div>
+<p class="meta">{esc(p.start)} to {esc(p.end - timedelta(days=1))} (UTC) ·
+<strong id="data-through">data through {esc(through or "no charge yet")}</strong> ·
+from {esc(source)} · generated {esc(now.strftime("%Y-%m-%d %H:%M UTC"))} by billing
+{esc(__version__)} · <span id="charts-drawn">charts not drawn</span></p>
+<div class="total" id="total" title="exact: {esc(usd(total["cost_nanos"]))}">{
+        esc(usd_cents(total["cost_nanos"]))
+    }</div>
+<p class="meta">exact: <span id="total-exact">{esc(usd(total["cost_nanos"]))}</span> ·
+<span id="previous">{esc(before.label)}: {esc(usd_cents(total_before))}{
+        esc(_change(int(total["cost_nanos"]), int(total_before)))
+    }</span></p>
 <p class="meta">{total["batches"]:,} batches charged · {total["corrections"]:,} restated
 bills booked · reconciliation: {recon_status} · budgets: {budget_badge} ·
 anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))} ·

@@ -124,7 +124,11 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
     assert "http://" not in page and "https://" not in page
     dom = _render(out, tmp_path / "profile")
     assert 'data-charts-drawn="5"' in dom  # the browser laid out all five SVG charts
-    assert f'<div class="total" id="total">{total}</div>' in dom
+    cents = f"${Decimal(november + 5_000_000) // 10_000_000 / 100:,.2f}"
+    assert f'<div class="total" id="total" title="exact: {total}">{cents}</div>' in dom
+    assert f'<span id="total-exact">{total}</span>' in dom  # the exact figure one step away
+    assert '<strong id="data-through">data through 2026-11-27</strong>' in dom
+    assert '<span id="previous">October 2026: $321.85 (+14.6%)</span>' in dom
     for heading in ("Spend over time", "By model", "Top sessions", "Top tags", "Budgets",
                     "Anomalies", "Month-end forecast", "Price checks", "Reconciliation",
                     "What the spend bought", "Priced but not billed",
