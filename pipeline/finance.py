@@ -209,7 +209,8 @@ def top_sessions(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 10) -> 
 
 
 def top_tags(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 5) -> Rows:
-    """Per tag key, its largest values (untagged spend included, never hidden)."""
+    """Per tag key, its largest values (untagged spend included, never hidden), then one
+    '(others)' row for the rest: each key's rows sum exactly to the period's spend."""
     return _rows(
         con,
         "with tags as (select tag_key, tag_value, sum(batches)::bigint as batches,"
@@ -218,7 +219,11 @@ def top_tags(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 5) -> Rows:
         " ranked as (select *, row_number() over (partition by tag_key"
         " order by cost_nanos desc, tag_value) as rn from tags)"
         " select tag_key, tag_value, batches, cost_nanos, nanos_to_usd(cost_nanos) as cost_usd"
-        " from ranked where rn <= $3 order by tag_key, cost_nanos desc, tag_value",
+        " from ranked where rn <= $3"
+        " union all"
+        " select tag_key, '(others)', sum(batches)::bigint, sum(cost_nanos)::hugeint,"
+        " nanos_to_usd(sum(cost_nanos)) from ranked where rn > $3 group by tag_key"
+        " order by tag_key, tag_value = '(others)', cost_nanos desc, tag_value",
         [p.start, p.end, limit],
     )
 

@@ -322,11 +322,25 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
             ],
             "Top sessions",
         ),
-        hbars(
-            [(f"{r['tag_key']}={r['tag_value']}", int(r["cost_nanos"]), NEUTRAL) for r in tags],
-            "Top tags (untagged spend shown as (untagged))",
-        ),
     ]
+    tag_keys = sorted({str(r["tag_key"]) for r in tags})
+    tag_sections = "".join(
+        f"<h3>{esc(key)}</h3>"
+        + hbars(
+            [
+                (str(r["tag_value"]), int(r["cost_nanos"]), NEUTRAL)
+                for r in tags
+                if r["tag_key"] == key
+            ],
+            f"Spend by {key} (untagged and the rest shown; sums to the total)",
+        )
+        + table(
+            [r for r in tags if r["tag_key"] == key]
+            + [{"tag_value": "total", "batches": None, "cost_nanos": total["cost_nanos"]}],
+            ["tag_value", "batches", "cost_nanos"],
+        )
+        for key in tag_keys
+    )
     data = {
         "period": {"start": str(p.start), "end": str(p.end)},
         "total_cost_nanos": str(total["cost_nanos"]),
@@ -372,8 +386,9 @@ priced but not billed (not spend): <span id="unbilled">{
 {table(sessions, ["session_id", "provider", "batches", "cost_nanos"])}
 
 <h2>Top tags</h2>
-{charts[4]}
-{table(tags, ["tag_key", "tag_value", "batches", "cost_nanos"])}
+<p class="meta">Each metadata key on its own: its largest values, untagged spend and the
+rest, summing to the period's total.</p>
+{tag_sections or '<p class="empty">no tags</p>'}
 
 <h2>What the spend bought</h2>
 <p class="meta">The gateway bills only successful responses. Waste is spend that bought

@@ -123,7 +123,8 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
     assert "<script src" not in page and "<link" not in page and "@import" not in page
     assert "http://" not in page and "https://" not in page
     dom = _render(out, tmp_path / "profile")
-    assert 'data-charts-drawn="5"' in dom  # the browser laid out all five SVG charts
+    # four charts and one per tag key (model, team): all laid out by the browser
+    assert 'data-charts-drawn="6"' in dom
     cents = f"${Decimal(november + 5_000_000) // 10_000_000 / 100:,.2f}"
     assert f'<div class="total" id="total" title="exact: {total}">{cents}</div>' in dom
     assert f'<span id="total-exact">{total}</span>' in dom  # the exact figure one step away
@@ -619,7 +620,7 @@ def test_each_provider_has_one_colour_in_every_chart_of_the_report(
     for fill, title in re.findall(r'fill="(#[0-9A-F]{6})"><title>([^<]*)</title>', page):
         name = title.rsplit(": ", 1)[0]
         m = re.fullmatch(r"\d{4}-\d\d-\d\d (\S+)|([^ /()=]+)(?: / .*)?|\S+ \(([^)]+)\)", name)
-        if m and "=" not in name:
+        if m and fill != "#6B7A8F":  # the neutral colour: tag bars, no provider
             fills.setdefault(next(g for g in m.groups() if g), set()).add(fill)
     assert fills == {
         "anthropic": {"#4C78A8"},
@@ -642,7 +643,7 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
     for width in (1280, 400):
         dom = _render(out, tmp_path / f"p{width}", f"--window-size={width},900")
-        assert 'data-charts-drawn="5"' in dom, width
+        assert 'data-charts-drawn="6"' in dom, width
         assert 'data-overflows="no"' in dom, width  # no content beyond the window
     pdf = tmp_path / "r.pdf"
     _render(out, tmp_path / "pdf", f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
@@ -654,3 +655,25 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
         or data.count(b"/Type /Page") - data.count(b"/Type /Pages") >= 2
     )
     assert b"/MediaBox [0 0 595" in data or b"/MediaBox [0 0 594" in data  # A4 wide
+
+
+def test_each_tag_key_sums_to_the_total_with_untagged_and_others(run_cli: Cli, db: Path) -> None:
+    """The top-tags table mixed keys in one list and summed to twice the total."""
+    import duckdb
+
+    from pipeline import finance
+
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        p = finance.period(con, "2026-11")
+        total = finance.totals(con, p)["cost_nanos"]
+        rows = finance.top_tags(con, p, limit=2)
+    finally:
+        con.close()
+    keys = sorted({r["tag_key"] for r in rows})
+    assert keys == ["model", "team"]
+    for key in keys:
+        mine = [r for r in rows if r["tag_key"] == key]
+        assert sum(r["cost_nanos"] for r in mine) == total, key
+        assert mine[-1]["tag_value"] == "(others)" and len(mine) == 3
