@@ -163,9 +163,9 @@ def run_summary_json(result: RunResult, db: str, exit_code: int) -> dict[str, An
         "new_fields": s.new_fields,
         "reconciliation_issues": s.reconciliation_issues,
         "focus_corrections": s.corrections,
-        "total_cost_nanos": s.total_after,
+        "total_cost_nanos": _json_value(s.total_after),
         "total_cost_usd": format(Decimal(s.total_after) / NANOS_PER_USD, ".9f"),
-        "cost_delta_nanos": s.total_after - s.total_before,
+        "cost_delta_nanos": _json_value(s.total_after - s.total_before),
         "incomplete": result.incomplete,
     }
 
@@ -305,9 +305,16 @@ def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
+# JavaScript and jq read every JSON number as a double: an integer past 2^53 (nanos above
+# about $9M, a HUGEINT sum) would come back rounded, so it is written as a string.
+JSON_SAFE_INT = 2**53
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")  # exact: never a float
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JSON_SAFE_INT:
+        return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value

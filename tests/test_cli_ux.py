@@ -298,3 +298,22 @@ def test_the_billing_command_leaves_its_workers_light() -> None:
     )
     assert version.returncode == 0
     assert version.stdout.startswith("billing, version ")
+
+
+def test_json_money_past_2_to_the_53_is_an_exact_string(
+    run_cli: Cli, db: Path, tmp_path: Path
+) -> None:
+    """JavaScript and jq read JSON numbers as doubles: 2^63 nanos would come back rounded."""
+    from tests.helpers import batch, write_jsonl
+
+    big = [batch(n, cost_nanos=2**62, pricing_lines=[]) for n in (1, 2)]
+    for b in big:
+        b["billing"]["pricing_breakdown"] = None
+    path = write_jsonl(tmp_path / "big.jsonl", big)
+    run = run_cli("run", path, "--db", db, "-q", "--log-format", "json")
+    summary = json.loads(run.output)
+    assert summary["total_cost_nanos"] == str(2**63)
+    assert summary["total_cost_usd"] == "9223372036.854775808"
+    rows = json.loads(run_cli("query", "spend-by-provider", "--db", db, "--format", "json").output)
+    assert rows[0]["cost_nanos"] == str(2**63) and rows[0]["cost_usd"] == "9223372036.854775808"
+    assert rows[0]["batches"] == 2  # small integers stay numbers
