@@ -174,7 +174,38 @@ def config_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BillingGroup(click.Group):
+    """Click's usage errors ("Error: Invalid value...", with a usage block) in the
+    project's one format: ``billing: error: ... (try 'billing CMD --help')``, exit 2."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            # the command as a user types it, whatever the program was called
+            where = " ".join(["billing", *(exc.ctx.command_path.split()[1:] if exc.ctx else [])])
+            message = " ".join(printable(exc.format_message()).split())
+            click.echo(f"billing: error: {message} (try '{where} --help')", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=BillingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="billing")
 def cli() -> None:
     """Billing and cost analytics for an LLM gateway's batch API."""

@@ -317,3 +317,28 @@ def test_json_money_past_2_to_the_53_is_an_exact_string(
     rows = json.loads(run_cli("query", "spend-by-provider", "--db", db, "--format", "json").output)
     assert rows[0]["cost_nanos"] == str(2**63) and rows[0]["cost_usd"] == "9223372036.854775808"
     assert rows[0]["batches"] == 2  # small integers stay numbers
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["run", "--workers", "abc", "data/sample"],
+            "billing: error: Invalid value for '--workers': 'abc' is not a valid integer range."
+            " (try 'billing run --help')\n",
+        ),
+        (["nope"], "billing: error: No such command 'nope'. (try 'billing --help')\n"),
+        (
+            ["check", "--format", "xml"],
+            "billing: error: Invalid value for '--format': 'xml' is not one of 'table', 'csv',"
+            " 'json', 'jsonl', 'markdown'. (try 'billing check --help')\n",
+        ),
+    ],
+)
+def test_usage_errors_have_the_one_error_format(
+    run_cli: Cli, args: list[str], expected: str
+) -> None:
+    """Click's 'Usage: ... Error: Invalid value' block sat beside the project's one line."""
+    result = run_cli(*args)
+    assert (result.exit_code, result.output) == (2, expected)
+    assert run_cli("--help").exit_code == 0 and run_cli("--version").exit_code == 0
