@@ -555,26 +555,20 @@ def check_summary(checked: Any) -> str:
             f"  budgets     {len(crossed)} crossed, {len(warn)} at 80% or more"
             f" of {len(checked.budgets)} budget periods{where} (see view budget_status)"
         )
-        for b in crossed[:10]:
-            lines.append(
-                f"    CROSSED {b['budget_name']} ({_budget_period(b)}, {b['scope']}):"
-                f" {usd_cents(b['spend_nanos'])} of {usd_cents(b['limit_nanos'])}"
-                f" ({b['used_pct']}%), over by {usd_cents(b['overage_nanos'])}"
-                f" since {b['crossed_on']}"
-            )
-        for b in warn[:10]:
-            lines.append(
-                f"    WARNING {b['budget_name']} ({_budget_period(b)}, {b['scope']}):"
-                f" {usd_cents(b['spend_nanos'])} of {usd_cents(b['limit_nanos'])}"
-                f" ({b['used_pct']}%), {usd_cents(b['remaining_nanos'])} left,"
-                f" at 80% since {b['warning_since']}"
-            )
+        lines += [
+            _budget_line("CROSSED", b, f"over by {usd_cents(b['overage_nanos'])}"
+                         f" since {b['crossed_on']}")
+            for b in crossed[:10]
+        ] + [
+            _budget_line("WARNING", b, f"{usd_cents(b['remaining_nanos'])} left,"
+                         f" at 80% since {b['warning_since']}")
+            for b in warn[:10]
+        ]  # fmt: skip
     lines.extend(f"  scope       {note}" for note in checked.notes)
     if checked.anomalies:
         lines.append(f"  anomalies   {len(checked.anomalies)} (see view spend_anomalies)")
         for a in checked.anomalies[:5]:
-            who = a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}"
-            lines.append(f"    {a['day']} {who}: {a['explanation']}")
+            lines.append(f"    {a['day']} {_anomaly_scope(a)}: {a['explanation']}")
     return "".join("\n" + line for line in lines)
 
 
@@ -593,16 +587,25 @@ def check_findings(checked: Any) -> tuple[Sequence[str], list[tuple[Any, ...]]]:
          b["crossed_on"] or b["warning_since"], None)
         for b in checked.budgets
     ] + [
-        ("anomaly", a["rule"], "day", a["day"],
-         a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}", a["level"],
+        ("anomaly", a["rule"], "day", a["day"], _anomaly_scope(a), a["level"],
          a["cost_nanos"], None, None, None, a["day"], a["explanation"])
         for a in checked.anomalies
     ]  # fmt: skip
     return FINDING_COLUMNS, rows
 
 
-def _budget_period(b: dict[str, Any]) -> str:
-    return f"day {b['period_start']}" if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
+def _budget_line(label: str, b: dict[str, Any], tail: str) -> str:
+    """'    CROSSED name (2026-11, scope): $4.00 of $3.50 (114.3%), <tail>'."""
+    period = f"day {b['period_start']}" if b["period"] == "day" else f"{b['period_start']:%Y-%m}"
+    return (
+        f"    {label} {b['budget_name']} ({period}, {b['scope']}):"
+        f" {usd_cents(b['spend_nanos'])} of {usd_cents(b['limit_nanos'])}"
+        f" ({b['used_pct']}%), {tail}"
+    )
+
+
+def _anomaly_scope(a: dict[str, Any]) -> str:
+    return a["provider"] if a["model"] == "*" else f"{a['provider']} {a['model']}"
 
 
 @cli.command("sample")
@@ -1058,12 +1061,10 @@ def check_cmd(
         _read_settings(con, config_path)
         period = None
         if month or since or until:
-            period = finance.period(
-                con,
-                month,
-                since.date() if since else None,
-                until.date() if until else None if month else finance.today_utc() + timedelta(1),
-            )
+            end = until.date() if until else None
+            if since and not end:  # --since alone: to today
+                end = finance.today_utc() + timedelta(days=1)
+            period = finance.period(con, month, since.date() if since else None, end)
         checked = finance.check(con, period)
     if fmt in ("json", "jsonl"):
         click.echo(

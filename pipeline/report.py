@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.config import NANOS_PER_USD
+from pipeline.extract import ROWS_REASON
 from pipeline.runner import RunResult
 
 
@@ -44,9 +45,6 @@ def _listed(header: str, items: list[str], shown: int = 5) -> list[str]:
     if len(items) > shown:
         lines.append(f"    … and {len(items) - shown:,} more")
     return lines
-
-
-ROWS_REASON = "request rows: "  # pipeline.extract.api's reason for rows not fetched
 
 
 def _split_not_fetched(

@@ -19,9 +19,6 @@ from pipeline.report import usd, usd_cents
 NEUTRAL = "#6B7A8F"  # bars that are not one provider's (tags)
 
 
-usd_short = usd_cents
-
-
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -100,7 +97,7 @@ def stacked_bars(rows: Rows, p: Period, title: str, palette: dict[str, str]) -> 
     axis = (
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" '
         'stroke="#888"/>'
-        f'<text x="{left - 6}" y="16" text-anchor="end" class="tick">{esc(usd_short(top))}</text>'
+        f'<text x="{left - 6}" y="16" text-anchor="end" class="tick">{esc(usd_cents(top))}</text>'
         f'<text x="{left - 6}" y="{height - bottom}" text-anchor="end" class="tick">$0</text>'
     )
     if days:
@@ -132,7 +129,7 @@ def hbars(items: list[tuple[str, int, str]], title: str) -> str:
             f'<rect x="{left}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row_h - 8}" '
             f'fill="{color}"><title>{esc(label)}: {esc(usd(value))}</title>'
             f'</rect><text x="{left + w + 6:.1f}" y="{y + 15}" class="tick">'
-            f"{esc(usd_short(value))}</text>"
+            f"{esc(usd_cents(value))}</text>"
         )
     if not items:
         parts.append('<text x="10" y="25" class="tick">no spend in this period</text>')

@@ -15,6 +15,10 @@ from pipeline.extract.files import (
 )
 from pipeline.redaction import redact
 
+# How a fetch error says a batch loaded but its request rows did not (the API client
+# writes it, the run summary reads it): one spelling for both
+ROWS_REASON = "request rows: "
+
 if TYPE_CHECKING:
     from pipeline.extract.api import (
         Client,
@@ -43,6 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ROWS_REASON",
     "Chunk",
     "Client",
     "FatalFetchError",

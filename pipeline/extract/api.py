@@ -41,6 +41,7 @@ from tenacity import (
 )
 
 from pipeline.config import ApiConfig
+from pipeline.extract import ROWS_REASON
 from pipeline.extract.files import MAX_RECORD_BYTES, RawRecord, kept_text
 from pipeline.redaction import redact, redact_json
 from pipeline.transform import lifecycle_group
@@ -514,7 +515,7 @@ async def fetch_requests_to_archive(
                 rows, problem = await _request_rows(client, batch_id, shard)
                 url = f"batches/{quote(batch_id, safe='')}/requests"
                 if problem is not None:
-                    report.error(batch_id, url, None, f"request rows: {problem}", "requests")
+                    report.error(batch_id, url, None, ROWS_REASON + problem, "requests")
                     continue
                 body = orjson.dumps({"object": "list", "batch_id": batch_id, "data": rows})
                 env = {
