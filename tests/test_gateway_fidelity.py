@@ -364,3 +364,18 @@ def test_batches_loaded_from_files_are_not_asked_for_request_rows(
         result = nightly(run_cli, gw, db, tmp_path, [])
     assert result.exit_code == 0, result.output
     assert gw.requests == []
+
+
+def test_request_rows_that_are_not_a_list_say_so_once(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """The reason read 'request rows: request rows: not a list object'."""
+    from tests.gateway import Reply
+
+    b = batch(1)
+    gw = Gateway(batches={b["id"]: b}, refinalize=True)
+    gw.scripts[f"/v1/batches/{b['id']}/requests"] = [Reply(200, {"object": "list", "data": "x"})]
+    with serve(gw):
+        result = nightly(run_cli, gw, db, tmp_path, [b["id"]], "--retries", "1")
+    assert result.exit_code == 3, result.output
+    assert query(db, "select reason from fetch_errors") == [("request rows: not a list object",)]

@@ -490,7 +490,7 @@ async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list
             return rows, f"request rows are not JSON: {exc}"
         data = page.get("data") if isinstance(page, dict) else None
         if not isinstance(data, list):
-            return rows, "request rows: not a list object"
+            return rows, "not a list object"
         owner = page.get("batch_id")
         if owner is not None and owner != batch_id:
             return rows, f"request rows of batch {redact(str(owner)[:200])!r}, not {batch_id!r}"
