@@ -28,3 +28,21 @@ def run_cli() -> Callable[..., Result]:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "billing.duckdb"
+
+
+# The suite's longest tests (seconds each, see `pytest --durations`): run first, so that
+# with two workers (make test: pytest -n auto) neither is left running one of them alone
+# at the end while the other worker idles.
+_LONGEST = (
+    "test_any_order_of_runs_gives_the_final_snapshots_totals",
+    "test_spark_reads_the_export_with_the_same_totals",
+    "test_both_paths_agree_on_generated_records",
+    "test_sample_export_passes_the_official_focus_validator",
+    "test_kill_9_mid_load_commits_nothing",
+    "test_kill_9_on_a_first_run_leaves_no_half_made_database",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))
