@@ -98,7 +98,11 @@ def _(alt, finance, frame, provider_color):
 
 @app.cell
 def _(alt, finance, frame, pl):
-    sessions = frame(finance.top_sessions, 10, whole=True).with_columns(
+    sessions = (
+        frame(finance.top_sessions, 10, whole=True).filter(
+            ~pl.col("session_id").eq_missing("(others)")
+        )  # the chart: the ten alone
+    ).with_columns(
         pl.concat_str(
             [pl.col("session_id").fill_null("(none)"), pl.col("provider").fill_null("?")],
             separator=" · ",

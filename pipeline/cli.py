@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from itertools import chain
+from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -111,12 +111,37 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
     """One line on stderr and the exit code; in --log-format json also the summary object
     on stdout, so a scheduler reads every outcome the same way."""
     line = printable(" ".join(redact(message).split()))  # one line, whatever the cause held
-    click.echo(f"billing: error: {line}", err=True)
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.meta.get("json_summary"):
+    as_json = ctx is not None and bool(ctx.meta.get("json_summary"))
+    _error_line(line, code, as_json)
+    if as_json:
         status = FAILED_STATUS.get(code, "failed")
         click.echo(json.dumps({"status": status, "exit_code": code, "error": line}))
     sys.exit(code)
+
+
+def _error_line(line: str, code: int, as_json: bool) -> None:
+    """The error on stderr: ``billing: error: ...``, or with --log-format json one JSON
+    log record like every other line there."""
+    if not as_json:
+        click.echo(f"billing: error: {line}", err=True)
+        return
+    record = {
+        "ts": datetime.now(UTC).isoformat(),
+        "level": "error",
+        "logger": "pipeline",
+        "message": line,
+        "exit_code": code,
+    }
+    click.echo(json.dumps(record), err=True)
+
+
+def _wants_json_logs(args: Sequence[str]) -> bool:
+    """--log-format json among the arguments (read before click could parse them)."""
+    args = list(args)
+    return "--log-format=json" in args or any(
+        a == "--log-format" and nxt == "json" for a, nxt in pairwise(args)
+    )
 
 
 def _unquoted(text: str) -> str:
@@ -194,7 +219,11 @@ class BillingGroup(click.Group):
             # the command as a user types it, whatever the program was called
             where = " ".join(["billing", *(exc.ctx.command_path.split()[1:] if exc.ctx else [])])
             message = " ".join(printable(exc.format_message()).split())
-            click.echo(f"billing: error: {message} (try '{where} --help')", err=True)
+            line = redact(f"{message} (try '{where} --help')")
+            as_json = _wants_json_logs(sys.argv[1:] if args is None else args)
+            _error_line(line, EXIT_USAGE, as_json)
+            if as_json:  # the scheduler's one summary object, as for every other outcome
+                click.echo(json.dumps({"status": "usage_error", "exit_code": 2, "error": line}))
             sys.exit(EXIT_USAGE)
         except click.ClickException as exc:
             exc.show()
@@ -883,8 +912,11 @@ READ_ONLY_STATEMENTS = frozenset((duckdb.StatementType.SELECT, duckdb.StatementT
 def runs_cmd(db: Path, fmt: str, limit: int) -> None:
     """List recent load runs, newest first (all columns: billing sql "select * from load_runs")."""
     with reader(db, sandbox=True) as con:
+        # the table shows the start to the second, so the status is never cut at 80 columns
+        started = "strftime(started_at, '%Y-%m-%d %H:%M:%S')" if fmt == "table" else "started_at"
         cur = con.execute(
-            "select run_id, status, started_at, duration_s, records_read, batches_loaded,"
+            f"select run_id, status, {started} as started_at, duration_s, records_read,"  # noqa: S608 (a constant)
+            " batches_loaded,"
             " batches_new, batches_updated, lines_loaded, rejected, not_found,"
             " reconciliation_issues, cost_delta_nanos,"
             " nanos_to_usd(total_cost_nanos_after) as total_cost_usd,"

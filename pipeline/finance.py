@@ -187,23 +187,31 @@ def spend_by_provider(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
 def spend_by_model(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
     return _rows(
         con,
-        "select provider, model, sum(requests)::bigint as requests,"
+        "select provider, model, attribution, sum(requests)::hugeint as requests,"
         " sum(cost_nanos)::hugeint as cost_nanos, nanos_to_usd(sum(cost_nanos)) as cost_usd"
         " from spend_by_model where day >= $1 and day < $2"
-        " group by all order by cost_nanos desc, provider, model",
+        " group by all order by cost_nanos desc, provider, model, attribution",
         [p.start, p.end],
     )
 
 
 def top_sessions(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 10) -> Rows:
+    """The largest sessions, then one '(others)' row for the rest (provider null): the
+    rows sum exactly to the period's spend."""
     return _rows(
         con,
-        "select session_id, provider, count(distinct batch_id) as batches,"
-        " sum(cost_nanos)::hugeint as cost_nanos,"
-        " nanos_to_usd(sum(cost_nanos)) as cost_usd from int_model_charges"
+        "with sessions as (select session_id, provider, count(distinct batch_id) as batches,"
+        " sum(cost_nanos)::hugeint as cost_nanos from int_model_charges"
         " where (charged_at at time zone 'UTC')::date >= $1"
-        " and (charged_at at time zone 'UTC')::date < $2"
-        " group by all order by cost_nanos desc, session_id limit $3",
+        " and (charged_at at time zone 'UTC')::date < $2 group by all),"
+        " ranked as (select *, row_number() over (order by cost_nanos desc, session_id,"
+        " provider) as rn from sessions)"
+        " select session_id, provider, batches, cost_nanos, nanos_to_usd(cost_nanos) as cost_usd"
+        " from ranked where rn <= $3"
+        " union all"
+        " select '(others)', null, sum(batches)::bigint, sum(cost_nanos)::hugeint,"
+        " nanos_to_usd(sum(cost_nanos)) from ranked where rn > $3 having count(*) > 0"
+        " order by session_id = '(others)', cost_nanos desc, session_id",
         [p.start, p.end, limit],
     )
 

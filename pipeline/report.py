@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -235,26 +236,19 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | No
     out.extend(fmt(r) for r in cells)
     note = f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
     hidden = [columns[i] for i in range(len(columns)) if i not in shown]
-    if hidden:
-        plural = "s" if len(hidden) != 1 else ""
-        tail = "; use --format csv or json for all)"
-        note += f"; {len(hidden)} more column{plural} not shown"
-        names = ""
-        for n, name in enumerate(hidden):
-            more = ", …" if n < len(hidden) - 1 else ""
-            candidate = f"{names}, {name}" if names else f": {name}"
-            if width is not None and len(note + candidate + more + tail) > width:
-                names += ", …" if names else ""
-                break
-            names = candidate
-        note += names
-        out.append(note + tail)
+    if not hidden:
+        out.append(note + ")")
         return "\n".join(out)
-    out.append(note + ")")
+    plural = "s" if len(hidden) != 1 else ""
+    note += f"; {len(hidden)} more column{plural} not shown: {', '.join(hidden)};"
+    note += " use --format csv or json for all)"
+    # every left-out column named, the note wrapped to the terminal
+    out.extend(textwrap.wrap(note, width or 80, break_on_hyphens=False) or [note])
     return "\n".join(out)
 
 
-MIN_TEXT_WIDTH = 12  # a text column is never cut below this (or its header)
+MIN_TEXT_WIDTH = 16  # a text column is never cut below this (or its header): a status stays whole
+SHORT_TEXT = 24  # nor is a column this narrow (ids, statuses, timestamps): it is left out whole
 
 
 def _fit(
@@ -266,13 +260,13 @@ def _fit(
         return sum(widths[i] for i in idx) + 2 * (len(idx) - 1)
 
     shown = list(range(len(columns)))
-    # cut the widest text columns first (never the first: it names the row; never
-    # numbers: a cut figure would mislead), never below their floor
+    # cut the widest long text columns first (never the first: it names the row; never
+    # numbers: a cut figure would mislead; never short ones), never below their floor
     while total(shown) > width:
         text = [
             i
             for i in shown[1:]
-            if not numeric[i] and widths[i] > max(MIN_TEXT_WIDTH, len(columns[i]))
+            if not numeric[i] and widths[i] > max(SHORT_TEXT, MIN_TEXT_WIDTH, len(columns[i]))
         ]
         if not text:
             break

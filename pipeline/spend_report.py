@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 
 from pipeline import __version__, finance
 from pipeline.finance import Period, Rows
-from pipeline.report import usd, usd_cents
+from pipeline.report import to_csv, usd, usd_cents
 
 NEUTRAL = "#6B7A8F"  # bars that are not one provider's (tags)
 
@@ -35,13 +36,63 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def table(rows: Rows, columns: Sequence[str] | None = None, empty: str = "none") -> str:
+TOTALLED = ("batches", "requests", "lines")  # counts summed in a total row, with *_nanos
+
+
+def with_total(rows: Rows, label: str = "total") -> Rows:
+    """The rows and one total row: every money (``*_nanos``) and count column summed, the
+    label in the first column. The sums are exact integers."""
+    if not rows:
+        return rows
+    keys = [k for k in rows[0] if k != "_total"]
+    total: dict[str, Any] = dict.fromkeys(keys)
+    total[keys[0]] = label
+    for key in keys[1:]:
+        if key.endswith("_nanos") or key in TOTALLED:
+            values = [r[key] for r in rows if isinstance(r.get(key), int)]
+            total[key] = sum(values) if values else None
+    total["_total"] = True  # styled as the total row; not a column
+    return [*rows, total]
+
+
+def csv_href(rows: Rows, cols: Sequence[str]) -> str:
+    """The table's exact figures as a CSV data: URL (a download that needs no network):
+    each money column as integer nanos and as exact dollars, cells neutralised against
+    spreadsheet formulas (pipeline.report.to_csv)."""
+    header: list[str] = []
+    for c in cols:
+        header += [c, c.removesuffix("_nanos") + "_usd"] if c.endswith("_nanos") else [c]
+    out = []
+    for r in rows:
+        line: list[Any] = []
+        for c in cols:
+            v = r.get(c)
+            line.append(v)
+            if c.endswith("_nanos"):
+                line.append(None if v is None else format(Decimal(int(v)) / 10**9, "f"))
+        out.append(line)
+    return "data:text/csv;charset=utf-8," + quote(to_csv(header, out) + "\n")
+
+
+def table(
+    rows: Rows,
+    columns: Sequence[str] | None = None,
+    empty: str = "none",
+    csv_name: str | None = None,
+) -> str:
+    """An HTML table of exact figures; with ``csv_name``, a link that downloads them."""
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
     cols = list(columns or rows[0].keys())
+    link = (
+        f'<a class="csv" download="{esc(csv_name)}.csv" href="{esc(csv_href(rows, cols))}">'
+        f"download CSV ({len(rows):,} rows)</a>"
+        if csv_name
+        else ""
+    )
     head = "".join(f"<th>{esc(c.replace('_nanos', ' (USD)'))}</th>" for c in cols)
     body = "".join(
-        "<tr>"
+        ('<tr class="sum">' if r.get("_total") else "<tr>")
         + "".join(
             f'<td class="{"num" if isinstance(r.get(c), int | float | Decimal) else ""}">'
             f"{esc(_cell(c, r.get(c)))}</td>"
@@ -50,7 +101,7 @@ def table(rows: Rows, columns: Sequence[str] | None = None, empty: str = "none")
         + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{link}"
 
 
 def _pivot(rows: Rows) -> Rows:
@@ -64,6 +115,15 @@ def _pivot(rows: Rows) -> Rows:
         day[f"{r['provider']}_nanos"] += int(r["cost_nanos"] or 0)
         day["total_nanos"] += int(r["cost_nanos"] or 0)
     return list(days.values())
+
+
+def _sum_by(rows: Rows, keys: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
+    """cost_nanos summed per key (one bar per model, whatever the attribution)."""
+    out: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        key = tuple(str(r[k]) for k in keys)
+        out[key] = out.get(key, 0) + int(r["cost_nanos"] or 0)
+    return out
 
 
 def stacked_bars(rows: Rows, p: Period, title: str, palette: dict[str, str]) -> str:
@@ -159,13 +219,17 @@ figure{margin:1rem 0}figcaption{font-weight:600;margin-bottom:.25rem}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-weight:600}
 .ok{background:#54A24B}.warn{background:#EECA3B;color:#222}.bad{background:#E45756}
 .estimate{font-style:italic;color:#8a5a00}.empty{color:#777}
+tbody tr.sum td{font-weight:700;border-top:2px solid #999}td:first-child{white-space:nowrap}
+a.csv{display:inline-block;font-size:12px;margin:0 0 1rem}
 svg.chart{max-width:100%;height:auto}
 table{display:block;max-width:100%;overflow-x:auto}td{overflow-wrap:anywhere}
+td.num{white-space:nowrap;overflow-wrap:normal}
 @media (max-width:600px){body{margin:1rem auto;padding:0 .5rem}
-.total{font-size:1.6rem;overflow-wrap:anywhere}h1{font-size:1.2rem}}
+.total{font-size:1.6rem;overflow-wrap:anywhere}h1{font-size:1.2rem}
+table{font-size:11.5px}th,td{padding:3px 5px}}
 @media print{@page{size:A4;margin:14mm}body{max-width:none;margin:0;padding:0;font-size:10.5px}
 h2{break-after:avoid}figure,tr,.total{break-inside:avoid}table{display:table;overflow:visible}
-*{-webkit-print-color-adjust:exact;print-color-adjust:exact}#charts-drawn{display:none}}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}#charts-drawn,a.csv{display:none}}
 """
 
 # Marks the page once the browser has laid the charts out: a test (headless Chromium)
@@ -181,6 +245,15 @@ document.addEventListener('DOMContentLoaded', function () {
   // nothing wider than the window (read by the tests at 400 px)
   var wide = document.documentElement.scrollWidth > window.innerWidth;
   document.body.setAttribute('data-overflows', wide ? 'yes' : 'no');
+  // content cut off where a reader cannot scroll to it (a box wider than itself that
+  // does not scroll); a wide table scrolls sideways in its own box instead
+  var clipped = 0;
+  document.querySelectorAll('body *').forEach(function (el) {
+    if (el.closest('svg') || el.scrollWidth <= el.clientWidth + 1) return;
+    var o = getComputedStyle(el).overflowX;
+    if (o === 'hidden' || o === 'clip') clipped++;
+  });
+  document.body.setAttribute('data-clipped', String(clipped));
   document.getElementById('charts-drawn').textContent = drawn + ' charts';
 });
 """
@@ -213,7 +286,7 @@ def price_sentence(summary: Rows) -> str:
     ]
     if fallback:
         parts.append(
-            f"{int(fallback['lines']):,} fallback lines ({usd(fallback['line_nanos'])}) carry"
+            f"{int(fallback['lines']):,} fallback lines ({usd_cents(fallback['line_nanos'])}) carry"
             " a total only and cannot be checked."
         )
     return " ".join(parts)
@@ -292,7 +365,7 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
         f"As billed: each batch on its charge date (capture, else end of processing);"
         f" a restated bill's difference where it was restated. The same money as used"
         f" (final bills of batches whose processing ended in the period):"
-        f" {usd(used['cost_nanos'])}."
+        f" {usd_cents(used['cost_nanos'])}."
     )
     palette = finance.provider_colors(con)
 
@@ -307,8 +380,10 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
         ),
         hbars(
             [
-                (f"{r['provider']} / {r['model']}", int(r["cost_nanos"]), color(r["provider"]))
-                for r in models
+                (f"{provider} / {model}", nanos, color(provider))
+                for (provider, model), nanos in sorted(
+                    _sum_by(models, ("provider", "model")).items(), key=lambda kv: -kv[1]
+                )
             ],
             "Spend by model (request rows' model; else metadata.model)",
         ),
@@ -316,6 +391,7 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
             [
                 (f"{r['session_id']} ({r['provider']})", int(r["cost_nanos"]), color(r["provider"]))
                 for r in sessions
+                if r["provider"] is not None or r["session_id"] != "(others)"  # the chart: the top
             ],
             "Top sessions",
         ),
@@ -332,9 +408,19 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
             f"Spend by {key} (untagged and the rest shown; sums to the total)",
         )
         + table(
-            [r for r in tags if r["tag_key"] == key]
-            + [{"tag_value": "total", "batches": None, "cost_nanos": total["cost_nanos"]}],
+            with_total(
+                [
+                    {
+                        "tag_value": r["tag_value"],
+                        "batches": r["batches"],
+                        "cost_nanos": r["cost_nanos"],
+                    }
+                    for r in tags
+                    if r["tag_key"] == key
+                ]
+            ),
             ["tag_value", "batches", "cost_nanos"],
+            csv_name=f"spend_by_tag_{key}",
         )
         for key in tag_keys
     )
@@ -360,27 +446,43 @@ from {esc(source)} · generated {esc(now.strftime("%Y-%m-%d %H:%M UTC"))} by bil
     }</span></p>
 <p class="meta">{total["batches"]:,} batches charged · {total["corrections"]:,} restated
 bills booked · reconciliation: {recon_status} · budgets: {budget_badge} ·
-anomalies: {len(anomalies)} · waste: {esc(usd(waste_total))} ·
-priced but not billed (not spend): <span id="unbilled">{
+anomalies: {len(anomalies)} · waste: {esc(usd_cents(waste_total))} ·
+priced but not billed (not spend): <span id="unbilled" title="exact: {
         esc(usd(unbilled["not_billed_nanos"]))
-    }</span></p>
+    }">{esc(usd_cents(unbilled["not_billed_nanos"]))}</span></p>
 <p class="meta" id="reading">{esc(reading_note)}</p>
 
 <h2>Spend over time</h2>
 {charts[0]}
-{table(_pivot(over_time), None, "no spend in this period")}
+{table(with_total(_pivot(over_time)), None, "no spend in this period", "spend_by_day")}
 
 <h2>By provider</h2>
 {charts[1]}
-{table(providers, ["provider", "batches", "cost_nanos"])}
+{table(with_total(providers), ["provider", "batches", "cost_nanos"], csv_name="spend_by_provider")}
 
 <h2>By model</h2>
 {charts[2]}
-{table(models, ["provider", "model", "requests", "cost_nanos"])}
+<p class="meta">model and counted from: the model the provider reported on each request
+row ('requests', counting those rows; what they do not explain is 'unattributed'), else the
+batch's metadata.model ('metadata', counting the gateway's request_counts.total), else
+'unknown'; 'restatement' moves a restated bill's difference to the day it was restated.</p>
+{
+        table(
+            with_total(models),
+            ["provider", "model", "attribution", "requests", "cost_nanos"],
+            csv_name="spend_by_model",
+        )
+    }
 
 <h2>Top sessions</h2>
 {charts[3]}
-{table(sessions, ["session_id", "provider", "batches", "cost_nanos"])}
+{
+        table(
+            with_total(sessions),
+            ["session_id", "provider", "batches", "cost_nanos"],
+            csv_name="top_sessions",
+        )
+    }
 
 <h2>Top tags</h2>
 <p class="meta">Each metadata key on its own: its largest values, untagged spend and the
@@ -393,7 +495,7 @@ nothing: billed error responses and batches that were cancelled. Batches that fa
 expired part-way delivered what they billed (shown apart, not waste).</p>
 {
         table(
-            waste,
+            with_total(waste),
             [
                 "provider",
                 "error_response_nanos",
@@ -404,6 +506,7 @@ expired part-way delivered what they billed (shown apart, not waste).</p>
                 "ended_badly_nanos",
             ],
             "no spend on failed, expired or cancelled work",
+            "waste",
         )
     }
 
@@ -413,9 +516,10 @@ spend, in no total above or in the FOCUS export. Finished batches without a bill
 {unbilled["final_without_bill"]:,}. See the view spend_unbilled.</p>
 {
         table(
-            unbilled["reasons"],
+            with_total(unbilled["reasons"]),
             ["reason_base", "reason_detail", "batches", "cost_nanos"],
             "nothing priced and left unbilled",
+            "priced_not_billed",
         )
     }
 
@@ -425,7 +529,7 @@ stays in its period; the difference is booked on the day it was restated, as in 
 FOCUS export (a Correction). See the view spend_restatements.</p>
 {
         table(
-            restated,
+            with_total(restated),
             [
                 "batch_id",
                 "provider",
@@ -436,6 +540,7 @@ FOCUS export (a Correction). See the view spend_restatements.</p>
                 "current_nanos",
             ],
             "no restated bills",
+            "restated_bills",
         )
     }
 
@@ -451,6 +556,7 @@ while there is little history. See the view spend_anomalies.</p>
             anomalies,
             ["day", "level", "provider", "model", "cost_nanos", "explanation"],
             "no anomalies",
+            "anomalies",
         )
     }
 
@@ -471,16 +577,31 @@ while there is little history. See the view spend_anomalies.</p>
                 "forecast_nanos",
             ],
             "no data",
+            "forecast",
         )
     }
 
 <h2>Price checks</h2>
-{table(prices, ["status", "lines", "line_nanos", "diff_nanos"], "no priced lines")}
+{
+        table(
+            with_total(prices),
+            ["status", "lines", "line_nanos", "diff_nanos"],
+            "no priced lines",
+            "price_checks",
+        )
+    }
 <p id="price-sentence">{esc(price_sentence(prices))}</p>
-{table(price_problems, None, "no line is off")}
+{table(price_problems, None, "no line is off", "price_problems")}
 
 <h2>Reconciliation</h2>
-{table(recon, None, "the bill adds up: every batch's lines, breakdown and usage agree")}
+{
+        table(
+            recon,
+            None,
+            "the bill adds up: every batch's lines, breakdown and usage agree",
+            "reconciliation",
+        )
+    }
 """
     payload = json.dumps(data).replace("</", "<\\/")
     return (

@@ -67,6 +67,21 @@ def test_json_summary_says_incomplete_and_usage_errors_too(
         "exit_code": 2,
         "error": "nothing to load: pass INPUT files or folders (or --ids-file/--list)",
     }
+    # with --log-format json, stderr is JSON too: the error is one log record
+    record = json.loads(bad.stderr)
+    assert (record["level"], record["exit_code"], record["message"]) == (
+        "error",
+        2,
+        "nothing to load: pass INPUT files or folders (or --ids-file/--list)",
+    )
+    # and so is a usage error click finds before the command runs
+    usage = run_cli("run", SAMPLE, "--db", db, "--log-format", "json", "--limit-typo", "3")
+    assert usage.exit_code == 2
+    message = "No such option '--limit-typo'. (try 'billing run --help')"
+    assert json.loads(usage.stderr)["message"] == message
+    assert json.loads(usage.stdout) == {"status": "usage_error", "exit_code": 2, "error": message}
+    plain = run_cli("run", SAMPLE, "--db", db, "--limit-typo", "3")
+    assert (plain.exit_code, plain.stderr) == (2, f"billing: error: {message}\n")
 
 
 def test_quiet_prints_nothing_but_errors(run_cli: Cli, db: Path, tmp_path: Path) -> None:
@@ -183,12 +198,21 @@ def test_tables_fit_the_terminal_and_say_what_they_left_out(
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert lines[0].startswith("run_id")
-    assert "more columns not shown" in lines[-1]
-    assert lines[-1].endswith("; use --format csv or json for all)")
+    assert lines[:2] == [
+        "run_id                   status           started_at           duration_s",
+        "-----------------------  ---------------  -------------------  ----------",
+    ]
+    assert lines[2].split()[1] == "ok_with_rejects"  # the status whole at 80 columns
+    # every column left out is named, the note wrapped to the terminal
+    assert " ".join(lines[3:]) == (
+        "(1 row; 11 more columns not shown: records_read, batches_loaded, batches_new,"
+        " batches_updated, lines_loaded, rejected, not_found, reconciliation_issues,"
+        " cost_delta_nanos, total_cost_usd, pipeline_version; use --format csv or json for"
+        " all)"
+    )
     roomy = run_cli("runs", "--db", db, env={"COLUMNS": "150"}).output.splitlines()
     assert max(len(line) for line in roomy) <= 150
-    assert "more columns not shown: " in roomy[-1]  # names what it left out when it can
+    assert " ".join(roomy[3:]).startswith("(1 row; 6 more columns not shown: rejected, ")
     wide = run_cli("runs", "--db", db)  # piped, no $COLUMNS: the whole table
     assert "pipeline_version" in wide.output.splitlines()[0]
 

@@ -3,6 +3,9 @@ anomalies, the month-end forecast, attribution tags, price checks and waste."""
 
 from __future__ import annotations
 
+import csv
+import html
+import io
 import json
 import os
 import re
@@ -13,11 +16,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from click.testing import Result
 
-from tests.helpers import SAMPLE, batch, load, query, rebilled, scalar, write_jsonl
+from tests.helpers import (
+    SAMPLE,
+    batch,
+    load,
+    png_pixels,
+    query,
+    rebilled,
+    scalar,
+    write_jsonl,
+)
 
 Cli = Callable[..., Result]
 
@@ -96,7 +109,11 @@ def _render(html_file: Path, profile: Path, *extra: str) -> str:
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={profile}",
-            *(() if any(a.startswith("--print-to-pdf") for a in extra) else ("--dump-dom",)),
+            *(
+                ()
+                if any(a.startswith(("--print-to-pdf", "--screenshot")) for a in extra)
+                else ("--dump-dom",)
+            ),
             html_file.as_uri(),
         ],
         capture_output=True,
@@ -142,6 +159,23 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
         assert f"<h2>{heading}" in dom, heading
     data = json.loads(dom.split('id="report-data">')[1].split("</script>")[0])
     assert int(data["total_cost_nanos"]) == november
+    # each table's exact figures download as CSV from the page itself (a data: URL)
+    links = dict(
+        re.findall(
+            r'<a class="csv" download="([^"]+)" href="data:text/csv;charset=utf-8,([^"]+)"', dom
+        )
+    )
+    assert {"spend_by_day.csv", "spend_by_provider.csv", "spend_by_model.csv",
+            "top_sessions.csv", "spend_by_tag_team.csv"} <= set(links)  # fmt: skip
+    for name in ("spend_by_day.csv", "spend_by_provider.csv", "spend_by_model.csv",
+                 "top_sessions.csv", "spend_by_tag_team.csv"):  # fmt: skip
+        rows = list(csv.reader(io.StringIO(unquote(html.unescape(links[name])))))
+        assert len({len(r) for r in rows}) == 1, name  # every row has every column
+        cost = rows[0].index("total_nanos" if name == "spend_by_day.csv" else "cost_nanos")
+        assert rows[-1][0] == "total" and int(rows[-1][cost]) == november, name
+        assert sum(int(r[cost]) for r in rows[1:-1]) == november, name  # the rows add up
+        assert Decimal(rows[-1][cost + 1]) * 10**9 == november  # and the exact dollars
+    assert rows[0] == ["tag_value", "batches", "cost_nanos", "cost_usd"]
 
 
 def test_report_period_options_and_a_bad_month(run_cli: Cli, db: Path, tmp_path: Path) -> None:
@@ -327,7 +361,7 @@ def test_an_injected_spike_shows_in_spend_anomalies_the_summary_and_check(
     ]
     explanation = scalar(db, "select explanation from spend_anomalies where level = 'provider'")
     assert explanation.startswith(
-        "spend 9.000000000 USD vs a median of 1.050000000 USD on the 20 days with spend before"
+        "spend $9.00 vs a median of $1.05 on the 20 days with spend before"
     )
     check = run_cli("check", "--db", db)
     assert check.exit_code == 5
@@ -345,8 +379,8 @@ def test_with_little_history_a_day_three_times_the_day_before_is_flagged(
     items = [billed(1, "2026-10-01", 1_000_000_000), billed(2, "2026-10-02", 3_500_000_000)]
     load(run_cli, db, tmp_path / "in.jsonl", items)
     assert query(db, "select level, rule, explanation from spend_anomalies order by level") == [
-        ("model", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
-        ("provider", "day_over_day", "spend 3.500000000 USD is 3.5x the day before"),
+        ("model", "day_over_day", "spend $3.50 is 3.5x the day before"),
+        ("provider", "day_over_day", "spend $3.50 is 3.5x the day before"),
     ]
 
 
@@ -516,7 +550,7 @@ def test_with_sparse_history_a_day_three_times_the_usual_is_flagged(
     assert query(db, "select day::varchar, rule, explanation from spend_anomalies"
                      " where level = 'provider'") == [
         ("2026-10-09", "day_over_day",
-         "spend 5.000000000 USD is 4.5x the median of the 2 earlier days with spend"),
+         "spend $5.00 is 4.5x the median of the 2 earlier days with spend"),
     ]  # fmt: skip
 
 
@@ -642,10 +676,34 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
     assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
     out = tmp_path / "r.html"
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
+    import duckdb
+
+    from pipeline import finance
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        palette = finance.provider_colors(con)
+    finally:
+        con.close()
     for width in (1280, 400):
         dom = _render(out, tmp_path / f"p{width}", f"--window-size={width},900")
         assert 'data-charts-drawn="6"' in dom, width
         assert 'data-overflows="no"' in dom, width  # no content beyond the window
+        assert 'data-clipped="0"' in dom, width  # nothing cut where it cannot be scrolled to
+        assert '<strong id="data-through">data through 2026-11-27</strong>' in dom
+        assert re.search(r'<div class="total" id="total" title="exact: \$[\d,.]+">\$368\.81<', dom)
+        # what a reader sees on the first screen: every provider in its one colour
+        png = tmp_path / f"shot{width}.png"
+        _render(out, tmp_path / f"s{width}", f"--window-size={width},1000", f"--screenshot={png}")
+        w, h, rows = png_pixels(png.read_bytes())
+        assert (w, h) == (width, 1000)
+        seen: dict[str, int] = {}
+        for row in rows:
+            for i in range(0, len(row), 3):
+                key = "#" + row[i : i + 3].hex().upper()
+                seen[key] = seen.get(key, 0) + 1
+        for provider, colour in palette.items():
+            assert seen.get(colour, 0) >= 30, (width, provider, colour)
     pdf = tmp_path / "r.pdf"
     _render(out, tmp_path / "pdf", f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
     data = pdf.read_bytes()

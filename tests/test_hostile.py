@@ -661,8 +661,11 @@ def test_ctrl_c_prints_one_line_commits_nothing_and_exits_130(db: Path, tmp_path
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    lines = [line for line in err.splitlines() if not line.startswith("{")]  # json debug logs aside
-    assert lines == ["billing: error: interrupted; nothing was committed"]
+    errors = [json.loads(line) for line in err.splitlines() if '"level": "error"' in line]
+    # with --log-format json the error is a JSON log record on stderr like every other line
+    assert [(e["message"], e["exit_code"]) for e in errors] == [
+        ("interrupted; nothing was committed", 130)
+    ]
     assert "Traceback" not in err
     # --log-format json: the scheduler still gets its one summary object on stdout
     assert json.loads(out) == {

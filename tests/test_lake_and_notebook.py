@@ -125,7 +125,14 @@ def test_notebook_exports_to_html_with_four_charts(sample_db: Path, tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "Failed" not in proc.stderr
-    assert out.read_text().count("vega-lite/v") >= 4
+    page = out.read_text()
+    assert page.count("vega-lite/v") >= 4
+    # the offline story the README tells: this export needs the network (its front end
+    # comes from a CDN); the report is the page that opens offline
+    assert 'src="https://cdn.jsdelivr.net/npm/@marimo-team/frontend@' in page
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "it loads marimo's front end from a CDN (`cdn.jsdelivr.net`)" in readme
+    assert "use `billing report`: everything inline, nothing fetched" in readme
 
 
 def test_an_open_notebook_never_blocks_the_nightly_run_and_shows_it_next_refresh(

@@ -396,20 +396,17 @@ def test_the_report_equals_focus_for_the_closed_month(
     data = json.loads(page.split('id="report-data">')[1].split("</script>")[0])
     assert data["total_cost_nanos"] == str(OCT_AS_BILLED)
     assert "Month-end (actual)" in page and "(an estimate)" not in page
-    assert (
-        "as used (final bills of batches whose processing ended in the period): $5.500000000"
-        in page
-    )
+    assert "as used (final bills of batches whose processing ended in the period): $5.50" in page
     nov = run_cli("report", "--db", closed, "--out", out, "--month", "2026-11")
     assert (
         nov.output == f"{out}: November 2026, ${NOV_AS_BILLED // USD}.{NOV_AS_BILLED % USD:09d}\n"
     )
     page = out.read_text()
-    assert 'id="unbilled">$7.000000000<' in page
+    assert 'id="unbilled" title="exact: $7.000000000">$7.00<' in page  # cents, exact a hover away
     assert "Month-end forecast" in page
     assert (
         "9 of 10 pricing lines checked against the gateway's arithmetic: 1 do not (below)."
-        " 1 fallback lines ($0.300000000) carry a total only and cannot be checked."
+        " 1 fallback lines ($0.30) carry a total only and cannot be checked."
     ) in html.unescape(page)
 
 

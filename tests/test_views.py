@@ -125,11 +125,12 @@ def test_spend_by_model_comes_from_request_rows_exact_to_the_nano(loaded: Path) 
         "select day::varchar, provider, model, attribution, batches, requests, input_tokens,"
         " cost_nanos from spend_by_model",
     ) == [
-        ("2026-11-02", "anthropic", "unknown", "none", 1, None, None, 1_000_000_000),
+        # no request rows: its requests are the gateway's request_counts.total
+        ("2026-11-02", "anthropic", "unknown", "none", 1, 2, None, 1_000_000_000),
         ("2026-11-02", "openai", "gpt-5", "requests", 1, 2, 13, 250_000_000),
         ("2026-11-02", "openai", "gpt-5-mini", "requests", 1, 2, 0, 40_000_000),
         ("2026-11-02", "openai", "unattributed", "unattributed", 1, 0, 0, 10_000_000),
-        ("2026-11-03", "openai", "unknown", "none", 1, None, None, 50_000_000),
+        ("2026-11-03", "openai", "unknown", "none", 1, 2, None, 50_000_000),
     ]
     assert query(loaded, "select sum(cost_nanos) from spend_by_model") == query(
         loaded, "select sum(cost_nanos) from batches"

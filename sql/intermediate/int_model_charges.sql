@@ -1,10 +1,11 @@
 -- every billed nano attributed to a model, as billed. Where a batch has request rows, each
 -- model's share is the sum of its rows' cost_nanos (the model the provider reported) and
 -- what the rows do not explain is one 'unattributed' row; a batch without request rows is
--- attributed as a whole to metadata.model, else 'unknown'. A batch's current bill is dated
--- at its first charge (charged_at, from the FOCUS books); a restated bill's difference is
--- moved to the restatement's date by a pair of 'restatement' rows (minus at the first
--- charge, plus where restated), so each period sums exactly to int_billed_charges.
+-- attributed as a whole to metadata.model, else 'unknown', its requests taken from the
+-- batch's request_counts.total (the gateway's count) instead of its rows. A batch's current
+-- bill is dated at its first charge (charged_at, from the FOCUS books); a restated bill's
+-- difference is moved to the restatement's date by a pair of 'restatement' rows (minus at
+-- the first charge, plus where restated), so each period sums exactly to int_billed_charges.
 create or replace view int_model_charges as
 with first_charges as (
     select
@@ -22,6 +23,7 @@ billed as (
         b.session_id,
         b.metadata ->> '$.model' as metadata_model,
         b.billed_nanos as cost_nanos,
+        b.request_counts_total,
         coalesce(f.charged_at, b.charged_at) as charged_at
     from stg_batches as b
     left join first_charges as f on f.batch_id = b.batch_id
@@ -109,7 +111,7 @@ from_batches as (
         b.charged_at,
         coalesce(b.metadata_model, 'unknown') as model,
         case when b.metadata_model is null then 'none' else 'metadata' end as attribution,
-        null::bigint as requests,
+        b.request_counts_total::bigint as requests,
         null::bigint as completed_requests,
         null::bigint as failed_requests,
         null::bigint as input_tokens,

@@ -127,15 +127,15 @@ select
     rule,
     case
         when rule = 'baseline' then
-            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD vs a median of '
-            || nanos_to_usd(round(baseline_median_nanos)::hugeint)::varchar
-            || ' USD on the ' || baseline_days || ' days with spend before (score '
+            'spend ' || usd_cents_text(cost_nanos) || ' vs a median of '
+            || usd_cents_text(round(baseline_median_nanos))
+            || ' on the ' || baseline_days || ' days with spend before (score '
             || round(score, 1)::varchar || ')'
         when previous_day_nanos > 0 and cost_nanos >= 3 * previous_day_nanos then
-            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD is '
+            'spend ' || usd_cents_text(cost_nanos) || ' is '
             || round(cost_nanos / previous_day_nanos, 1)::varchar || 'x the day before'
         else
-            'spend ' || nanos_to_usd(cost_nanos::hugeint)::varchar || ' USD is '
+            'spend ' || usd_cents_text(cost_nanos) || ' is '
             || round(cost_nanos / baseline_median_nanos, 1)::varchar
             || 'x the median of the ' || baseline_days || ' earlier days with spend'
     end as explanation

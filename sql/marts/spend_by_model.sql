@@ -1,7 +1,8 @@
 -- spend per UTC day, provider and model. The model is the one the provider reported on
 -- each request (request rows); batches without request rows count under metadata.model
 -- or 'unknown', and what request rows do not explain under 'unattributed'
--- (attribution says which). Sums exactly to the bill.
+-- (attribution says which). requests counts request rows where attribution = 'requests',
+-- else the batches' request_counts.total. Sums exactly to the bill.
 create or replace view spend_by_model as
 with charges as (
     select
