@@ -30,6 +30,7 @@ from pipeline import __version__, runner
 from pipeline.config import (
     BASE_URL_ENV,
     CONFIG_ENV,
+    DEFAULT_API_DEADLINE_S,
     DEFAULT_BASE_URL,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
@@ -363,6 +364,15 @@ def _stderr_console() -> Any:
     help="Seconds per request before it is retried.",
 )
 @click.option(
+    "--api-deadline",
+    "api_deadline_s",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_API_DEADLINE_S,
+    show_default=True,
+    help="Seconds for the whole API part of the run (fetches and retries); ids not "
+    "fetched by then are recorded and the night is incomplete (exit 3).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=DEFAULT_MAX_RETRIES,
@@ -441,6 +451,7 @@ def run_cmd(
     base_url: str | None,
     concurrency: int,
     timeout_s: float,
+    api_deadline_s: float,
     retries: int,
     replay: tuple[Path, ...],
     db: Path,
@@ -504,7 +515,11 @@ def run_cmd(
     )
     if workers is not None:
         cfg = replace(cfg, workers=workers)
-    api = ApiConfig.from_env(base_url, concurrency, timeout_s, retries) if modes[1] else None
+    api = (
+        ApiConfig.from_env(base_url, concurrency, timeout_s, retries, api_deadline_s)
+        if modes[1]
+        else None
+    )
     ids = read_ids_file(ids_file) if ids_file else []
     if inputs and not stdin:
         try:
@@ -725,7 +740,8 @@ def _terminal_width() -> int | None:
     return max(shutil.get_terminal_size().columns, 20)
 
 
-def _print_rows(cur: Any, fmt: str, limit: int | None = None) -> None:
+def _print_rows(cur: Any, fmt: str, limit: int | None = None, note: bool = True) -> bool:
+    """Print the rows (at most ``limit``); True when there were more."""
     columns = [d[0] for d in cur.description]
     rows = cur.fetchmany(limit + 1) if limit else cur.fetchall()
     more = bool(limit) and len(rows) > (limit or 0)
@@ -734,8 +750,9 @@ def _print_rows(cur: Any, fmt: str, limit: int | None = None) -> None:
         click.echo(table(columns, rows, _terminal_width()))
     else:
         click.echo(FORMATS[fmt](columns, rows))
-    if more and fmt == "table":
+    if more and fmt == "table" and note:
         click.echo(f"(the first {limit:,} rows: --limit)")
+    return more
 
 
 format_option = click.option(
@@ -866,17 +883,60 @@ def sql_cmd(statement: str, db: Path, fmt: str, limit: int | None) -> None:
             raise ConfigError(
                 f"billing sql runs read-only queries only; got a {kind.name} statement"
             )
-        try:
-            cur = con.execute(statement)
-        except duckdb.Error as exc:
-            raise ConfigError(f"SQL error: {str(exc).splitlines()[0]}") from None
-        if cur.description is None:
-            click.echo("ok")
-            return
-        _print_rows(cur, fmt, limit)
+        with memory_cap(SQL_MEMORY_BYTES):
+            try:
+                cur = con.execute(statement)
+                if cur.description is None:
+                    click.echo("ok")
+                    return
+                more = _print_rows(cur, fmt, limit or MAX_SQL_ROWS, note=limit is not None)
+            except duckdb.OutOfMemoryException:
+                raise ConfigError(
+                    f"the query needs more than {SQL_MEMORY_BYTES // 2**20:,} MiB of memory"
+                    " (billing sql's bound): aggregate, filter or add a limit"
+                ) from None
+            except duckdb.Error as exc:
+                raise ConfigError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if more and limit is None:
+        click.echo(
+            f"billing: warning: more than {MAX_SQL_ROWS:,} rows: only the first"
+            f" {MAX_SQL_ROWS:,} were printed (pass --limit, aggregate, or use billing export)",
+            err=True,
+        )
+        sys.exit(EXIT_INCOMPLETE)
 
 
 MAX_SQL_BYTES = 1024 * 1024
+MAX_SQL_ROWS = 1_000_000  # rows billing sql prints without --limit (more: exit 3)
+SQL_MEMORY_BYTES = 768 * 1024**2  # address space a query may add to what the process holds
+
+
+@contextmanager
+def memory_cap(extra: int) -> Iterator[None]:
+    """Bound the process's address space to what it holds now plus ``extra`` bytes for the
+    length of the block: DuckDB's memory_limit does not bound a query's result (``select
+    range(200000000)`` took 12.7 GB), an allocation past the cap fails with
+    OutOfMemoryException instead. Linux and macOS; elsewhere a no-op."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/status") as fh:
+            held = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    except (ImportError, OSError, StopIteration, ValueError):
+        yield
+        return
+    cap = held + extra
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield  # already bounded tighter
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _sql_text(arg: str) -> str:

@@ -23,6 +23,7 @@ DEFAULT_BASE_URL = "https://api.phaseo.app/v1"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_API_DEADLINE_S = 3600.0  # the whole API part of a run (fetches, retries, lists)
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_KEEP_SNAPSHOTS = 7
 TOKEN_ENV = "PHASEO_API_KEY"
@@ -64,6 +65,7 @@ class ApiConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     max_retry_after_s: float = 120.0
+    deadline_s: float = DEFAULT_API_DEADLINE_S
 
     @classmethod
     def from_env(
@@ -72,6 +74,7 @@ class ApiConfig:
         concurrency: int | None = None,
         timeout_s: float | None = None,
         max_retries: int | None = None,
+        deadline_s: float | None = None,
     ) -> ApiConfig:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:
@@ -110,6 +113,7 @@ class ApiConfig:
             concurrency=conc,
             timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
             max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+            deadline_s=DEFAULT_API_DEADLINE_S if deadline_s is None else deadline_s,
         )
 
 

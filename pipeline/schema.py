@@ -76,6 +76,13 @@ RULES: dict[str, Rule] = {
         lambda: pa.Check.str_matches(r"^\S+$", name="not_empty", error="not_empty"),
         "{column} is missing or empty",
     ),
+    # an id is a key people type, join on and print: no NUL or other control character
+    "no_controls": Rule(
+        lambda: pa.Check.str_matches(
+            r"^[^\x00-\x1f\x7f-\x9f]*$", name="no_controls", error="no_controls"
+        ),
+        "{column} holds a control character (NUL, ESC, ...): {value!r}",
+    ),
 }
 
 
@@ -148,7 +155,7 @@ BREAKDOWN = "billing.pricing_breakdown"
 
 # What the normaliser produces for one batch (the order is only the frame's column order).
 BATCH: tuple[Column, ...] = (
-    C("id", "id", "id", "the gateway's batch id", "not_empty", required=True),
+    C("id", "id", "id", "the gateway's batch id", "not_empty", "no_controls", required=True),
     *(C(name, "text", doc=f"`{name}` as sent") for name in STRING_FIELDS),
     *(C(name, "timestamp", doc=f"`{name}`") for name in TIMESTAMP_FIELDS),
     C("request_counts_total", "count", "request_counts.total", "", "non_negative"),

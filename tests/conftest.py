@@ -19,8 +19,12 @@ def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def run_cli() -> Callable[..., Result]:
-    def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    def invoke(
+        *args: str | Path, env: dict[str, str] | None = None, data: bytes | str | None = None
+    ) -> Result:
+        return CliRunner().invoke(
+            cli, [str(a) for a in args], input=data, env=env, catch_exceptions=False
+        )
 
     return invoke
 

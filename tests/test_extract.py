@@ -63,7 +63,7 @@ def test_missing_input_and_empty_folder_are_errors(tmp_path: Path) -> None:
 
 
 def _reference_lines(data: bytes, limit: int, kept: int) -> list[tuple[bytes, int, int]]:
-    """What ``files._lines`` gives, the slow obvious way."""
+    """What ``files.iter_lines`` gives, the slow obvious way."""
     out = []
     parts = data.split(b"\n")
     for i, part in enumerate(parts):
@@ -96,7 +96,7 @@ def test_lines_are_cut_alike_whatever_the_block_and_line_sizes(
     ]
     data = b"\n".join(lines) + rng.choice([b"", b"\n"])
     split = rng.randint(0, len(data))
-    got = list(files._lines(io.BytesIO(data[split:]), data[:split] or None))
+    got = list(files.iter_lines(io.BytesIO(data[split:]), data[:split] or None))
     assert got == _reference_lines(data, 20, 5)
 
 

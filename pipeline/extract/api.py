@@ -22,6 +22,8 @@ import asyncio
 import logging
 import math
 import re
+import threading
+import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,9 +42,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from pipeline.config import ApiConfig
+from pipeline.config import ApiConfig, ConfigError
 from pipeline.extract import ROWS_REASON
-from pipeline.extract.files import MAX_RECORD_BYTES, RawRecord, kept_text
+from pipeline.extract.files import (
+    MAX_RECORD_BYTES,
+    EndlessLine,
+    RawRecord,
+    iter_lines,
+    kept_text,
+    unreadable,
+)
 from pipeline.redaction import redact, redact_json
 from pipeline.transform import lifecycle_group
 
@@ -160,6 +169,16 @@ def _retry_after(resp: Answer, cap: float) -> float | None:
     return None if math.isnan(seconds) else max(0.0, min(seconds, cap))  # NaN: no wish
 
 
+class DeadlinePassed(Exception):
+    """The run's API deadline (``--api-deadline``) passed: nothing more is asked."""
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(
+            f"the run's API deadline ({deadline_s:g} s, --api-deadline) passed before it was"
+            " fetched"
+        )
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(
         exc, _Transient | httpx.TimeoutException | httpx.TransportError | TimeoutError
@@ -197,6 +216,7 @@ class Client:
     ) -> None:
         self.api = api
         self._backoff = wait_exponential_jitter(multiplier=backoff_s, max=30.0)
+        self._deadline = time.monotonic() + api.deadline_s  # reset on entering
         # httpcore's pool scans every connection for every request (quadratic at high
         # concurrency), so connections are spread over shards of POOL_SHARD_SIZE each.
         shards = -(-api.concurrency // POOL_SHARD_SIZE)
@@ -221,7 +241,15 @@ class Client:
         log.debug("GET %s (authorization header not logged)", request.url)
 
     async def __aenter__(self) -> Client:
+        self._deadline = time.monotonic() + self.api.deadline_s
         return self
+
+    def _left(self) -> float:
+        """Seconds left before the run's API deadline; DeadlinePassed when none are."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlinePassed(self.api.deadline_s)
+        return left
 
     async def __aexit__(self, *exc: object) -> None:
         for http in self._shards:
@@ -229,9 +257,12 @@ class Client:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._backoff(state))
+        wish = (
+            exc.retry_after
+            if isinstance(exc, _Transient) and exc.retry_after is not None
+            else float(self._backoff(state))
+        )
+        return min(wish, max(self._deadline - time.monotonic(), 0.0))  # never past it
 
     async def _read(self, http: httpx.AsyncClient, path: str, params: Any, cap: int) -> Answer:
         """One attempt: the whole response within the deadline, at most ``cap`` bytes of
@@ -270,7 +301,12 @@ class Client:
 
         async def attempt() -> Answer:
             http = self._shards[shard % len(self._shards)]
-            resp = await self._read(http, path, params, max_bytes)
+            try:
+                async with asyncio.timeout(self._left()):
+                    resp = await self._read(http, path, params, max_bytes)
+            except TimeoutError:
+                self._left()  # the run's deadline, not this request's: DeadlinePassed
+                raise
             if resp.status == 429 or (resp.status >= 500 and resp.status != 501):
                 raise _Transient(resp.status, _retry_after(resp, self.api.max_retry_after_s))
             return resp
@@ -306,7 +342,10 @@ async def list_ids(client: Client, statuses: Iterable[str] = ()) -> list[str]:
                 params["status"] = status
             if after:
                 params["after"] = after
-            resp = await client.get("batches", params, max_bytes=4 * MAX_BODY_BYTES)
+            try:
+                resp = await client.get("batches", params, max_bytes=4 * MAX_BODY_BYTES)
+            except DeadlinePassed as exc:
+                raise FatalFetchError(f"listing batches: {exc}") from None
             if (fatal := _fatal(resp)) is not None:
                 raise fatal
             if resp.status != 200:
@@ -408,7 +447,7 @@ async def fetch_to_archive(
             except BodyTooLarge as exc:
                 report.error(batch_id, url, 200, str(exc), "too_large")
                 return
-            except (_Transient, httpx.HTTPError, TimeoutError) as exc:
+            except (_Transient, httpx.HTTPError, TimeoutError, DeadlinePassed) as exc:
                 status = exc.status if isinstance(exc, _Transient) else None
                 report.error(batch_id, url, status, _gave_up(client, exc), "failed")
                 return
@@ -462,6 +501,9 @@ async def _in_parallel(worker: Callable[[int], Coroutine[Any, Any, None]], n: in
 
 REQUEST_PAGE = 1000
 MAX_REQUEST_PAGES = 10_000
+# one batch's request rows, all pages: held to be archived as one envelope (the gateway
+# keeps up to 50,000 rows a batch, about 25 MiB)
+MAX_REQUEST_ROWS_BYTES = 128 * 1024 * 1024
 
 
 async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list[Any], str | None]:
@@ -471,14 +513,14 @@ async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list
     read to the end). (rows, None) or (partial rows, why not all)."""
     rows: list[Any] = []
     url = f"batches/{quote(batch_id, safe='')}/requests"
-    largest = 0
+    largest = held = 0
     for _ in range(MAX_REQUEST_PAGES):
         params = {"limit": REQUEST_PAGE, "offset": len(rows)}
         try:
             resp = await client.get(url, params, shard=shard, max_bytes=4 * MAX_BODY_BYTES)
         except BodyTooLarge as exc:
             return rows, str(exc)
-        except (_Transient, httpx.HTTPError, TimeoutError) as exc:
+        except (_Transient, httpx.HTTPError, TimeoutError, DeadlinePassed) as exc:
             return rows, _gave_up(client, exc)
         if (fatal := _fatal(resp)) is not None:
             raise fatal
@@ -494,6 +536,9 @@ async def _request_rows(client: Client, batch_id: str, shard: int) -> tuple[list
         owner = page.get("batch_id")
         if owner is not None and owner != batch_id:
             return rows, f"request rows of batch {redact(str(owner)[:200])!r}, not {batch_id!r}"
+        held += len(resp.body)
+        if held > MAX_REQUEST_ROWS_BYTES:
+            return rows, f"more than {MAX_REQUEST_ROWS_BYTES:,} bytes of request rows"
         rows.extend(data)
         if not data or len(data) < largest:
             return rows, None
@@ -535,6 +580,8 @@ async def fetch_requests_to_archive(
 def _gave_up(client: Client, exc: BaseException) -> str:
     """Why an id was not fetched: after every retry for a transient fault, at once else."""
     cause = str(exc) or type(exc).__name__
+    if isinstance(exc, DeadlinePassed):
+        return cause
     if isinstance(exc, TimeoutError):
         cause = f"no whole response within {client.api.timeout_s:g} s"
     if _is_transient(exc):
@@ -542,38 +589,96 @@ def _gave_up(client: Client, exc: BaseException) -> str:
     return cause
 
 
+MAX_ARCHIVE_LINE_BYTES = 2 * MAX_REQUEST_ROWS_BYTES  # one envelope: a body, escaped
+
+
 def read_archive(path: Path) -> Iterator[RawRecord]:
-    """Replay an archive: each envelope's body becomes a raw record (source = archive)."""
+    """Replay an archive: each envelope's body becomes a raw record (source = archive).
+    Read a block at a time: a line over MAX_ARCHIVE_LINE_BYTES is kept aside by its head,
+    and one with no end (``/dev/zero``) stops the replay as unreadable."""
     source = str(path)
     with path.open("rb") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                env = orjson.loads(line)
-                body = env["body"]
-                if not isinstance(body, str):
-                    raise TypeError
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                text = kept_text(line.decode("utf-8", errors="backslashreplace").strip())
-                yield RawRecord(source, n, text, None, "archive line is not a response envelope")
-                continue
-            error = env.get("error")
-            if isinstance(error, str):
-                yield RawRecord(source, n, kept_text(body), None, error)
-                continue
-            kind = "requests" if env.get("kind") == "requests" else "batch"
-            try:
-                yield RawRecord(source, n, body, orjson.loads(body), kind=kind)
-            except orjson.JSONDecodeError as exc:
-                reason = f"response body is not JSON: {exc}"
-                yield RawRecord(source, n, kept_text(body), None, reason)
+        try:
+            yield from _archive_records(source, iter_lines(fh, limit=MAX_ARCHIVE_LINE_BYTES))
+        except EndlessLine as exc:
+            yield unreadable(source, str(exc))
+
+
+def _archive_records(source: str, lines: Iterator[tuple[bytes, int, int]]) -> Iterator[RawRecord]:
+    for n, (line, _, size) in enumerate(lines, start=1):
+        if size > MAX_ARCHIVE_LINE_BYTES:
+            text = kept_text(line.decode("utf-8", errors="backslashreplace"))
+            limit = MAX_ARCHIVE_LINE_BYTES // 2**20
+            yield RawRecord(
+                source, n, text, None, f"archive line is {size:,} bytes, over {limit} MiB"
+            )
+            continue
+        if not line.strip():
+            continue
+        try:
+            env = orjson.loads(line)
+            body = env["body"]
+            if not isinstance(body, str):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            text = kept_text(line.decode("utf-8", errors="backslashreplace").strip())
+            yield RawRecord(source, n, text, None, "archive line is not a response envelope")
+            continue
+        error = env.get("error")
+        if isinstance(error, str):
+            yield RawRecord(source, n, kept_text(body), None, error)
+            continue
+        kind = "requests" if env.get("kind") == "requests" else "batch"
+        try:
+            yield RawRecord(source, n, body, orjson.loads(body), kind=kind)
+        except orjson.JSONDecodeError as exc:
+            reason = f"response body is not JSON: {exc}"
+            yield RawRecord(source, n, kept_text(body), None, reason)
+
+
+MAX_IDS_FILE_BYTES = 64 * 1024 * 1024  # about 1.5 million ids
+IDS_FILE_DEADLINE_S = 60.0  # a pipe (``<(cmd)``, a FIFO) must be written and closed by then
+
+
+class IdsFileError(ConfigError):
+    """The ids file cannot be read whole: too large, or a pipe nobody finishes."""
+
+
+def _read_capped(path: Path, cap: int, deadline_s: float) -> bytes:
+    """At most ``cap`` bytes (one more tells it is over), within ``deadline_s``: a FIFO
+    with no writer blocks in ``open`` and ``/dev/zero`` never ends, so the read runs in a
+    daemon thread the caller stops waiting for."""
+    box: dict[str, Any] = {}
+
+    def read() -> None:
+        try:
+            with path.open("rb") as fh:
+                box["data"] = fh.read(cap + 1)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=read, name="ids-file", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        raise IdsFileError(
+            f"{path}: nothing finished writing it within {deadline_s:g} s (a pipe with no"
+            " writer, or one that never closes)"
+        )
+    if "error" in box:
+        raise box["error"]
+    data: bytes = box["data"]
+    if len(data) > cap:
+        raise IdsFileError(f"{path}: over {cap // 2**20} MiB of ids: split it into several runs")
+    return data
 
 
 def read_ids_file(path: Path) -> list[str]:
     """One id a line; blank lines and ``#`` comments are ignored. Bytes that are not UTF-8
-    are kept visible (``\\xff``), so such an id is recorded as invalid, not guessed."""
-    text = path.read_bytes().decode("utf-8", errors="backslashreplace").lstrip("\ufeff")
+    are kept visible (``\\xff``), so such an id is recorded as invalid, not guessed. At
+    most MAX_IDS_FILE_BYTES, read within IDS_FILE_DEADLINE_S."""
+    data = _read_capped(path, MAX_IDS_FILE_BYTES, IDS_FILE_DEADLINE_S)
+    text = data.decode("utf-8", errors="backslashreplace").lstrip("\ufeff")
     ids = []
     for line in text.splitlines():
         item = line.split("#", 1)[0].strip()

@@ -264,26 +264,50 @@ def _jsonl_records(source: str, first_line: int, lines: Iterable[bytes]) -> Iter
 _BLOCK = 4 * 1024 * 1024
 
 
-def _lines(fh: Any, first: bytes | None = None) -> Iterator[tuple[bytes, int, int]]:
+class EndlessLine(Exception):
+    """A line with no end in sight (``/dev/zero`` on stdin, a stream that never sends a
+    newline): reading stops after MAX_LINE_SKIP bytes of it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"a line of more than {size // 2**20:,} MiB with no end: stopped reading here"
+            " (the records after it were not read)"
+        )
+
+
+MAX_LINE_SKIP = 1024 * 1024 * 1024  # an oversize line is skipped to its end, up to this
+
+
+def iter_lines(
+    fh: Any, first: bytes | None = None, limit: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
     """(line, bytes with its newline, bytes of the record) for each line, never holding
-    more than MAX_RECORD_BYTES of one line: an oversize line yields only its head.
-    ``first``: bytes already read from the start of ``fh``. Reads in blocks (a line
-    costs a ``find``, not a ``readline`` call)."""
+    more than ``limit`` bytes of one line: an oversize line yields only its head, and a
+    line past MAX_LINE_SKIP raises :class:`EndlessLine`. ``first``: bytes already read
+    from the start of ``fh``. Reads in blocks (a line costs a ``find``, not a
+    ``readline`` call). Old Mac line endings (CR alone, no LF in the first block) are
+    read as newlines: a CR cannot occur raw inside a JSON value."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
     buf = first or b""
+    cr = cr_only(buf)
+    if cr:
+        buf = buf.replace(b"\r", b"\n")
     while True:
         i = 0
         while (nl := buf.find(b"\n", i)) >= 0:
             record = nl - i
-            if record > MAX_RECORD_BYTES:
+            if record > limit:
                 yield buf[i : i + MAX_RAW_KEPT], record + 1, record
             else:
                 yield buf[i : nl + 1], record + 1, record
             i = nl + 1
         rest = buf[i:]
-        if len(rest) > MAX_RECORD_BYTES:  # a line too long so far: skip to its end
+        if len(rest) > limit:  # a line too long so far: skip to its end
             head, size = rest[:MAX_RAW_KEPT], len(rest)
             while True:
                 block = fh.read(_BLOCK)
+                if cr:
+                    block = block.replace(b"\r", b"\n")
                 if not block:
                     yield head, size, size
                     return
@@ -294,13 +318,25 @@ def _lines(fh: Any, first: bytes | None = None) -> Iterator[tuple[bytes, int, in
                     buf = block[nl + 1 :]
                     break
                 size += len(block)
+                if size > MAX_LINE_SKIP:
+                    raise EndlessLine(MAX_LINE_SKIP)
             continue
         block = fh.read(_BLOCK)
+        if cr:
+            block = block.replace(b"\r", b"\n")
         if not block:
             if rest:
                 yield rest, len(rest), len(rest)
             return
         buf = rest + block
+
+
+SNIFF_CR = 64 * 1024  # where CR-only line endings are recognised
+
+
+def cr_only(head: bytes) -> bool:
+    """Lines ended by CR alone (old Mac files): a CR and no LF in the first 64 KiB."""
+    return b"\n" not in head[:SNIFF_CR] and b"\r" in head[:SNIFF_CR]
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +349,7 @@ class LineSlice:
     end: int
     first_line: int
     lines: int
+    cr_only: bool = False  # the file ends its lines with CR alone
 
     def records(self) -> list[RawRecord]:
         try:
@@ -330,6 +367,8 @@ class LineSlice:
                     f" now it ends at byte {self.start + len(data)}): load it again",
                 )
             ]
+        if self.cr_only:
+            data = data.replace(b"\r", b"\n")
         parts = data.split(b"\n")
         if data.endswith(b"\n"):
             parts.pop()
@@ -370,7 +409,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     source = str(path)
     try:
         with path.open("rb") as fh:
-            first = fh.read(SNIFF_BYTES)
+            first = fh.read(SNIFF_CR)  # enough to tell CR-only line endings
             why = binary_format(first)
             if why is not None:
                 yield unreadable(source, why)
@@ -382,11 +421,15 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
 
 def _jsonl_stream(source: str, fh: Any, first: bytes | None = None) -> Iterator[RawRecord]:
     """One record a line; an oversize line is quarantined with its head only."""
-    for n, (raw, _, size) in enumerate(_lines(fh, first), start=1):
-        if size > MAX_RECORD_BYTES:
-            yield _oversize(source, n, raw, size)
-        elif (rec := _decode(source, n, raw)) is not None:
-            yield rec
+    n = 0
+    try:
+        for n, (raw, _, size) in enumerate(iter_lines(fh, first), start=1):
+            if size > MAX_RECORD_BYTES:
+                yield _oversize(source, n, raw, size)
+            elif (rec := _decode(source, n, raw)) is not None:
+                yield rec
+    except EndlessLine as exc:
+        yield unreadable(source, f"line {n + 1}: {exc}")
 
 
 def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
@@ -394,15 +437,16 @@ def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
     source, start, first, n, pos = str(path), 0, 1, 0, 0
     try:
         with path.open("rb") as fh:
-            head = fh.read(SNIFF_BYTES)
+            head = fh.read(SNIFF_CR)
             why = binary_format(head)
             if why is not None:
                 yield [unreadable(source, why)]
                 return
-            for raw, length, record_bytes in _lines(fh, head):
+            cr = cr_only(head)
+            for raw, length, record_bytes in iter_lines(fh, head):
                 if record_bytes > MAX_RECORD_BYTES:
                     if n:
-                        yield LineSlice(source, start, pos, first, n)
+                        yield LineSlice(source, start, pos, first, n, cr)
                     yield [_oversize(source, first + n, raw, record_bytes)]
                     pos += length
                     start, first, n = pos, first + n + 1, 0
@@ -410,13 +454,18 @@ def _jsonl_slices(path: Path, size: int) -> Iterator[Chunk]:
                 pos += length
                 n += 1
                 if n == size:
-                    yield LineSlice(source, start, pos, first, n)
+                    yield LineSlice(source, start, pos, first, n, cr)
                     start, first, n = pos, first + n, 0
     except OSError as exc:
         yield [unreadable(source, _os_error(exc))]
         return
+    except EndlessLine as exc:
+        if n:
+            yield LineSlice(source, start, pos, first, n, cr)
+        yield [unreadable(source, f"line {first + n}: {exc}")]
+        return
     if n:
-        yield LineSlice(source, start, pos, first, n)
+        yield LineSlice(source, start, pos, first, n, cr)
 
 
 def chunked(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
@@ -558,6 +607,9 @@ def read_stream(fh: BinaryIO, source: str = STDIN) -> Iterator[RawRecord]:
     why = binary_format(first)
     if why is not None:
         yield unreadable(source, why)
+        return
+    if cr_only(first):  # CR-only line endings: one record a CR (_lines reads them so)
+        yield from _jsonl_stream(source, fh, first)
         return
     head = (first[3:] if first.startswith(_BOM) else first).strip()
     oversize = len(first) > MAX_RECORD_BYTES
