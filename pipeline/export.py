@@ -1,4 +1,4 @@
-"""Export the fact tables as Hive-partitioned Parquet (``month=YYYY-MM/provider=NAME``).
+"""Export the fact tables as Hive-partitioned Parquet (``month=YYYY-MM/provider_key=KEY``).
 
 The export is written into a temporary sibling folder and swapped into place with
 renames, so a reader never sees half an export. Money stays exact: ``BIGINT`` nanos and
@@ -25,7 +25,39 @@ import duckdb
 from pipeline import __version__
 from pipeline.load import sql_string
 
-PARTITIONS = ["month", "provider"]
+PARTITIONS = ["month", "provider_key"]
+# The provider folder is a safe, bounded key (50,000 providers made 50,000 folders and a
+# 300-character name failed the export): the name itself when it is short and plain,
+# else 'h' + 16 hex of its md5; past the MAX_PROVIDER_FOLDERS providers with most
+# batches, '_other'. The files keep the provider's own name in `provider`.
+MAX_PROVIDER_FOLDERS = 64
+PROVIDER_KEY_SQL = """
+with data as ({sql}),
+
+ranked as (
+    select
+        coalesce(provider, 'unknown') as provider,
+        row_number() over (order by count(*) desc, coalesce(provider, 'unknown')) as rank
+    from batches
+    group by 1
+)
+
+select
+    data.*,
+    case
+        when ranked.rank is null or ranked.rank > {cap} then '_other'
+        when regexp_full_match(data.provider, '[A-Za-z0-9][A-Za-z0-9._-]{{0,62}}')
+            then data.provider
+        else 'h' || left(md5(data.provider), 16)
+    end as provider_key
+from data
+left join ranked on ranked.provider = data.provider
+"""
+
+
+def _keyed(sql: str) -> str:
+    return PROVIDER_KEY_SQL.format(sql=sql, cap=MAX_PROVIDER_FOLDERS)
+
 
 # dataset -> (query, nanos column). Partition columns: the UTC month of the charge date
 # and the provider ('unknown' where the batch names none).
@@ -147,7 +179,7 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> ExportResult:
         for name, (sql, money) in DATASETS.items():
             rows[name], nanos[name] = _count(con, sql, money)
             if rows[name]:
-                con.sql(sql).write_parquet(str(tmp / name), partition_by=PARTITIONS)
+                con.sql(_keyed(sql)).write_parquet(str(tmp / name), partition_by=PARTITIONS)
             else:
                 (tmp / name).mkdir()
         return {
@@ -168,6 +200,27 @@ FOCUS_SQL = """
 select *, strftime(BillingPeriodStart at time zone 'UTC', '%Y-%m') as billing_period
 from focus_charges
 """
+
+
+def _csv_safe(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """``sql`` with every text cell a spreadsheet would run as a formula (it starts with
+    =, +, -, @, tab or CR: OWASP's CSV-injection guidance) prefixed with a single quote;
+    numbers, dates and decimals are written as they are."""
+    columns = con.execute(f"describe {sql}").fetchall()
+    select = ", ".join(
+        CSV_SAFE_CELL.format(col=_ident(name)) if str(kind).upper() == "VARCHAR" else _ident(name)
+        for name, kind, *_ in columns
+    )
+    return f"select {select} from ({sql})"  # noqa: S608 (our own SQL and column names)
+
+
+CSV_SAFE_CELL = (
+    "case when regexp_matches({col}, '^[=+@\\t\\r-]') then chr(39) || {col} else {col} end as {col}"
+)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def export_focus(
@@ -196,7 +249,7 @@ def export_focus(
             )
         else:
             con.execute(
-                f"copy ({FOCUS_SQL}) to '{sql_string(target)}' "
+                f"copy ({_csv_safe(con, FOCUS_SQL)}) to '{sql_string(target)}' "
                 "(format csv, header, partition_by (billing_period))"
             )
         return {

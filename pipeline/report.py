@@ -36,6 +36,14 @@ def usd_cents(nanos: Any) -> str:
     return f"{sign}${cents // 100:,}.{cents % 100:02d}"
 
 
+MAX_NAMES = 20  # names a summary lists before 'and N more' (100,000 new fields: 1.6 MB)
+
+
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    return shown if len(names) <= MAX_NAMES else f"{shown} and {len(names) - MAX_NAMES:,} more"
+
+
 def signed_usd(nanos: int) -> str:
     return ("+" if nanos >= 0 else "") + usd(nanos)
 
@@ -113,7 +121,7 @@ def run_summary(result: RunResult, db: str) -> str:
         )
     if s.new_fields:
         lines.append(
-            f"  new fields  {', '.join(s.new_fields)} (first seen; loaded, see schema_drift)"
+            f"  new fields  {_some(s.new_fields)} (first seen; loaded, see schema_drift)"
         )
     lines.append(
         f"  mismatches  {s.reconciliation_issues:,}"
@@ -159,7 +167,8 @@ def run_summary_json(result: RunResult, db: str, exit_code: int) -> dict[str, An
         "not_fetched": [{"batch_id": b, "reason": r} for b, r in result.not_fetched],
         "request_rows_not_fetched": [b for b, _ in _split_not_fetched(result.not_fetched)[1]],
         "unreadable": result.unreadable,
-        "new_fields": s.new_fields,
+        "new_fields": s.new_fields[:MAX_NAMES],
+        "new_fields_count": len(s.new_fields),
         "reconciliation_issues": s.reconciliation_issues,
         "focus_corrections": s.corrections,
         "total_cost_nanos": _json_value(s.total_after),

@@ -257,7 +257,7 @@ def execute(
                 "total_cost_nanos_after": s.total_after,
                 "cost_delta_nanos": s.total_after - s.total_before,
                 "reconciliation_issues": s.reconciliation_issues,
-                "new_fields": s.new_fields,
+                "new_fields": s.new_fields[:20],  # the first 20; all in schema_drift
             }
         )
         _commit(ldr)

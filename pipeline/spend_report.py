@@ -36,6 +36,8 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+MAX_HTML_ROWS = 200  # rows a table shows; the rest are counted and in its CSV
+MAX_CSV_ROWS = 20_000  # rows a table's CSV link holds (a data: URL inside the page)
 TOTALLED = ("batches", "requests", "lines")  # counts summed in a total row, with *_nanos
 
 
@@ -80,16 +82,31 @@ def table(
     empty: str = "none",
     csv_name: str | None = None,
 ) -> str:
-    """An HTML table of exact figures; with ``csv_name``, a link that downloads them."""
+    """An HTML table of exact figures; with ``csv_name``, a link that downloads them. At
+    most MAX_HTML_ROWS rows are shown (and MAX_CSV_ROWS downloadable), saying so."""
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
     cols = list(columns or rows[0].keys())
-    link = (
-        f'<a class="csv" download="{esc(csv_name)}.csv" href="{esc(csv_href(rows, cols))}">'
-        f"download CSV ({len(rows):,} rows)</a>"
-        if csv_name
-        else ""
-    )
+    link = ""
+    if csv_name:
+        exported = rows[:MAX_CSV_ROWS]
+        count = (
+            f"{len(rows):,} rows"
+            if len(rows) == len(exported)
+            else f"the first {len(exported):,} of {len(rows):,} rows: billing sql for all"
+        )
+        link = (
+            f'<a class="csv" download="{esc(csv_name)}.csv" '
+            f'href="{esc(csv_href(exported, cols))}">download CSV ({count})</a>'
+        )
+    if len(rows) > MAX_HTML_ROWS:
+        tail = [rows[-1]] if rows[-1].get("_total") else []
+        hidden = len(rows) - MAX_HTML_ROWS - len(tail)
+        rows = [
+            *rows[:MAX_HTML_ROWS],
+            {cols[0]: f"… {hidden:,} more rows (in the CSV)"},
+            *tail,
+        ]
     head = "".join(f"<th>{esc(c.replace('_nanos', ' (USD)'))}</th>" for c in cols)
     body = "".join(
         ('<tr class="sum">' if r.get("_total") else "<tr>")
@@ -104,9 +121,33 @@ def table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{link}"
 
 
+TOP_PROVIDERS = 8  # providers drawn and tabled by name each day; the rest as '(others)'
+OTHERS = "(others)"
+
+
+def lump_providers(rows: Rows, keep: int = TOP_PROVIDERS) -> Rows:
+    """Daily rows with every provider past the ``keep`` largest of the period summed into
+    one '(others)' provider per day: 50,000 providers made a 50,000-column table and ran
+    the report out of memory. Sums are unchanged."""
+    spend: dict[str, int] = {}
+    for r in rows:
+        spend[str(r["provider"])] = spend.get(str(r["provider"]), 0) + int(r["cost_nanos"] or 0)
+    if len(spend) <= keep + 1:
+        return rows
+    kept = set(sorted(spend, key=lambda k: (-spend[k], k))[:keep])
+    out: dict[tuple[Any, str], int] = {}
+    for r in rows:
+        name = str(r["provider"]) if str(r["provider"]) in kept else OTHERS
+        out[(r["day"], name)] = out.get((r["day"], name), 0) + int(r["cost_nanos"] or 0)
+    return [{"day": d, "provider": n, "cost_nanos": v} for (d, n), v in out.items()]
+
+
 def _pivot(rows: Rows) -> Rows:
     """Daily rows × provider columns, with the day's total."""
-    providers = sorted({str(r["provider"]) for r in rows})
+    spend: dict[str, int] = {}
+    for r in rows:
+        spend[str(r["provider"])] = spend.get(str(r["provider"]), 0) + int(r["cost_nanos"] or 0)
+    providers = sorted(spend, key=lambda k: (k == OTHERS, k))
     days: dict[Any, dict[str, Any]] = {}
     for r in rows:
         day = days.setdefault(
@@ -115,6 +156,22 @@ def _pivot(rows: Rows) -> Rows:
         day[f"{r['provider']}_nanos"] += int(r["cost_nanos"] or 0)
         day["total_nanos"] += int(r["cost_nanos"] or 0)
     return list(days.values())
+
+
+def top_rows(rows: Rows, keep: int, label: str = OTHERS) -> Rows:
+    """The first ``keep`` rows and one row summing the rest (money and counts), labelled
+    in the first column: a table of 50,000 providers stays readable and still sums."""
+    if len(rows) <= keep + 1:
+        return rows
+    rest = rows[keep:]
+    keys = list(rows[0].keys())
+    other: dict[str, Any] = dict.fromkeys(keys)
+    other[keys[0]] = f"{label} ({len(rest):,})"
+    for key in keys[1:]:
+        if key.endswith("_nanos") or key in TOTALLED:
+            values = [r[key] for r in rest if isinstance(r.get(key), int)]
+            other[key] = sum(values) if values else None
+    return [*rows[:keep], other]
 
 
 def _sum_by(rows: Rows, keys: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
@@ -303,6 +360,7 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
     total_before = finance.totals(con, before)["cost_nanos"]
     through = finance.data_through(con, p)
     over_time = finance.spend_over_time(con, p)
+    daily = lump_providers(over_time)
     providers = finance.spend_by_provider(con, p)
     models = finance.spend_by_model(con, p)
     sessions = finance.top_sessions(con, p)
@@ -373,7 +431,7 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
         return palette.get(str(provider), NEUTRAL)
 
     charts = [
-        stacked_bars(over_time, p, "Spend over time by provider (UTC days)", palette),
+        stacked_bars(daily, p, "Spend over time by provider (UTC days)", palette),
         hbars(
             [(str(r["provider"]), int(r["cost_nanos"]), color(r["provider"])) for r in providers],
             "Spend by provider",
@@ -454,11 +512,17 @@ priced but not billed (not spend): <span id="unbilled" title="exact: {
 
 <h2>Spend over time</h2>
 {charts[0]}
-{table(with_total(_pivot(over_time)), None, "no spend in this period", "spend_by_day")}
+{table(with_total(_pivot(daily)), None, "no spend in this period", "spend_by_day")}
 
 <h2>By provider</h2>
 {charts[1]}
-{table(with_total(providers), ["provider", "batches", "cost_nanos"], csv_name="spend_by_provider")}
+{
+        table(
+            with_total(top_rows(providers, 20)),
+            ["provider", "batches", "cost_nanos"],
+            csv_name="spend_by_provider",
+        )
+    }
 
 <h2>By model</h2>
 {charts[2]}
@@ -495,7 +559,7 @@ nothing: billed error responses and batches that were cancelled. Batches that fa
 expired part-way delivered what they billed (shown apart, not waste).</p>
 {
         table(
-            with_total(waste),
+            with_total(top_rows(waste, 20)),
             [
                 "provider",
                 "error_response_nanos",
@@ -516,7 +580,7 @@ spend, in no total above or in the FOCUS export. Finished batches without a bill
 {unbilled["final_without_bill"]:,}. See the view spend_unbilled.</p>
 {
         table(
-            with_total(unbilled["reasons"]),
+            with_total(top_rows(unbilled["reasons"], 20)),
             ["reason_base", "reason_detail", "batches", "cost_nanos"],
             "nothing priced and left unbilled",
             "priced_not_billed",

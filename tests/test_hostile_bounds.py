@@ -227,3 +227,138 @@ def test_a_nul_inside_an_id_is_kept_aside_not_loaded(
     reasons = query(db, "select reason from rejected_batches")
     assert len(reasons) == 1 and "control character" in reasons[0][0], reasons
     assert "\x00" not in result.output
+
+
+# -- floods: many providers, keys, fields ------------------------------------------------
+
+
+def _flood(path: Path, count: int, **make: Any) -> Path:
+    with path.open("w") as fh:
+        for i in range(1, count + 1):
+            fh.write(json.dumps(batch(i, **{k: f(i) for k, f in make.items()})) + "\n")
+    return path
+
+
+def test_thousands_of_providers_give_a_bounded_report_and_lake(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """50,000 providers: the report ran out of memory (one table column each) and the
+    Parquet export ran past 15 minutes (one folder each); a 300-character name failed it."""
+    n = 3000
+    path = _flood(tmp_path / "many.jsonl", n, provider=lambda i: f"p{i:05d}" + "x" * 300 * (i == 7))
+    assert run_cli("run", path, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "r.html"
+    result = run_cli("report", "--db", db, "--out", out, "--month", "2026-11")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{out}: November 2026, $900.000000000\n"
+    page = out.read_text()
+    day = page.split("<h2>Spend over time</h2>")[1].split("</thead>")[0]
+    assert day.count("<th>") == 1 + 8 + 1 + 1  # day, the 8 largest, (others), total
+    assert "(others) (USD)" in day
+    by_provider = page.split("<h2>By provider</h2>")[1].split("<h2>")[0]
+    assert "(others) (2,980)" in by_provider  # the 20 largest, then one row for the rest
+    from urllib.parse import unquote
+
+    href = by_provider.split('href="data:text/csv;charset=utf-8,')[1].split('"')[0]
+    assert unquote(href).splitlines()[-2:] == [
+        '"(others) (2,980)",2980,894000000000,894',
+        "total,3000,900000000000,900",
+    ]
+    lake = tmp_path / "lake"
+    exported = run_cli("export", "--db", db, "--out", lake)
+    assert exported.exit_code == 0, exported.output
+    folders = sorted(p.name for p in (lake / "batches" / "month=2026-11").iterdir())
+    assert len(folders) == 65  # the 64 providers with most batches and one '_other'
+    assert "provider_key=_other" in folders
+    assert all(len(f) < 80 for f in folders)
+    import duckdb
+
+    con = duckdb.connect()
+    total, providers = con.execute(
+        "select sum(cost_nanos), count(distinct provider) from read_parquet($1, hive_partitioning = true)",
+        [str(lake / "batches" / "**" / "*.parquet")],
+    ).fetchall()[0]
+    assert (total, providers) == (900_000_000_000, n)  # every provider's own name kept
+
+
+def test_thousands_of_metadata_keys_do_not_exhaust_any_reader(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """100 batches of 20,000 metadata keys ran the report, the FOCUS export and check out
+    of memory (json_each's rows each carry the whole document)."""
+    keys = {f"k{j}": f"v{j}" for j in range(20_000)}
+    path = _flood(tmp_path / "keys.jsonl", 20, metadata=lambda i: {**keys, "team": f"t{i % 3}"})
+    assert run_cli("run", path, "--db", db, "-q").exit_code == 0
+    out = tmp_path / "r.html"
+    assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
+    page = out.read_text()
+    assert page.count("<h3>") == 20  # the 20 keys most batches carry, each its own section
+    checked = run_cli("check", "--db", db, "--month", "2026-11")
+    assert checked.exit_code == 0, checked.output
+    focus = tmp_path / "focus"
+    assert run_cli("export", "--db", db, "--format", "focus", "--out", focus).exit_code == 0
+    import duckdb
+
+    con = duckdb.connect()
+    tags = con.execute(
+        "select Tags from read_parquet($1) limit 1",
+        [str(focus / "focus_charges" / "**" / "*.parquet")],
+    ).fetchall()[0][0]
+    assert len(json.loads(tags)) == 20_001  # every key kept in FOCUS Tags
+
+
+def test_a_key_given_twice_counts_once_and_nulls_are_no_tag(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "twice.jsonl"
+    one = json.dumps(batch(1, metadata={"team": "a", "gone": None})).encode()
+    two = (
+        json.dumps(batch(2))
+        .encode()
+        .replace(b'"metadata": {', b'"metadata": {"team": "x", "team": "y", ')
+    )
+    path.write_bytes(one + b"\n" + two + b"\n")
+    assert run_cli("run", path, "--db", db, "-q").exit_code == 0
+    # a key given twice is read as JSON parsers do (the last value), once
+    assert query(db, "select batch_id, tag_key, tag_value from int_batch_tags order by all") == [
+        (batch(1)["id"], "gone", None),
+        (batch(1)["id"], "team", "a"),
+        (batch(2)["id"], "team", "search"),
+    ]
+    assert query(
+        db,
+        "select tag_value, sum(cost_nanos) from spend_by_tag where tag_key = 'team' group by 1 order by 1",
+    ) == [("a", 300_000_000), ("search", 300_000_000)]
+
+
+def test_thousands_of_new_fields_make_a_short_summary(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    b = batch(1)
+    b.update({f"new_field_{j:06d}": j for j in range(5_000)})  # 100,000 made 1.6 MB
+    result = run_cli("run", write_jsonl(tmp_path / "f.jsonl", [b]), "--db", db)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("  new fields"))
+    assert line.endswith("new_field_000019 and 4,980 more (first seen; loaded, see schema_drift)")
+    assert len(result.output) < 3000
+    assert scalar(db, "select count(*) from schema_drift") >= 5_000
+
+
+def test_focus_csv_cells_are_neutralised_and_every_row_whole(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    evil = batch(1, provider='=HYPERLINK("http://x")', session_id="-2+3", metadata={"t": "@x"})
+    assert (
+        run_cli("run", write_jsonl(tmp_path / "e.jsonl", [evil]), "--db", db, "-q").exit_code == 0
+    )
+    out = tmp_path / "focus"
+    assert run_cli("export", "--db", db, "--format", "focus-csv", "--out", out).exit_code == 0
+    (file,) = (out / "focus_charges").glob("*/*.csv")
+    rows = list(csv.DictReader(file.open(newline="")))
+    assert len(rows) == 2 and all(None not in r for r in rows)  # no row with extra cells
+    assert {r["PublisherName"] for r in rows} == {'\'=HYPERLINK("http://x")'}
+    assert {r["x_SessionId"] for r in rows} == {"'-2+3"}
+    assert {r["BilledCost"] for r in rows} == {"0.100000000", "0.200000000"}  # numbers as they are
+    assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values())

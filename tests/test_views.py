@@ -407,8 +407,8 @@ def test_parquet_export_reads_back_with_the_same_totals(
     assert not stale.exists()  # its own earlier export is replaced as a whole
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert sorted(str(p.relative_to(out / "batches")) for p in (out / "batches").glob("*/*")) == [
-        "month=2026-11/provider=anthropic",
-        "month=2026-11/provider=openai",
+        "month=2026-11/provider_key=anthropic",
+        "month=2026-11/provider_key=openai",
     ]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["datasets"]["focus_charges"] == {"rows": 5, "total_nanos": "1350000000"}

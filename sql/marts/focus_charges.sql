@@ -47,19 +47,15 @@ tags as (
     -- user metadata as FOCUS Tags: flat key-value pairs, nested values as JSON text; the
     -- config's attribution.tags when it names some, else every key
     select
-        batch_id,
-        json_group_object(
-            t.key,
-            case when t.type in ('OBJECT', 'ARRAY') then to_json(t.value::varchar) else t.value end
-        ) as tags
-    from (
-        select distinct batch_id, metadata from ledger
-        where json_type(metadata) = 'OBJECT'
-    ) as m,
-        json_each(m.metadata) as t
-    where not exists (select 1 from attribution_keys)
-        or t.key in (select tag_key from attribution_keys)
-    group by batch_id
+        t.batch_id,
+        json_group_object(t.tag_key, t.tag_json) as tags
+    from int_batch_tags as t
+    where t.batch_id in (select batch_id from ledger)
+        and (
+            not exists (select 1 from attribution_keys)
+            or t.tag_key in (select tag_key from attribution_keys)
+        )
+    group by t.batch_id
 )
 
 select

@@ -1,16 +1,32 @@
 -- spend per UTC day, tag key, tag value and provider, as billed (by charge date; a
 -- restatement's difference on the day it was restated). The keys are the config file's
--- attribution.tags (every metadata key when it names none); a batch without a key counts
+-- attribution.tags (when it names none: the 20 metadata keys most batches carry, so a
+-- flood of keys cannot multiply every batch by thousands); a batch without a key counts
 -- under '(untagged)', so each key's rows sum exactly to the bill.
 create or replace view spend_by_tag as
 with chosen as (
     select tag_key from attribution_keys
 ),
 
+metadata_keys as (
+    -- the keys alone (json_keys): cheaper than reading every tag's value twice
+    select unnest(list_distinct(json_keys(metadata))) as tag_key
+    from stg_batches
+    where json_type(metadata) = 'OBJECT'
+),
+
+common_keys as (
+    select tag_key
+    from metadata_keys
+    group by tag_key
+    order by count(*) desc, tag_key
+    limit 20
+),
+
 tag_keys as (
     select tag_key from chosen
     union
-    select distinct tag_key from int_batch_tags
+    select tag_key from common_keys
     where not exists (select 1 from chosen)
 ),
 
