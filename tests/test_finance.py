@@ -694,9 +694,9 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
         assert re.search(r'<div class="total" id="total" title="exact: \$[\d,.]+">\$368\.81<', dom)
         # what a reader sees on the first screen: every provider in its one colour
         png = tmp_path / f"shot{width}.png"
-        _render(out, tmp_path / f"s{width}", f"--window-size={width},1000", f"--screenshot={png}")
+        _render(out, tmp_path / f"s{width}", f"--window-size={width},800", f"--screenshot={png}")
         w, h, rows = png_pixels(png.read_bytes())
-        assert (w, h) == (width, 1000)
+        assert (w, h) == (width, 800)
         seen: dict[str, int] = {}
         for row in rows:
             for i in range(0, len(row), 3):

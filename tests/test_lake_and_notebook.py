@@ -48,6 +48,8 @@ def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: 
         .appName("billing-export-test")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "1")  # one core, tiny data: no 200 tasks
+        .config("spark.default.parallelism", "1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .getOrCreate()
     )

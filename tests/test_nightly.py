@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -247,8 +248,10 @@ def snapshots(n: int, cost_a: int, cost_b: int, restate: bool) -> list[dict[str,
     return out
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+@settings(  # 10 orders in make test (about 1 s each); PROPERTY_EXAMPLES=200 for a long hunt
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "10")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     data=st.data(),
