@@ -120,9 +120,7 @@ def run_summary(result: RunResult, db: str) -> str:
             result.unreadable,
         )
     if s.new_fields:
-        lines.append(
-            f"  new fields  {_some(s.new_fields)} (first seen; loaded, see schema_drift)"
-        )
+        lines.append(f"  new fields  {_some(s.new_fields)} (first seen; loaded, see schema_drift)")
     lines.append(
         f"  mismatches  {s.reconciliation_issues:,}"
         + (" (see view billing_reconciliation)" if s.reconciliation_issues else "")
