@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +54,7 @@ from pipeline.extract import (
     read_stream,
 )
 from pipeline.extract.files import STDIN, file_size, find_inputs
-from pipeline.load import LockedError, NotABillingDatabase, Store, reader
+from pipeline.load import reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import (
     FORMATS,
@@ -64,6 +65,14 @@ from pipeline.report import (
     table,
     usd,
     usd_cents,
+)
+from pipeline.store import (
+    ChangedDuringRun,
+    LockedError,
+    NotABillingDatabase,
+    Store,
+    check_db_path,
+    create_exclusive,
 )
 from pipeline.transform import KNOWN_STATUSES
 
@@ -165,7 +174,7 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (ConfigError, FileNotFoundError, NotABillingDatabase, ExportRefused) as exc:
             fail(_unquoted(str(exc)), EXIT_USAGE)
-        except (LockedError, runner.StrictFailure) as exc:
+        except (LockedError, ChangedDuringRun, runner.StrictFailure) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
             fail(f"interrupted{nothing}", EXIT_INTERRUPTED)
@@ -502,8 +511,7 @@ def run_cmd(
     stdin = [p for p in inputs if str(p) == "-"]
     if stdin and len(inputs) > 1:
         raise ConfigError("stdin (-) is the only input of its run: pass files separately")
-    if db.exists() and not db.is_file():
-        raise ConfigError(f"--db {db} is a folder, not a database file")
+    check_db_path(db)  # a folder, pipe, device, path under a file, :memory:: one line
     file_cfg = load_config_file(config_path)
     cfg = RunConfig(
         db_path=db,
@@ -1065,6 +1073,9 @@ def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> 
     show_default=True,
     help="The HTML file to write.",
 )
+@click.option(
+    "--force", is_flag=True, help="Replace --out even when it is not a report billing wrote."
+)
 @click.option("--month", help="The month to report, YYYY-MM (default: the latest with spend).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this UTC date on.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
@@ -1074,6 +1085,7 @@ def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> 
 def report_cmd(
     db: Path,
     out: Path,
+    force: bool,
     month: str | None,
     since: datetime | None,
     until: datetime | None,
@@ -1102,12 +1114,52 @@ def report_cmd(
         )
         page = spend_report.render(con, period, db.name, datetime.now(UTC))
         total = finance.totals(con, period)["cost_nanos"]
-    tmp = out.with_name(f".{out.name}.tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(redact(page), encoding="utf-8")
-    tmp.replace(out)
+    write_output(out, redact(page).encode("utf-8"), force, spend_report.GENERATOR_MARK)
     if not quiet:
         click.echo(f"{out}: {period.label}, {usd(total)}")
+
+
+def write_output(out: Path, data: bytes, force: bool, mark: bytes) -> None:
+    """Write ``out`` whole or not at all: into a new temporary file beside it (created
+    exclusively, never through a link), then renamed over it. An existing ``out`` that
+    this command did not write (``mark`` is not in its first 4 KiB: the database, a
+    user's file, a link) is refused unless ``force``; a link is then replaced, never
+    followed."""
+    if out.is_symlink() or out.exists():
+        ours = False
+        if out.is_file() and not out.is_symlink():
+            with out.open("rb") as fh:
+                ours = mark in fh.read(4096)
+        if not ours and not force:
+            what = (
+                "a symbolic link"
+                if out.is_symlink()
+                else "a DuckDB database"
+                if _is_duckdb_file(out)
+                else "not a file this command wrote"
+            )
+            raise ConfigError(
+                f"--out {out} exists and is {what}: refusing to replace it (pass --force to"
+                " replace it, or choose another name)"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    fd = create_exclusive(tmp, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return False
 
 
 @cli.command("check")

@@ -13,6 +13,7 @@ Anything else is refused before a byte is written, and nothing else is ever dele
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -140,6 +141,7 @@ def _swap_in(out: Path, write: Callable[[Path], dict[str, object]]) -> None:
     """Build the export in a temporary sibling folder, then swap it in with renames."""
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     token = secrets.token_hex(4)
     tmp = out.parent / f".{out.name}.tmp-{token}"
     old = out.parent / f".{out.name}.old-{token}"
@@ -161,6 +163,15 @@ def _swap_in(out: Path, write: Callable[[Path], dict[str, object]]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """The hidden copies of an export killed before it finished (``.NAME.tmp-XXXXXXXX``,
+    ``.NAME.old-XXXXXXXX``, exact names), never a link or anything else."""
+    mine = re.compile(re.escape(f".{out.name}.") + r"(tmp|old)-[0-9a-f]{8}")
+    for p in out.parent.glob(f".{out.name}.*"):
+        if mine.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str, money: str) -> tuple[int, int]:

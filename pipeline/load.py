@@ -22,15 +22,11 @@ All SQL here uses parameters for values; table and view names are constants.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,10 +41,18 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS, FileConfig
+from pipeline.store import (
+    SCHEMA_VERSION,
+    NotABillingDatabase,
+    Published,
+    Store,
+    WriterLock,
+    check_db_path,
+    publish,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 STORAGE_COMPAT = "v1.4.0"
 # The rules the FOCUS books were written by (charge date, billed money only): a database
 # whose books carry another version has them re-booked once (Loader.merge).
@@ -427,16 +431,8 @@ insert into reconciliation_results
 """
 
 
-class LockedError(Exception):
-    """Another process is writing the database."""
-
-
 class LoadError(Exception):
     """The load failed; nothing was committed."""
-
-
-class NotABillingDatabase(Exception):
-    """``--db`` names a file that is not this pipeline's database: never written into."""
 
 
 def sql_dir() -> Path:
@@ -469,9 +465,6 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(text)
     con.execute("delete from pipeline_meta where key = 'views_key'")
     con.execute("insert into pipeline_meta values ('views_key', $1)", [key])
-
-
-_LOCK_PID = re.compile(r"PID (\d+)")
 
 
 WRITER_ALIAS = "billing_work"
@@ -530,157 +523,6 @@ def connect(
     return con
 
 
-class Store:
-    """Where one database's files live, all beside the published path ``db``.
-
-    A ``--db`` that is a symbolic link (a shared database linked into a project) is
-    followed: the working copy, the lock and the snapshots live beside the real file, and
-    the new snapshot replaces the real file, not the link (which would leave everyone who
-    opens the real file on the old data, and two runs through two links unlocked)."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = Path(os.path.realpath(db))
-        self.folder = self.db.parent
-        self.lock = self.folder / f".{self.db.name}.lock"
-        self.snapshots = self.folder / "snapshots" / self.db.stem
-
-    def work(self, run_id: str) -> Path:
-        return self.folder / f".{self.db.name}.{run_id}.work"
-
-    def stale_work(self) -> list[Path]:
-        return sorted(self.folder.glob(f".{self.db.name}.*.work*"))
-
-
-class WriterLock:
-    """The one-writer lock: ``flock`` on a lock file beside the database, holding who
-    holds it. The kernel drops the lock when the process dies (kill -9 never leaves it
-    held); a run removes the file when it is done, so nothing is left behind."""
-
-    def __init__(self, store: Store, run_id: str, wait_s: float) -> None:
-        self.path = store.lock
-        deadline = time.monotonic() + wait_s
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                holder = _holder(fd)
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockedError(
-                        f"database {store.db} is being written by another billing run "
-                        f"({holder}): try again later or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.2)
-                continue
-            try:  # the file we locked may have been removed by the run before us
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        self._fd = fd
-        info = {
-            "pid": os.getpid(),
-            "run_id": run_id,
-            "host": socket.gethostname(),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            self.path.unlink(missing_ok=True)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        info = {}
-    if not isinstance(info, dict) or "pid" not in info:
-        return "a writer"
-    return (
-        f"writer pid {info.get('pid')}, run {info.get('run_id')}, started {info.get('started_at')}"
-    )
-
-
-def _check_published(db: Path, deadline: float) -> None:
-    """Refuse a published file that another process has open for writing (a ``duckdb``
-    session without ``-readonly``), or that is not this pipeline's database. Readers
-    (read-only connections) never stop a run."""
-    while True:
-        try:
-            con = duckdb.connect(str(db), read_only=True)
-            break
-        except duckdb.Error as exc:
-            text = str(exc)
-            lowered = text.lower()
-            if "lock" in lowered or "different configuration" in lowered:
-                if time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    continue
-                pid = _LOCK_PID.search(text)
-                who = f"pid {pid.group(1)}" if pid else "this process"
-                raise LockedError(
-                    f"database {db} is in use by another process ({who} has it open for "
-                    "writing, not read-only): readers must open it read-only; "
-                    "try again later or pass --wait SECONDS"
-                ) from None
-            raise NotABillingDatabase(
-                f"{db} is not a DuckDB database ({text.splitlines()[0]}); "
-                "refusing to replace it: pass a new or existing billing database to --db"
-            ) from None
-    try:
-        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-    finally:
-        con.close()
-    if tables and "pipeline_meta" not in tables:
-        raise NotABillingDatabase(
-            f"{db} is a DuckDB database but not a billing database "
-            f"(it has tables {', '.join(sorted(tables)[:5])}); refusing to write into it"
-        )
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(store: Store, work: Path, run_id: str, keep_snapshots: int) -> None:
-    """Make ``work`` the published database in one atomic rename; keep a snapshot."""
-    _fsync(work)
-    wal = Path(f"{store.db}.wal")
-    if wal.exists():  # a write session someone opened on the old snapshot: not ours to replay
-        store.snapshots.mkdir(parents=True, exist_ok=True)
-        orphan = store.snapshots / f"orphaned-{run_id}.wal"
-        wal.rename(orphan)
-        log.warning("moved a stray %s (not written by billing) to %s", wal, orphan)
-    os.replace(work, store.db)
-    _fsync(store.folder)
-    if keep_snapshots <= 0:
-        return
-    try:
-        store.snapshots.mkdir(parents=True, exist_ok=True)
-        os.link(store.db, store.snapshots / f"{run_id}.duckdb")
-    except OSError as exc:
-        log.warning("could not keep a snapshot of run %s: %s", run_id, exc)
-        return
-    kept = sorted(store.snapshots.glob("*.duckdb"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    for old in kept[:-keep_snapshots]:
-        old.unlink(missing_ok=True)
-
-
 @dataclass
 class MergeStats:
     new: int = 0
@@ -730,20 +572,21 @@ class Loader:
         self._done = False
         self._drift: dict[str, tuple[str, str | None]] = {}
         self.rejected = 0
+        check_db_path(db_path)
         self._lock = WriterLock(self.store, run_id, wait_s)
         self.work = self.store.work(run_id)
         self.stage_dir = Path(f"{self.work}.stage")  # chunks staged by the workers
         self._stage_files: list[tuple[str, str]] = []
+        self._held: Published | None = None
         try:
             for stale in self.store.stale_work():  # left by a killed run
-                if stale.is_dir():
+                if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
                     stale.unlink(missing_ok=True)
             if self.store.db.exists():
-                _check_published(self.store.db, time.monotonic() + wait_s)
-                shutil.copyfile(self.store.db, self.work)
-                self.work.chmod(0o600)
+                # held read-only until published: no other process can open it read-write
+                self._held = Published(self.store.db, self.work, time.monotonic() + wait_s)
             self.stage_dir.mkdir(mode=0o700)
             self.con = connect(self.work, memory_limit=memory_limit, writer=True)
             self.con.execute("begin transaction")
@@ -993,7 +836,7 @@ class Loader:
         self.con.close()
         self._done = True
         try:
-            publish(self.store, self.work, self.run_id, self.keep_snapshots)
+            publish(self.store, self.work, self.run_id, self.keep_snapshots, self._held)
         finally:
             self._discard()
 
@@ -1019,6 +862,8 @@ class Loader:
             self.stage_dir.rename(gone)
         for folder in (gone, self.stage_dir):
             shutil.rmtree(folder, ignore_errors=True)
+        if self._held is not None:
+            self._held.close()
         self._lock.release()
 
 

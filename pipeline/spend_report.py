@@ -17,6 +17,8 @@ from pipeline import __version__, finance
 from pipeline.finance import Period, Rows
 from pipeline.report import to_csv, usd, usd_cents
 
+# marks a page `billing report` wrote (read back before replacing an existing --out)
+GENERATOR_MARK = b'<meta name="generator" content="billing report">'
 NEUTRAL = "#6B7A8F"  # bars that are not one provider's (tags)
 
 
@@ -670,6 +672,7 @@ while there is little history. See the view spend_anomalies.</p>
     payload = json.dumps(data).replace("</", "<\\/")
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"{GENERATOR_MARK.decode()}"
         f"<title>LLM gateway spend — {esc(p.label)}</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{CSS}</style></head><body>{body}"

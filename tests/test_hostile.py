@@ -486,7 +486,7 @@ def test_options_pointed_at_the_wrong_file_are_refused_and_touch_nothing(
         "foreign_duckdb_as_db": (
             ("--input", good, "--db", foreign),
             f"billing: error: {foreign} is a DuckDB database but not a billing database "
-            "(it has tables sales); refusing to write into it\n",
+            "(it holds sales); refusing to write into it\n",
         ),
         "folder_as_db": (
             ("--input", good, "--db", tmp_path / "afolder"),

@@ -67,7 +67,7 @@ def test_a_second_run_cannot_write_while_one_holds_the_database(db: Path, tmp_pa
     f = write_jsonl(tmp_path / "in.jsonl", [batch(1)])
     subprocess.run(billing("run", "--input", f, "--db", db, "-q"), check=True, capture_output=True)
     writer = _hold(
-        "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+        "import sys, time; from pathlib import Path; from pipeline.store import Store, WriterLock;"
         " WriterLock(Store(Path(sys.argv[1])), 'RUN-A', 0); print('held', flush=True); time.sleep(2)",
         db,
     )

@@ -94,7 +94,7 @@ def test_billing_query_never_waits_for_a_run(run_cli: Any, db: Path, tmp_path: P
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from pipeline.load import Store, WriterLock;"
+            "import sys, time; from pathlib import Path; from pipeline.store import Store, WriterLock;"
             " WriterLock(Store(Path(sys.argv[1])), 'RUN-B', 0); print('held', flush=True); time.sleep(30)",
             str(db),
         ],
@@ -113,9 +113,9 @@ def test_billing_query_never_waits_for_a_run(run_cli: Any, db: Path, tmp_path: P
 
 CRASH = """
 import os, shutil, signal, sys
-import pipeline.load as load
+import pipeline.store as store
 where = sys.argv[1]
-real_replace, real_copy = os.replace, shutil.copyfile
+real_replace, real_copy = os.replace, shutil.copyfileobj
 
 def replace(src, dst):
     if where == "before-rename":
@@ -124,13 +124,14 @@ def replace(src, dst):
     if where == "after-rename":
         os.kill(os.getpid(), signal.SIGKILL)
 
-def copy(src, dst):
-    real_copy(src, dst)
+def copy(src, dst, *args):
+    real_copy(src, dst, *args)
+    dst.flush()
     if where == "after-copy":
         os.kill(os.getpid(), signal.SIGKILL)
 
-load.os.replace = replace
-load.shutil.copyfile = copy
+store.os.replace = replace
+store.shutil.copyfileobj = copy
 from pipeline.cli import main
 sys.argv = ["billing", *sys.argv[2:]]
 main()
