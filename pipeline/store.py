@@ -201,17 +201,14 @@ class Published:
 
     def __init__(self, db: Path, work: Path, deadline: float) -> None:
         self.db = db
-        self.con = _open_published(db, deadline)  # refuses a writer or a foreign file
-        try:
-            _check_ours(self.con, db)
-        finally:
-            self.con.close()
         self.identity = Identity.of(db)
-        fd = create_exclusive(work)
+        fd = create_exclusive(work)  # (removed by the caller if anything below refuses)
         with os.fdopen(fd, "wb") as out, db.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
-        self.con = _open_published(db, deadline)  # held from here to the publish
+        # held from here to the publish; refuses a writer or a file that is not ours
+        self.con = _open_published(db, deadline)
         try:
+            _check_ours(self.con, db)
             self.unchanged()  # nobody wrote between the copy and the lock
         except BaseException:
             self.con.close()

@@ -34,6 +34,27 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "billing.duckdb"
 
 
+@pytest.fixture(scope="session")
+def _sample_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled sample loaded once per test worker (a real `billing run`)."""
+    from tests.helpers import SAMPLE
+
+    path = tmp_path_factory.mktemp("sample-template") / "billing.duckdb"
+    result = CliRunner().invoke(cli, ["run", str(SAMPLE), "--db", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture
+def sample_loaded(db: Path, _sample_template: Path) -> Path:
+    """``db`` holding the sample as `billing run data/sample` leaves it: a copy of the
+    worker's one load (tests that only read it need not pay for a load each)."""
+    import shutil
+
+    shutil.copyfile(_sample_template, db)
+    return db
+
+
 # The suite's longest tests (seconds each, see `pytest --durations`): run first, so that
 # with two workers (make test: pytest -n auto) neither is left running one of them alone
 # at the end while the other worker idles.

@@ -126,10 +126,10 @@ def _render(html_file: Path, profile: Path, *extra: str) -> str:
 
 
 def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
 ) -> None:
     _need_chromium()
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert sample_loaded == db
     out = tmp_path / "november.html"
     result = run_cli("report", "--db", db, "--out", out, "--month", "2026-11")
     assert result.exit_code == 0, result.output
@@ -178,8 +178,10 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
     assert rows[0] == ["tag_value", "batches", "cost_nanos", "cost_usd"]
 
 
-def test_report_period_options_and_a_bad_month(run_cli: Cli, db: Path, tmp_path: Path) -> None:
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+def test_report_period_options_and_a_bad_month(
+    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
+) -> None:
+    assert sample_loaded == db
     out = tmp_path / "r.html"
     whole = run_cli("report", "--db", db, "--out", out, "--since", "2026-10-01")
     assert whole.exit_code == 0
@@ -577,11 +579,11 @@ def test_budget_and_price_spellings_people_reach_for_are_understood(
 
 
 def test_check_and_report_on_a_database_from_an_older_version_say_how_to_upgrade(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
 ) -> None:
     import duckdb
 
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert sample_loaded == db
     con = duckdb.connect(str(db))
     con.execute("drop view budget_status")
     con.close()
@@ -592,7 +594,7 @@ def test_check_and_report_on_a_database_from_an_older_version_say_how_to_upgrade
             "billing: error: this database has no budget_status (written by an older "
             "version): run `billing run` on it once (any input) to add them\n"
         )
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0  # a run brings them back
     assert run_cli("check", "--db", db).exit_code in (0, 5)
 
 
@@ -645,10 +647,10 @@ def test_a_budget_whose_scope_differs_only_in_case_or_look_alikes_is_named(
 
 
 def test_each_provider_has_one_colour_in_every_chart_of_the_report(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
 ) -> None:
 
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert sample_loaded == db
     out = tmp_path / "r.html"
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
     page = out.read_text()
@@ -670,10 +672,10 @@ def test_each_provider_has_one_colour_in_every_chart_of_the_report(
 
 
 def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
-    run_cli: Cli, db: Path, tmp_path: Path
+    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
 ) -> None:
     _need_chromium()
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert sample_loaded == db
     out = tmp_path / "r.html"
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
     import duckdb
@@ -712,13 +714,15 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
     assert b"/MediaBox [0 0 595" in data or b"/MediaBox [0 0 594" in data  # A4 wide
 
 
-def test_each_tag_key_sums_to_the_total_with_untagged_and_others(run_cli: Cli, db: Path) -> None:
+def test_each_tag_key_sums_to_the_total_with_untagged_and_others(
+    run_cli: Cli, db: Path, sample_loaded: Path
+) -> None:
     """The top-tags table mixed keys in one list and summed to twice the total."""
     import duckdb
 
     from pipeline import finance
 
-    assert run_cli("run", SAMPLE, "--db", db, "-q").exit_code == 0
+    assert sample_loaded == db
     con = duckdb.connect(str(db), read_only=True)
     try:
         p = finance.period(con, "2026-11")
