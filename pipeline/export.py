@@ -13,6 +13,7 @@ Anything else is refused before a byte is written, and nothing else is ever dele
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -123,6 +124,9 @@ def _check_out(out: Path) -> None:
             "choose a new or empty folder: an export replaces its folder whole"
         )
     foreign = [e for e in entries if e not in (*DATASETS, "manifest.json")]
+    listed = manifest.get("files")
+    if not foreign and isinstance(listed, list):  # every file this export wrote, by name
+        foreign = sorted(set(_files(out)) - set(listed) - {"manifest.json"})
     if foreign:
         raise ExportRefused(
             f"--out {out} is an earlier export but also holds {', '.join(foreign[:5])}, "
@@ -153,6 +157,7 @@ def _swap_in(out: Path, write: Callable[[Path], dict[str, object]]) -> None:
             "pipeline_version": __version__,
             **write(tmp),
         }
+        manifest["files"] = sorted(_files(tmp))  # a re-export deletes only these
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _check_out(out)  # again, just before the swap
         if out.exists():
@@ -163,6 +168,16 @@ def _swap_in(out: Path, write: Callable[[Path], dict[str, object]]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file and link under ``folder`` (links not followed), relative, '/'-joined."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root).relative_to(folder)
+        found += [(here / name).as_posix() for name in files]
+        found += [(here / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
+    return found
 
 
 def _remove_leftovers(out: Path) -> None:

@@ -49,6 +49,7 @@ from pipeline.store import (
     WriterLock,
     check_db_path,
     publish,
+    restore_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -920,7 +921,9 @@ def reader(db_path: Path, *, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyC
     try:
         con = connect(db_path, read_only=True, sandbox=sandbox)
     except duckdb.Error as exc:
-        raise NotABillingDatabase(f"cannot open {db_path}: {str(exc).splitlines()[0]}") from None
+        raise NotABillingDatabase(
+            f"cannot open {db_path}: {str(exc).splitlines()[0]}{restore_hint(db_path)}"
+        ) from None
     found = con.execute(
         "select count(*) from duckdb_tables() where table_name = 'pipeline_meta'"
     ).fetchone()

@@ -262,6 +262,7 @@ def _open_published(db: Path, deadline: float) -> duckdb.DuckDBPyConnection:
             raise NotABillingDatabase(
                 f"{db} is not a DuckDB database ({text.splitlines()[0]}); "
                 "refusing to replace it: pass a new or existing billing database to --db"
+                + restore_hint(db)
             ) from None
 
 
@@ -345,6 +346,19 @@ def _snapshot_folder(store: Store) -> bool:
             return False
         folder.mkdir(mode=0o755, exist_ok=True)
     return True
+
+
+def restore_hint(db: Path) -> str:
+    """'; the latest good snapshot is ...' when this database has one, else ''."""
+    folder = Store(db).snapshots
+    try:
+        made = re.compile(RUN_ID + r"\.duckdb")
+        snaps = sorted(p for p in folder.iterdir() if made.fullmatch(p.name) and p.is_file())
+    except OSError:
+        return ""
+    if not snaps:
+        return ""
+    return f"; the latest good snapshot is {snaps[-1]} (copy it over {db.name} to restore)"
 
 
 def prune_snapshots(store: Store, keep: int) -> None:

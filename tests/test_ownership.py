@@ -228,3 +228,43 @@ def test_an_export_killed_midway_leaves_nothing_the_next_one_does_not_clean(
     assert run_cli("export", "--db", loaded, "--out", lake, "-q").exit_code == 0
     assert not left.exists()
     assert near.exists()  # not an exact name of ours: kept
+
+
+def test_a_re_export_refuses_to_delete_a_users_file_inside_its_folders(
+    run_cli: Any, loaded: Path, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    assert run_cli("export", "--db", loaded, "--out", lake, "-q").exit_code == 0
+    (month,) = (lake / "batches").iterdir()
+    mine = month / "my-analysis.parquet"
+    mine.write_text("a user's work")
+    refused = run_cli("export", "--db", loaded, "--out", lake, "-q")
+    assert refused.exit_code == 2
+    assert (
+        f"also holds batches/{month.name}/my-analysis.parquet, which the export did not write"
+        in (refused.output)
+    )
+    assert mine.read_text() == "a user's work"
+    mine.unlink()
+    assert run_cli("export", "--db", loaded, "--out", lake, "-q").exit_code == 0
+
+
+def test_a_corrupt_database_is_refused_untouched_and_names_the_latest_snapshot(
+    run_cli: Any, loaded: Path, tmp_path: Path
+) -> None:
+    snapshot = max((tmp_path / "snapshots" / "billing").glob("2*.duckdb"))
+    loaded.unlink()  # (the snapshot is a hard link: it keeps the good state)
+    loaded.write_bytes(b"\x00" * 4096 + b"garbage")
+    before = loaded.read_bytes()
+    for args in (
+        ("run", write_jsonl(tmp_path / "two.jsonl", [batch(2)])),
+        ("query", "spend-by-provider"),
+    ):
+        result = run_cli(*args, "--db", loaded)
+        assert result.exit_code == 2, result.output
+        assert result.output.rstrip().endswith(
+            f"; the latest good snapshot is {snapshot} (copy it over billing.duckdb to restore)"
+        )
+        assert loaded.read_bytes() == before  # read-only stays read-only: untouched
+    loaded.write_bytes(snapshot.read_bytes())
+    assert scalar(loaded, "select count(*) from batches") == 1

@@ -397,6 +397,10 @@ def test_parquet_export_reads_back_with_the_same_totals(
     stale = out / "batches" / "month=1999-01"
     stale.mkdir()
     (stale / "old.parquet").write_text("from an older export")
+    # (a partition an earlier export wrote: its manifest lists it)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"].append("batches/month=1999-01/old.parquet")
+    (out / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("export", "--db", loaded, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
