@@ -138,7 +138,14 @@ def _chunk_outputs(chunks: Iterable[Chunk], workers: int, stage_dir: str) -> Ite
     if workers <= 1 or len(head) < 2:
         yield from (process_chunk(chunk, seq, stage_dir=stage_dir) for chunk, seq in numbered)
         return
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars threads
+    # never a plain fork of a process running polars and DuckDB threads: workers fork from
+    # a server process that imported the pipeline once (spawn imported it in each worker
+    # of each run: about a second of CPU per worker); spawn where there is no forkserver
+    ctx = multiprocessing.get_context(
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["pipeline.work"])
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,

@@ -289,10 +289,25 @@ def worker_init(parent: int, secrets: list[str]) -> None:
 
 
 def exit_with_parent(parent: int) -> None:
-    """End this worker when the run that started it is gone (kill -9)."""
+    """End this worker when the run that started it is gone (kill -9). The run is not
+    always the worker's parent (workers fork from a fork server), so its pid is watched:
+    gone, or a zombie waiting to be reaped, ends the worker."""
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{parent}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc: ask the kernel whether the pid exists
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                return False
+            return True
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(0.5)
         os._exit(1)
 
