@@ -48,6 +48,7 @@ from pipeline.store import (
     Store,
     WriterLock,
     check_db_path,
+    create_exclusive,
     publish,
     restore_hint,
 )
@@ -468,6 +469,43 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("insert into pipeline_meta values ('views_key', $1)", [key])
 
 
+def new_database_template() -> Path | None:
+    """An empty database with this version's tables and views, built once per version in
+    the user's cache folder ($XDG_CACHE_HOME/billing or ~/.cache/billing) and reused for
+    every new database; None where no cache folder can be written (then the views are
+    created in the new database itself, as always)."""
+    texts = [path.read_text() for path in view_files()]
+    key = hashlib.sha256(
+        "\0".join([TABLES_DDL, *texts, duckdb.__version__, STORAGE_COMPAT]).encode()
+    ).hexdigest()[:24]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "billing"
+    path = folder / f"empty-{key}.duckdb"
+    if path.is_file() and not path.is_symlink():
+        return path
+    tmp = folder / f".empty-{key}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        con = connect(tmp)
+        try:
+            con.execute(TABLES_DDL)
+            create_views(con)
+            con.execute("checkpoint")
+        finally:
+            con.close()
+        os.replace(tmp, path)
+        for old in sorted(folder.glob("empty-*.duckdb"), key=lambda p: p.stat().st_mtime)[:-3]:
+            old.unlink(missing_ok=True)  # earlier versions' templates: the newest 3 stay
+    except (OSError, duckdb.Error) as exc:
+        log.debug("no new-database template (%s): views are created in place", exc)
+        return None
+    finally:
+        for leftover in (tmp, Path(f"{tmp}.wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+    return path
+
+
 WRITER_ALIAS = "billing_work"
 WRITER_ROW_GROUP_SIZE = 61_440
 
@@ -588,6 +626,12 @@ class Loader:
             if self.store.db.exists():
                 # held read-only until published: no other process can open it read-write
                 self._held = Published(self.store.db, self.work, time.monotonic() + wait_s)
+            elif (template := new_database_template()) is not None:
+                # a new database starts as a copy of an empty one with this version's
+                # tables and views (binding the views is most of a small first run)
+                fd = create_exclusive(self.work)
+                with os.fdopen(fd, "wb") as out, template.open("rb") as src:
+                    shutil.copyfileobj(src, out)
             self.stage_dir.mkdir(mode=0o700)
             self.con = connect(self.work, memory_limit=memory_limit, writer=True)
             self.con.execute("begin transaction")

@@ -272,3 +272,26 @@ def test_the_readme_demo_commands_in_the_makefile_run(run_cli: Any, db: Path) ->
         "cost_nanos",
         "cost_usd",
     ]
+
+
+def test_a_new_database_from_the_cached_template_equals_one_built_in_place(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """New databases start as a copy of an empty one cached per version; where no cache
+    folder can be written the views are created in place: the same database either way."""
+    path = write_jsonl(tmp_path / "in.jsonl", [batch(1), batch(2, provider="anthropic")])
+    cache = tmp_path / "cache"
+    (tmp_path / "not-a-folder").write_text("x")
+    made = {}
+    for name, home in (("cached", cache), ("in_place", tmp_path / "not-a-folder")):
+        db = tmp_path / f"{name}.duckdb"
+        result = run_cli("run", path, "--db", db, "-q", env={"XDG_CACHE_HOME": str(home)})
+        assert result.exit_code == 0, result.output
+        made[name] = (
+            query(db, "select view_name from duckdb_views() where not internal order by 1"),
+            query(db, "select key, value from pipeline_meta where key = 'views_key'"),
+            query(db, "select provider, cost_nanos from spend_by_provider order by 1"),
+        )
+    assert made["cached"] == made["in_place"]
+    assert len(made["cached"][0]) > 20
+    assert [p.name.startswith("empty-") for p in (cache / "billing").iterdir()] == [True]
