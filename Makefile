@@ -42,12 +42,16 @@ demo: setup
 # worker more than the cores: several tests wait on a subprocess, a server or a timeout,
 # and the extra worker fills that time (2 cores: 135 s with 2 workers, 126 s with 3)
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+# mypy (single-threaded, ~9 s on a fresh clone) runs beside the suite; either failing
+# fails the target
 test:
 	@$(MAKE) --no-print-directory -j2 setup-dev focus-validator
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
 	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
-	$(BIN)/mypy
-	$(BIN)/pytest -n $(PYTEST_WORKERS)
+	@out=$$(mktemp); $(BIN)/mypy > $$out 2>&1 & mypy=$$!; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS); tests=$$?; \
+	wait $$mypy; types=$$?; echo "mypy:"; cat $$out; rm -f $$out; \
+	[ $$tests -eq 0 ] && [ $$types -eq 0 ]
 
 lint: setup-dev
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
