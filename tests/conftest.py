@@ -71,3 +71,28 @@ _LONGEST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(_LONGEST)}
     items.sort(key=lambda item: rank.get(item.originalname, len(rank)))
+
+
+def _peak_rss_mib() -> tuple[int, int]:
+    import resource
+
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _hostile_cases_stay_under_1_gib(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every case of the hostile battery (tests/test_hostile*.py) holds its peak RSS under
+    1 GiB, in the test process and in the processes it waits for. A peak that rose during
+    the case is that case's own, so it is checked; one set earlier is another test's."""
+    if not request.module.__name__.rsplit(".", 1)[-1].startswith("test_hostile"):
+        yield
+        return
+    before = _peak_rss_mib()
+    yield
+    after = _peak_rss_mib()
+    for was, now, where in zip(before, after, ("the test process", "a child process"), strict=True):
+        if now > was:
+            assert now < 1024, f"peak RSS {now} MiB in {where}: over the battery's 1 GiB"

@@ -26,6 +26,9 @@ from pipeline.extract.files import MAX_RAW_KEPT, find_inputs
 from tests.gateway import TOKEN, Gateway, Reply, serve
 from tests.helpers import SAMPLE, batch, billing, query, scalar, start_big_run, write_jsonl
 
+# the hostile battery: every case ends within 60 s (and under 1 GiB: tests/conftest.py)
+pytestmark = pytest.mark.timeout(60)
+
 ENV = {"PHASEO_API_KEY": TOKEN}
 
 

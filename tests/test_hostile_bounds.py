@@ -19,6 +19,9 @@ from pipeline.extract import files as files_module
 from tests.gateway import TOKEN, Gateway, Reply, serve
 from tests.helpers import batch, billing, query, scalar, write_jsonl
 
+# the hostile battery: every case ends within 60 s (and under 1 GiB: tests/conftest.py)
+pytestmark = pytest.mark.timeout(60)
+
 ENV = {"PHASEO_API_KEY": TOKEN}
 
 
@@ -362,3 +365,21 @@ def test_focus_csv_cells_are_neutralised_and_every_row_whole(
     assert {r["x_SessionId"] for r in rows} == {"'-2+3"}
     assert {r["BilledCost"] for r in rows} == {"0.100000000", "0.200000000"}  # numbers as they are
     assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values())
+
+
+def test_a_huge_json_array_of_tiny_values_is_refused_before_parsing(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """A JSON document is parsed whole: 10 million `{}` (30 MB) took 910 MB to parse, a
+    250 MB one would take gigabytes. It is counted first and refused; JSONL streams."""
+    big = tmp_path / "empties.json"
+    big.write_bytes(b"[" + b",".join([b"{}"] * 5_000_000) + b"]")
+    good = write_jsonl(tmp_path / "good.jsonl", [batch(1)])
+    result = run_cli("run", big, good, "--db", db)
+    assert result.exit_code == 3, result.output
+    assert (
+        f"{big}:0: a JSON document of about 10,000,000 values, over the 8,000,000 read whole:"
+        " write it as JSONL (one batch a line)"
+    ) in result.output
+    assert scalar(db, "select count(*) from batches") == 1  # the other input loaded
+    assert scalar(db, "select count(*) from rejected_batches") == 1

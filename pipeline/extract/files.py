@@ -30,6 +30,7 @@ REQUEST_FILE_SUFFIXES = (".requests.json", ".requests.jsonl", ".requests.ndjson"
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
 MAX_RAW_KEPT = 64 * 1024
+MAX_JSON_VALUES = 8_000_000  # values of one JSON document (parsed whole): about 100 MiB of batches
 SMALL_FILE_BYTES = 1024 * 1024  # JSONL files below this are read whole, many to a chunk
 _BOM = b"\xef\xbb\xbf"
 
@@ -544,10 +545,25 @@ def _item_text(item: Any) -> str | None:
 
 
 def _json_records(source: str, data: bytes) -> Iterator[RawRecord]:
-    """The records of one JSON document: an object, an array, or a saved list response."""
+    """The records of one JSON document: an object, an array, or a saved list response.
+    A document is parsed whole, so one of more than MAX_JSON_VALUES values (counted by
+    their separators and brackets, before parsing) is refused: 10 million ``{}`` in a
+    30 MB file took 910 MB to parse."""
     if data.startswith(_BOM):
         data = data[3:]
     if not data.strip():
+        return
+    values = data.count(b",") + data.count(b"{") + data.count(b"[")
+    if values > MAX_JSON_VALUES:
+        yield RawRecord(
+            source,
+            0,
+            data[:MAX_RAW_KEPT].decode("utf-8", errors="backslashreplace") + "… [truncated]",
+            None,
+            f"a JSON document of about {values:,} values, over the {MAX_JSON_VALUES:,} read"
+            " whole: write it as JSONL (one batch a line)",
+            unreadable=True,
+        )
         return
     try:
         text = data.decode("utf-8")
