@@ -43,18 +43,24 @@ MAX_CSV_ROWS = 20_000  # rows a table's CSV link holds (a data: URL inside the p
 TOTALLED = ("batches", "requests", "lines")  # counts summed in a total row, with *_nanos
 
 
+def _summed(rows: Rows, keys: Sequence[str], label: str) -> dict[str, Any]:
+    """One row summing ``rows``' money (``*_nanos``) and count columns exactly, ``label``
+    in the first column, every other column empty."""
+    out: dict[str, Any] = dict.fromkeys(keys)
+    out[keys[0]] = label
+    for key in keys[1:]:
+        if key.endswith("_nanos") or key in TOTALLED:
+            values = [r[key] for r in rows if isinstance(r.get(key), int)]
+            out[key] = sum(values) if values else None
+    return out
+
+
 def with_total(rows: Rows, label: str = "total") -> Rows:
     """The rows and one total row: every money (``*_nanos``) and count column summed, the
     label in the first column. The sums are exact integers."""
     if not rows:
         return rows
-    keys = [k for k in rows[0] if k != "_total"]
-    total: dict[str, Any] = dict.fromkeys(keys)
-    total[keys[0]] = label
-    for key in keys[1:]:
-        if key.endswith("_nanos") or key in TOTALLED:
-            values = [r[key] for r in rows if isinstance(r.get(key), int)]
-            total[key] = sum(values) if values else None
+    total = _summed(rows, [k for k in rows[0] if k != "_total"], label)
     total["_total"] = True  # styled as the total row; not a column
     return [*rows, total]
 
@@ -131,9 +137,7 @@ def lump_providers(rows: Rows, keep: int = TOP_PROVIDERS) -> Rows:
     """Daily rows with every provider past the ``keep`` largest of the period summed into
     one '(others)' provider per day: 50,000 providers made a 50,000-column table and ran
     the report out of memory. Sums are unchanged."""
-    spend: dict[str, int] = {}
-    for r in rows:
-        spend[str(r["provider"])] = spend.get(str(r["provider"]), 0) + int(r["cost_nanos"] or 0)
+    spend = {k[0]: v for k, v in _sum_by(rows, ("provider",)).items()}
     if len(spend) <= keep + 1:
         return rows
     kept = set(sorted(spend, key=lambda k: (-spend[k], k))[:keep])
@@ -146,10 +150,7 @@ def lump_providers(rows: Rows, keep: int = TOP_PROVIDERS) -> Rows:
 
 def _pivot(rows: Rows) -> Rows:
     """Daily rows × provider columns, with the day's total."""
-    spend: dict[str, int] = {}
-    for r in rows:
-        spend[str(r["provider"])] = spend.get(str(r["provider"]), 0) + int(r["cost_nanos"] or 0)
-    providers = sorted(spend, key=lambda k: (k == OTHERS, k))
+    providers = sorted({str(r["provider"]) for r in rows}, key=lambda k: (k == OTHERS, k))
     days: dict[Any, dict[str, Any]] = {}
     for r in rows:
         day = days.setdefault(
@@ -166,14 +167,7 @@ def top_rows(rows: Rows, keep: int, label: str = OTHERS) -> Rows:
     if len(rows) <= keep + 1:
         return rows
     rest = rows[keep:]
-    keys = list(rows[0].keys())
-    other: dict[str, Any] = dict.fromkeys(keys)
-    other[keys[0]] = f"{label} ({len(rest):,})"
-    for key in keys[1:]:
-        if key.endswith("_nanos") or key in TOTALLED:
-            values = [r[key] for r in rest if isinstance(r.get(key), int)]
-            other[key] = sum(values) if values else None
-    return [*rows[:keep], other]
+    return [*rows[:keep], _summed(rest, list(rows[0]), f"{label} ({len(rest):,})")]
 
 
 def _sum_by(rows: Rows, keys: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
