@@ -53,7 +53,13 @@ from pipeline.extract import (
     read_ids_file,
     read_stream,
 )
-from pipeline.extract.files import STDIN, file_size, find_inputs
+from pipeline.extract.files import (
+    SNIFF_BYTES,
+    STDIN,
+    file_size,
+    find_inputs,
+    is_duckdb_header,
+)
 from pipeline.load import reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import (
@@ -1157,7 +1163,7 @@ def write_output(out: Path, data: bytes, force: bool, mark: bytes) -> None:
 def _is_duckdb_file(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
-            return fh.read(12)[8:12] == b"DUCK"
+            return is_duckdb_header(fh.read(SNIFF_BYTES))
     except OSError:
         return False
 

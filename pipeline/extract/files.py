@@ -399,11 +399,16 @@ def binary_format(head: bytes) -> str | None:
     for magic, why in _BINARY:
         if head.startswith(magic):
             return why
-    # DuckDB's header: an 8-byte checksum (any bytes, '{' or a newline included), "DUCK",
-    # then the storage version as a little-endian integer: NUL bytes no JSON text holds
-    if head[8:12] == b"DUCK" and b"\x00" in head[12:16]:
+    if is_duckdb_header(head):
         return "a DuckDB database, not JSON text (pass it as --db)"
     return None
+
+
+def is_duckdb_header(head: bytes) -> bool:
+    """A DuckDB file's first 16 bytes: an 8-byte checksum (any bytes, '{' or a newline
+    included), "DUCK", then the storage version as a little-endian integer (NUL bytes no
+    JSON text holds)."""
+    return head[8:12] == b"DUCK" and b"\x00" in head[12:16]
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
