@@ -157,10 +157,8 @@ def test_stdin_is_the_only_input_of_its_run(db: Path, tmp_path: Path) -> None:
     assert not db.exists()
 
 
-def test_sql_reads_stdin_or_a_sql_file(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
-) -> None:
-    assert sample_loaded == db
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
+def test_sql_reads_stdin_or_a_sql_file(run_cli: Cli, db: Path, tmp_path: Path) -> None:
     expected = "total\n690661169561\n"
     text = "select sum(cost_nanos) as total from batches"
     piped = _stdin("sql", "-", "--db", db, "--format", "csv", data=text.encode())
@@ -174,8 +172,8 @@ def test_sql_reads_stdin_or_a_sql_file(
     assert missing.output == f"billing: error: SQL file not found: {tmp_path / 'nope.sql'}\n"
 
 
-def test_every_format_and_limit(run_cli: Cli, db: Path, sample_loaded: Path) -> None:
-    assert sample_loaded == db
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
+def test_every_format_and_limit(run_cli: Cli, db: Path) -> None:
     sql = "select provider, count(*) as n from batches group by 1 order by 1"
     (a, n_a), (g, n_g) = query(db, sql)[:2]
     md = run_cli("sql", sql, "--db", db, "--format", "markdown", "--limit", "2")
@@ -219,10 +217,8 @@ def test_tables_fit_the_terminal_and_say_what_they_left_out(
     assert "pipeline_version" in wide.output.splitlines()[0]
 
 
-def test_spend_by_provider_opens_on_the_latest_spend(
-    run_cli: Cli, db: Path, sample_loaded: Path
-) -> None:
-    assert sample_loaded == db
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
+def test_spend_by_provider_opens_on_the_latest_spend(run_cli: Cli, db: Path) -> None:
     rows = json.loads(run_cli("query", "spend-by-provider", "--db", db, "--format", "json").output)
     days = [r["day"] for r in rows]
     assert days == sorted(days, reverse=True)

@@ -121,11 +121,11 @@ def _render(html_file: Path, profile: Path, *extra: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
 def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     _need_chromium()
-    assert sample_loaded == db
     out = tmp_path / "november.html"
     result = run_cli("report", "--db", db, "--out", out, "--month", "2026-11")
     assert result.exit_code == 0, result.output
@@ -174,10 +174,8 @@ def test_the_report_renders_offline_in_chromium_with_its_charts_and_exact_total(
     assert rows[0] == ["tag_value", "batches", "cost_nanos", "cost_usd"]
 
 
-def test_report_period_options_and_a_bad_month(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
-) -> None:
-    assert sample_loaded == db
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
+def test_report_period_options_and_a_bad_month(run_cli: Cli, db: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     whole = run_cli("report", "--db", db, "--out", out, "--since", "2026-10-01")
     assert whole.exit_code == 0
@@ -574,12 +572,12 @@ def test_budget_and_price_spellings_people_reach_for_are_understood(
     ]
 
 
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
 def test_check_and_report_on_a_database_from_an_older_version_say_how_to_upgrade(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     import duckdb
 
-    assert sample_loaded == db
     con = duckdb.connect(str(db))
     con.execute("drop view budget_status")
     con.close()
@@ -642,11 +640,11 @@ def test_a_budget_whose_scope_differs_only_in_case_or_look_alikes_is_named(
     assert len(notes["notes"]) == 2
 
 
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
 def test_each_provider_has_one_colour_in_every_chart_of_the_report(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
 
-    assert sample_loaded == db
     out = tmp_path / "r.html"
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
     page = out.read_text()
@@ -667,11 +665,11 @@ def test_each_provider_has_one_colour_in_every_chart_of_the_report(
     }
 
 
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
 def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
-    run_cli: Cli, db: Path, sample_loaded: Path, tmp_path: Path
+    run_cli: Cli, db: Path, tmp_path: Path
 ) -> None:
     _need_chromium()
-    assert sample_loaded == db
     out = tmp_path / "r.html"
     assert run_cli("report", "--db", db, "--out", out, "--month", "2026-11").exit_code == 0
     import duckdb
@@ -712,15 +710,13 @@ def test_the_report_fits_a_400_px_screen_and_prints_to_pdf(
     assert b"/MediaBox [0 0 595" in data or b"/MediaBox [0 0 594" in data  # A4 wide
 
 
-def test_each_tag_key_sums_to_the_total_with_untagged_and_others(
-    run_cli: Cli, db: Path, sample_loaded: Path
-) -> None:
+@pytest.mark.usefixtures("sample_loaded")  # db holds the sample
+def test_each_tag_key_sums_to_the_total_with_untagged_and_others(run_cli: Cli, db: Path) -> None:
     """The top-tags table mixed keys in one list and summed to twice the total."""
     import duckdb
 
     from pipeline import finance
 
-    assert sample_loaded == db
     con = duckdb.connect(str(db), read_only=True)
     try:
         p = finance.period(con, "2026-11")
