@@ -41,6 +41,7 @@ from pipeline.config import (
     TOKEN_ENV,
     ApiConfig,
     ConfigError,
+    FileConfig,
     RunConfig,
     load_config_file,
 )
@@ -395,6 +396,12 @@ def _stderr_console() -> Any:
     help="Retries per request on 429/5xx/timeouts.",
 )
 @click.option(
+    "--fetch-prices",
+    is_flag=True,
+    help="With --ids-file/--list: also keep a dated snapshot of the gateway's price "
+    "catalogue (GET /v1/pricing/models) for the price checks.",
+)
+@click.option(
     "--replay",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
@@ -468,6 +475,7 @@ def run_cmd(
     timeout_s: float,
     api_deadline_s: float,
     retries: int,
+    fetch_prices: bool,
     replay: tuple[Path, ...],
     db: Path,
     config_path: Path | None,
@@ -508,6 +516,10 @@ def run_cmd(
         raise ConfigError("choose one of INPUT/--input, --ids-file/--list, or --replay")
     if statuses and not list_all:
         raise ConfigError("--status goes with --list")
+    if fetch_prices and not modes[1]:
+        raise ConfigError(
+            "--fetch-prices goes with --ids-file/--list (offline: `billing prices --file`)"
+        )
     for status in statuses:
         if status not in KNOWN_STATUSES:
             raise ConfigError(
@@ -552,6 +564,7 @@ def run_cmd(
                     ids=ids,
                     list_all=list_all,
                     statuses=statuses,
+                    fetch_prices=fetch_prices,
                     progress=lambda total, label: progress_bar(show, total, label),
                 )
             except FatalFetchError as exc:
@@ -587,17 +600,40 @@ def run_cmd(
     code = EXIT_INCOMPLETE if result.incomplete else EXIT_OK
     if check_after and not code:
         code = checked.exit_code
+    outcome = (
+        send_notifications(db, checked, file_cfg, True, False, wait_s) if check_after else None
+    )
     if log_format == "json":
         summary = run_summary_json(result, str(db), code)
         summary["new_database"] = new_db
         summary["budgets"] = json_rows(checked.budgets)
         summary["anomalies"] = json_rows(checked.anomalies)
+        summary["wallet"] = json_rows([checked.wallet])[0] if checked.wallet else None
+        summary["runway"] = json_rows(checked.runway)
+        summary["notifications"] = outcome.json() if outcome else []
+        summary["notes"] = result.notes
         click.echo(redact(json.dumps(summary)))
     elif not quiet:
         where = f"{db} (a new database)" if new_db else str(db)
-        click.echo(printable(redact(run_summary(result, where) + check_summary(checked))))
+        text = run_summary(result, where) + check_summary(checked)
+        text += outcome.summary() if outcome else ""
+        click.echo(printable(redact(text)))
     if code:
         sys.exit(code)
+
+
+def send_notifications(
+    db: Path, checked: Any, file_cfg: FileConfig, enabled: bool, dry_run: bool, wait_s: float
+) -> Any:
+    """Post the check's new findings to the config's [notify] endpoints (pipeline.notify)."""
+    from pipeline import notify
+
+    cfg = file_cfg.notify
+    if cfg is None or not cfg.endpoints or not (enabled or dry_run):
+        if dry_run:
+            raise ConfigError("--dry-run: the config file has no [[notify.endpoint]] to send to")
+        return notify.Outcome()
+    return notify.notify(db, checked, cfg, dry_run=dry_run, wait_s=wait_s)
 
 
 def check_summary(checked: Any) -> str:
@@ -623,11 +659,33 @@ def check_summary(checked: Any) -> str:
             for b in warn[:10]
         ]  # fmt: skip
     lines.extend(f"  scope       {note}" for note in checked.notes)
+    if checked.wallet:
+        lines.append(wallet_line(checked.wallet))
+    for r in checked.runway_crossed:
+        lines.append(
+            f"    CROSSED runway budget {r['budget_name']}: {r['runway_days']} days left"
+            f" ({r['rate_basis']} rate), under {r['min_days']}"
+        )
     if checked.anomalies:
         lines.append(f"  anomalies   {len(checked.anomalies)} (see view spend_anomalies)")
         for a in checked.anomalies[:5]:
             lines.append(f"    {a['day']} {_anomaly_scope(a)}: {a['explanation']}")
     return "".join("\n" + line for line in lines)
+
+
+def wallet_line(w: dict[str, Any]) -> str:
+    """'  wallet      $80.00 available ($100.00 balance, $20.00 held ...), runway ...'."""
+
+    def days(value: Any) -> str:
+        return "no end (no spend)" if value is None else f"{value} days"
+
+    return (
+        f"  wallet      {usd_cents(w['available_nanos'])} available"
+        f" ({usd_cents(w['balance_nanos'])} balance, {usd_cents(w['reserved_nanos'])} held"
+        f" for running batches) as of {w['recorded_at']:%Y-%m-%d %H:%M} UTC; runway"
+        f" {days(w['runway_7d_days'])} at the 7-day rate, {days(w['runway_30d_days'])} at"
+        " the 30-day rate (see view wallet_runway)"
+    )
 
 
 FINDING_COLUMNS = (
@@ -1040,6 +1098,7 @@ def export_cmd(db: Path, fmt: str, out: Path, quiet: bool) -> None:
 
 FINANCE_VIEWS = (
     "budget_status",
+    "wallet_runway_status",
     "spend_anomalies",
     "spend_forecast",
     "price_checks",
@@ -1049,7 +1108,7 @@ FINANCE_VIEWS = (
 )
 
 
-def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> None:
+def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> FileConfig:
     """A --config given to a read command applies to this connection only. A database
     written by an older version lacks the finance views: say how to upgrade it."""
     from pipeline.load import store_settings
@@ -1068,6 +1127,7 @@ def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> 
     file_cfg = load_config_file(config_path)
     if file_cfg.path is not None:
         store_settings(con, file_cfg, temp=True)
+    return file_cfg
 
 
 @cli.command("report")
@@ -1177,7 +1237,27 @@ def _is_duckdb_file(path: Path) -> bool:
     help="Check from this UTC date on (to --until, else to today).",
 )
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Before this UTC date.")
-@config_option("A billing.toml whose budgets, prices and tags to use (nothing is written).")
+@config_option(
+    "A billing.toml whose budgets, prices and tags to use, and its notify endpoints "
+    "(only what was sent is written)."
+)
+@click.option(
+    "--notify/--no-notify",
+    default=True,
+    show_default=True,
+    help="Post each new finding to the config's notify endpoints (when it has some).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the messages that would be sent; send nothing."
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for a run to release the database before recording what was sent.",
+)
 @format_option
 @friendly_errors
 def check_cmd(
@@ -1186,6 +1266,9 @@ def check_cmd(
     since: datetime | None,
     until: datetime | None,
     config_path: Path | None,
+    notify: bool,
+    dry_run: bool,
+    wait_s: float,
     fmt: str,
 ) -> None:
     """Check budgets and spend anomalies; the exit code tells a scheduler.
@@ -1195,8 +1278,13 @@ def check_cmd(
     and anomalies of yesterday and today only (a day crossed earlier does not alert every
     night). --month, or --since/--until, checks every budget period and day in them.
 
-    Exit codes: 0 nothing to report, 4 a budget is crossed, 5 a spend anomaly (and no
-    budget crossed), 2 usage error.
+    With [notify] endpoints in the config file, each new finding is posted once: a
+    budget threshold once per budget and period, an anomaly once, a runway alert once a
+    month; what was sent is remembered in the database (table notifications), a failed
+    delivery is shown and tried again at the next check.
+
+    Exit codes: 0 nothing to report, 4 a budget is crossed (or a runway budget), 5 a
+    spend anomaly (and no budget crossed), 2 usage error.
 
     \b
     Examples:
@@ -1204,11 +1292,12 @@ def check_cmd(
       billing check --month 2026-10          # the month being closed
       billing check --since 2026-11-01 --format json
       billing check --config billing.toml    # try budgets before storing them
+      billing check --config billing.toml --dry-run   # the messages, not sent
     """
     from pipeline import finance
 
     with reader(db, sandbox=True) as con:
-        _read_settings(con, config_path)
+        file_cfg = _read_settings(con, config_path)
         period = None
         if month or since or until:
             end = until.date() if until else None
@@ -1216,18 +1305,27 @@ def check_cmd(
                 end = finance.today_utc() + timedelta(days=1)
             period = finance.period(con, month, since.date() if since else None, end)
         checked = finance.check(con, period)
+    outcome = send_notifications(db, checked, file_cfg, notify, dry_run, wait_s)
     if fmt in ("json", "jsonl"):
         click.echo(
-            json.dumps(
-                {
-                    "exit_code": checked.exit_code,
-                    "period": {"start": str(checked.period.start), "end": str(checked.period.end)}
-                    if checked.period
-                    else None,
-                    "budgets": json_rows(checked.budgets),
-                    "anomalies": json_rows(checked.anomalies),
-                    "notes": checked.notes,
-                }
+            redact(
+                json.dumps(
+                    {
+                        "exit_code": checked.exit_code,
+                        "period": {
+                            "start": str(checked.period.start),
+                            "end": str(checked.period.end),
+                        }
+                        if checked.period
+                        else None,
+                        "budgets": json_rows(checked.budgets),
+                        "anomalies": json_rows(checked.anomalies),
+                        "wallet": json_rows([checked.wallet])[0] if checked.wallet else None,
+                        "runway": json_rows(checked.runway),
+                        "notifications": outcome.json(),
+                        "notes": checked.notes,
+                    }
+                )
             )
         )
     elif fmt in ("csv", "markdown"):
@@ -1240,10 +1338,17 @@ def check_cmd(
             finance.EXIT_BUDGET: f"{len(checked.crossed)} budget(s) crossed",
             finance.EXIT_ANOMALY: f"{len(checked.anomalies)} spend anomaly(ies)",
         }[checked.exit_code]
-        click.echo(printable(f"check: {verdict}{check_summary(checked)}"))
+        if checked.runway_crossed and not checked.crossed:
+            verdict = f"{len(checked.runway_crossed)} runway budget(s) crossed"
+        click.echo(
+            printable(redact(f"check: {verdict}{check_summary(checked)}{outcome.summary()}"))
+        )
     if checked.exit_code:
         sys.exit(checked.exit_code)
 
 
 def main() -> None:
     cli(prog_name="billing")
+
+
+from pipeline import cli_account  # noqa: E402,F401 - registers `prices` and `credits`

@@ -147,6 +147,9 @@ DEFAULT_ACCOUNT = {
 }
 
 
+DEFAULT_THRESHOLDS = (80, 100)
+
+
 @dataclass(frozen=True)
 class Budget:
     """A spend limit per day or month on a scope (every filter given must match)."""
@@ -159,6 +162,9 @@ class Budget:
     session_id: str | None = None
     tag_key: str | None = None
     tag_value: str | None = None
+    kind: str = "spend"  # "spend": limit_nanos a period; "runway": min_days of wallet left
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # % of the limit a notification is sent at
+    min_days: Decimal | None = None  # a runway budget: alert below this many days
 
     def row(self) -> tuple[object, ...]:
         return (
@@ -170,6 +176,9 @@ class Budget:
             self.session_id,
             self.tag_key,
             self.tag_value,
+            self.kind,
+            list(self.thresholds),
+            self.min_days,
         )
 
 
@@ -211,10 +220,36 @@ class FileConfig:
     budgets: tuple[Budget, ...] | None = None
     tags: tuple[str, ...] | None = None
     prices: tuple[Price, ...] | None = None
+    notify: NotifyConfig | None = None  # never stored: its URLs and secrets stay here
 
 
-_KNOWN_TABLES = ("account", "attribution", "budget", "budgets", "prices")
-_BUDGET_KEYS = ("name", "period", "limit_usd", "provider", "model", "session", "tag")
+@dataclass(frozen=True)
+class Endpoint:
+    """Where notifications go. The URL (a webhook URL is itself a credential) and the
+    signing secret are read from the environment when given as ``url_env``/``secret_env``,
+    and are never stored, logged or shown: the endpoint is known by its name."""
+
+    name: str
+    format: str  # "slack" ({"text": ...}, Slack-compatible) | "json" (every field)
+    url: Secret | None = None
+    url_env: str | None = None
+    secret_env: str | None = None  # HMAC-SHA256 signature of "{timestamp}.{body}"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    endpoints: tuple[Endpoint, ...] = ()
+    report_url: str | None = None  # the pointer in each message (else the report command)
+    timeout_s: float = 10.0  # one attempt, the whole response
+    total_timeout_s: float = 60.0  # every delivery of one check together
+    max_retries: int = 3  # per message, on 429/5xx/connection errors
+
+
+_KNOWN_TABLES = ("account", "attribution", "budget", "budgets", "notify", "prices")
+_BUDGET_KEYS = (
+    "name", "period", "limit_usd", "provider", "model", "session", "tag", "kind",
+    "thresholds", "min_days",
+)  # fmt: skip
 _PRICE_KEYS = (
     "provider",
     "model",
@@ -301,6 +336,14 @@ def _budget(item: object, n: int, path: Path) -> Budget:
     period = _PERIODS.get(str(item.get("period", "month")))
     if period is None:
         raise ConfigError(f'{where}: period must be "day" or "month", got {item.get("period")!r}')
+    kind = str(item.get("kind", "spend"))
+    if kind not in ("spend", "runway"):
+        raise ConfigError(f'{where}: kind must be "spend" or "runway", got {kind!r}')
+    thresholds = _thresholds(item.get("thresholds"), where)
+    if kind == "runway":
+        return _runway_budget(item, where, thresholds)
+    if "min_days" in item:
+        raise ConfigError(f'{where}: min_days goes with kind = "runway"')
     if "limit_usd" not in item:
         raise ConfigError(f"{where}: limit_usd is required")
     tag_key = tag_value = None
@@ -328,7 +371,120 @@ def _budget(item: object, n: int, path: Path) -> Budget:
         session_id=session,
         tag_key=tag_key,
         tag_value=tag_value,
+        thresholds=thresholds,
     )
+
+
+def _thresholds(value: object, where: str) -> tuple[int, ...]:
+    if value is None:
+        return DEFAULT_THRESHOLDS
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+        or not all(1 <= t <= 1000 for t in value)
+    ):
+        raise ConfigError(f"{where}: thresholds must be a list of percentages like [50, 80, 100]")
+    return tuple(sorted(set(value)))
+
+
+def _runway_budget(item: dict[str, object], where: str, thresholds: tuple[int, ...]) -> Budget:
+    """kind = "runway": alert when the wallet's runway (days left at the trailing 7- and
+    30-day spend rate, the shorter) drops below min_days; one alert a month."""
+    unknown = sorted(set(item) - {"name", "kind", "min_days", "period"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: a runway budget takes name and min_days, not {', '.join(unknown)}"
+        )
+    try:
+        min_days = Decimal(str(item.get("min_days", "")).strip())
+    except InvalidOperation:
+        min_days = Decimal("NaN")
+    if not min_days.is_finite() or not 0 < min_days <= 100_000:
+        raise ConfigError(f"{where}: min_days must be a number of days from 0 to 100000")
+    return Budget(
+        name=_text(item.get("name", f"runway under {min_days} days"), f"{where}: name"),
+        period="month",
+        limit_nanos=0,
+        kind="runway",
+        thresholds=(100,),
+        min_days=min_days.quantize(Decimal("0.1")),
+    )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_NOTIFY_KEYS = ("report_url", "timeout_s", "total_timeout_s", "max_retries", "endpoint")
+_ENDPOINT_KEYS = ("name", "url", "url_env", "format", "secret_env")
+
+
+def _seconds(value: object, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{where} must be a number of seconds from {low:g} to {high:g}")
+    return float(value)
+
+
+def _notify(table: object, path: Path) -> NotifyConfig:
+    """[notify] with [[notify.endpoint]] tables: where `billing check` posts findings."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [notify] must be a table")
+    unknown = sorted(set(table) - set(_NOTIFY_KEYS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) notify.{', notify.'.join(unknown)}")
+    items = table.get("endpoint", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"config file {path}: endpoints are [[notify.endpoint]] tables")
+    endpoints = []
+    for n, item in enumerate(items, start=1):
+        where = f"notify.endpoint #{n} in {path}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        bad = sorted(set(item) - set(_ENDPOINT_KEYS))
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}")
+        if ("url" in item) == ("url_env" in item):
+            raise ConfigError(f"{where}: give url_env (an environment variable) or url")
+        url = None
+        if "url" in item:
+            text = item["url"]
+            if not isinstance(text, str) or not text.startswith(("http://", "https://")):
+                raise ConfigError(f"{where}: url must start with http:// or https://")
+            register_secret(text)  # a webhook URL is a credential: never shown
+            url = Secret(text)
+        for key in ("url_env", "secret_env"):
+            if key in item and not (isinstance(item[key], str) and _ENV_NAME.fullmatch(item[key])):
+                raise ConfigError(f"{where}: {key} must name an environment variable")
+        fmt = str(item.get("format", "json"))
+        if fmt not in ("slack", "json"):
+            raise ConfigError(f'{where}: format must be "slack" or "json", got {fmt!r}')
+        endpoints.append(
+            Endpoint(
+                name=_text(item.get("name", f"endpoint-{n}"), f"{where}: name", 80),
+                format=fmt,
+                url=url,
+                url_env=item.get("url_env"),
+                secret_env=item.get("secret_env"),
+            )
+        )
+    if len({e.name for e in endpoints}) != len(endpoints):
+        raise ConfigError(f"config file {path}: two notify endpoints have the same name")
+    report_url = table.get("report_url")
+    return NotifyConfig(
+        endpoints=tuple(endpoints),
+        report_url=None
+        if report_url is None
+        else _text(report_url, f"notify.report_url in {path}", 500),
+        timeout_s=_seconds(table.get("timeout_s", 10.0), f"notify.timeout_s in {path}", 0.05, 600),
+        total_timeout_s=_seconds(
+            table.get("total_timeout_s", 60.0), f"notify.total_timeout_s in {path}", 0.1, 3600
+        ),
+        max_retries=_retries(table.get("max_retries", 3), f"notify.max_retries in {path}"),
+    )
+
+
+def _retries(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise ConfigError(f"{where} must be a whole number from 0 to 10")
+    return value
 
 
 def _price(item: dict[str, object], where: str, source: str) -> Price:
@@ -475,4 +631,7 @@ def load_config_file(path: Path | None) -> FileConfig:
             raise ConfigError(f"config file {path}: two budgets have the same name")
     tags = _tags(data["attribution"], path) if "attribution" in data else None
     prices = _prices(data["prices"], path) if "prices" in data else None
-    return FileConfig(path=path, account=account, budgets=budgets, tags=tags, prices=prices)
+    notify = _notify(data["notify"], path) if "notify" in data else None
+    return FileConfig(
+        path=path, account=account, budgets=budgets, tags=tags, prices=prices, notify=notify
+    )

@@ -297,8 +297,8 @@ def budget_status(
     return _rows(
         con,
         "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"
-        " remaining_nanos, overage_nanos, used_pct, status, crossed_on, warning_since"
-        " from budget_status"
+        " remaining_nanos, overage_nanos, used_pct, status, crossed_on, warning_since,"
+        " thresholds, thresholds_reached from budget_status"
         " where ($1::date is null or period_start >= case period when 'day'"
         "   then coalesce($3::date, $1::date) else date_trunc('month', $1::date) end)"
         " and ($2::date is null or period_start < $2::date)"
@@ -360,6 +360,19 @@ def price_problems(con: duckdb.DuckDBPyConnection, p: Period, limit: int = 20) -
     )
 
 
+def catalogue_coverage(con: duckdb.DuckDBPyConnection, p: Period) -> Rows:
+    """Priced lines of the period per catalogue_status (match, price_differs,
+    not_in_catalogue, no_snapshot), with the snapshots there are."""
+    return _rows(
+        con,
+        "select catalogue_status, count(*) as lines,"
+        " (select count(*) from catalogue_snapshots) as snapshots"
+        " from price_checks where day >= $1 and day < $2 and status <> 'not_checkable'"
+        " group by all order by catalogue_status",
+        [p.start, p.end],
+    )
+
+
 EXIT_BUDGET = 4
 EXIT_ANOMALY = 5
 
@@ -372,6 +385,8 @@ class CheckResult:
     anomalies: Rows = field(default_factory=list)
     period: Period | None = None
     notes: list[str] = field(default_factory=list)
+    wallet: dict[str, Any] | None = None  # the latest GET /v1/credits reading, with runway
+    runway: Rows = field(default_factory=list)  # runway budgets against it
 
     @property
     def warnings(self) -> Rows:
@@ -382,8 +397,12 @@ class CheckResult:
         return [b for b in self.budgets if b["status"] == "crossed"]
 
     @property
+    def runway_crossed(self) -> Rows:
+        return [r for r in self.runway if r["status"] == "crossed"]
+
+    @property
     def exit_code(self) -> int:
-        if self.crossed:
+        if self.crossed or self.runway_crossed:
             return EXIT_BUDGET
         return EXIT_ANOMALY if self.anomalies else 0
 
@@ -451,14 +470,40 @@ def check(
     date, daily budgets and anomalies of yesterday and today only, so a day crossed in
     the past does not alert again every night."""
     notes = scope_notes(con)
+    wallet_now = wallet(con)
+    runway = runway_status(con)
+    if any(r["rate_basis"] == "no spend" for r in runway):
+        notes.append("runway: no billed spend in the 30 days before the wallet reading")
+    if wallet_now is None and has_runway_budgets(con):
+        notes.append(
+            "runway budgets are set but no wallet reading is stored: an API run records"
+            " GET /v1/credits (or `billing credits --file`)"
+        )
     if p is not None:
         return CheckResult(
-            budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p, notes
-        )
+            budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p, notes,
+            wallet_now, runway,
+        )  # fmt: skip
     today = today or today_utc()
     recent = today - timedelta(days=1)  # the night's run brings yesterday's last hours
     start = recent.replace(day=1)
     p = Period(start, today + timedelta(days=1), f"{start} to {today} (month to date)")
     return CheckResult(
-        budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p, notes
-    )
+        budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p, notes,
+        wallet_now, runway,
+    )  # fmt: skip
+
+
+def wallet(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The latest wallet reading with its burn and runway (view wallet_runway)."""
+    rows = _rows(con, "select * from wallet_runway")
+    return rows[0] if rows else None
+
+
+def runway_status(con: duckdb.DuckDBPyConnection) -> Rows:
+    return _rows(con, "select * from wallet_runway_status order by budget_name")
+
+
+def has_runway_budgets(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute("select count(*) from budgets where kind = 'runway'").fetchone()
+    return bool(row and row[0])

@@ -136,7 +136,32 @@ create table if not exists price_list (
     unit_size bigint, unit_price_nanos bigint, effective_from date, effective_to date,
     source varchar
 );
+alter table budgets add column if not exists kind varchar;
+alter table budgets add column if not exists thresholds integer[];
+alter table budgets add column if not exists min_days decimal(9, 1);
 create table if not exists attribution_keys (tag_key varchar);
+create table if not exists notifications (
+    finding_key varchar not null, endpoint varchar not null, kind varchar, subject varchar,
+    period_start date, threshold_pct integer, status varchar, attempts integer,
+    nights integer, first_tried_at timestamptz, last_tried_at timestamptz,
+    sent_at timestamptz, http_status integer, error varchar, body varchar, run_id varchar
+);
+create table if not exists catalogue_snapshots (
+    snapshot_id varchar not null, taken_at timestamptz not null, source varchar,
+    entries bigint, unreadable_entries bigint, content_md5 varchar, run_id varchar
+);
+create table if not exists catalogue_prices (
+    snapshot_id varchar not null, provider varchar, model varchar, endpoint varchar,
+    display_name varchar, meter varchar, unit varchar, unit_size bigint,
+    price_per_unit varchar, unit_price decimal(38, 18), unit_price_attousd hugeint,
+    currency varchar,
+    conditions varchar, billing_timestamp_basis varchar, time_windows varchar
+);
+create table if not exists credit_readings (
+    recorded_at timestamptz not null, source varchar, balance_nanos bigint,
+    reserved_nanos bigint, available_nanos bigint, remaining varchar,
+    thirty_day_usage varchar, thirty_day_requests bigint, run_id varchar
+);
 create table if not exists charge_ledger (
     batch_id varchar not null, charge_kind varchar not null, provider varchar,
     model varchar, dimension varchar, unit_size double, unit_price_usd decimal(38, 9),

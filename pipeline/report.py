@@ -88,6 +88,7 @@ def run_summary(result: RunResult, db: str) -> str:
         )
     if s.stale:
         lines.append(f"  stale       {s.stale:,} older snapshots skipped (the database is newer)")
+    lines.extend(f"  note        {note}" for note in result.notes)
     lines.append(
         f"  rejected    {result.rejected:,}"
         + (" (see table rejected_batches)" if result.rejected else "")
@@ -316,6 +317,10 @@ def _json_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     return value
 
 

@@ -23,10 +23,11 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
+from typing import Any
 
 import httpx
 
-from pipeline import __version__
+from pipeline import __version__, account
 from pipeline.config import ApiConfig, RunConfig
 from pipeline.extract import (
     Chunk,
@@ -107,6 +108,7 @@ class RunResult:
     stats: MergeStats = field(default_factory=MergeStats)
     duration_s: float = 0.0
     committed: bool = False
+    notes: list[str] = field(default_factory=list)  # said, not failures (a route not served)
 
     @property
     def incomplete(self) -> bool:
@@ -277,6 +279,25 @@ def execute(
 ProgressFactory = Callable[[int | None, str], AbstractContextManager[Progress]]
 
 
+def _store_account(
+    loader: Loader, answers: dict[str, tuple[Any, datetime]], base_url: str
+) -> list[str]:
+    """Record the wallet reading and the catalogue snapshot an API run fetched (in the
+    run's transaction); an answer of the wrong shape is one note, not a failed night."""
+    notes = []
+    for path, (body, at) in answers.items():
+        try:
+            if path == account.CREDITS_PATH:
+                account.store_credits(
+                    loader.con, account.parse_credits(body), at, f"{base_url}/{path}", loader.run_id
+                )
+            else:
+                account.store_catalogue(loader.con, body, at, f"{base_url}/{path}", loader.run_id)
+        except account.BadResponse as exc:
+            notes.append(f"GET /v1/{path}: {exc}; nothing recorded")
+    return notes
+
+
 def execute_api(
     cfg: RunConfig,
     api: ApiConfig,
@@ -284,6 +305,7 @@ def execute_api(
     ids: Iterable[str] = (),
     list_all: bool = False,
     statuses: Iterable[str] = (),
+    fetch_prices: bool = False,
     progress: ProgressFactory | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     backoff_s: float = 0.5,
@@ -328,13 +350,23 @@ def execute_api(
                 if rows_wanted:
                     log.info("fetching request rows of %d final batches", len(rows_wanted))
                     await fetch_requests_to_archive(rows_wanted, client, archive, report)
+                routes = [account.CREDITS_PATH] + ([account.PRICING_PATH] if fetch_prices else [])
+                for path in routes:  # the wallet, and the catalogue when asked
+                    try:
+                        answers[path] = (await account.fetch(client, path), account.now_utc())
+                    except account.RouteUnavailable as exc:
+                        notes.append(str(exc))
+                        log.info("%s", exc)
                 return report
 
+        answers: dict[str, tuple[Any, datetime]] = {}
+        notes: list[str] = []
         report = asyncio.run(fetch())
+        notes.extend(_store_account(loader, answers, api.base_url))
         loader.fetch_errors(report.errors)
         loader.record_request_fetches(report.request_sets)
         source = f"{api.base_url} ({report.fetched} fetched, archive {archive})"
-        return execute(
+        result = execute(
             chunked(read_archive(archive), cfg.chunk_size),
             cfg,
             source,
@@ -342,6 +374,8 @@ def execute_api(
             not_fetched=report.not_fetched,
             not_found=report.not_found,
         )
+        result.notes.extend(notes)
+        return result
     except BaseException:
         loader.rollback()
         archive.unlink(missing_ok=True)

@@ -345,6 +345,29 @@ def price_sentence(summary: Rows) -> str:
     return " ".join(parts)
 
 
+def catalogue_sentence(coverage: Rows) -> str:
+    """How the lines fared against the gateway's dated price catalogue, plainly."""
+    by = {r["catalogue_status"]: int(r["lines"]) for r in coverage}
+    snapshots = int(coverage[0]["snapshots"]) if coverage else 0
+    if not snapshots:
+        return (
+            "No snapshot of the gateway's price catalogue is stored, so no line is checked"
+            " against it (billing prices --fetch, or run --fetch-prices, keeps them)."
+        )
+    parts = [
+        f"Against the gateway's catalogue of each line's charge time ({snapshots:,}"
+        f" snapshot(s)): {by.get('match', 0):,} lines match a catalogue price,"
+        f" {by.get('price_differs', 0):,} match none of the prices in force and"
+        f" {by.get('not_in_catalogue', 0):,} have no catalogue price for their meter."
+    ]
+    if by.get("no_snapshot"):
+        parts.append(
+            f"{by['no_snapshot']:,} lines were charged before the first snapshot: no"
+            " catalogue covers their date."
+        )
+    return " ".join(parts)
+
+
 def _badge(status: str) -> str:
     cls = {"ok": "ok", "warning": "warn", "crossed": "bad"}.get(status, "warn")
     return f'<span class="badge {cls}">{esc(status)}</span>'
@@ -369,6 +392,9 @@ def render(con: duckdb.DuckDBPyConnection, p: Period, source: str, now: datetime
     budgets = [b for b in finance.budget_status(con) if p.start <= b["period_start"] < p.end]
     anomalies = [a for a in finance.anomalies(con) if p.start <= a["day"] < p.end]
     forecast = finance.forecast(con, p)
+    wallet = finance.wallet(con)
+    runway = finance.runway_status(con)
+    coverage = finance.catalogue_coverage(con, p)
     prices = finance.price_check_summary(con, p)
     price_problems = finance.price_problems(con, p)
 
@@ -641,6 +667,39 @@ while there is little history. See the view spend_anomalies.</p>
         )
     }
 
+<h2>Wallet and runway</h2>
+<p class="meta">The latest GET /v1/credits reading (an API run records one each night):
+reserved is the money the gateway holds for running batches; runway is the available money
+over the billed spend per day of the 7 or 30 days before the reading. See the view
+wallet_runway.</p>
+{
+        table(
+            [wallet] if wallet else [],
+            [
+                "recorded_at",
+                "balance_nanos",
+                "reserved_nanos",
+                "available_nanos",
+                "burn_7d_nanos",
+                "burn_30d_nanos",
+                "runway_7d_days",
+                "runway_30d_days",
+            ],
+            "no wallet reading (an API run, or billing credits --file)",
+            "wallet",
+        )
+    }
+{
+        table(
+            runway,
+            ["budget_name", "min_days", "runway_days", "rate_basis", "status"],
+            "no runway budget",
+            "runway",
+        )
+        if runway
+        else ""
+    }
+
 <h2>Price checks</h2>
 {
         table(
@@ -651,6 +710,7 @@ while there is little history. See the view spend_anomalies.</p>
         )
     }
 <p id="price-sentence">{esc(price_sentence(prices))}</p>
+<p id="catalogue-sentence">{esc(catalogue_sentence(coverage))}</p>
 {table(price_problems, None, "no line is off", "price_problems")}
 
 <h2>Reconciliation</h2>

@@ -334,10 +334,10 @@ def test_query_errors_are_one_line(run_cli: Any, loaded: Path, tmp_path: Path) -
     assert unknown.exit_code == 2
     assert unknown.output == (
         "billing: error: unknown query 'spend-by-planet'; choose from: batch-outcomes, "
-        "billing-reconciliation, budget-status, focus-charges, price-checks, spend-anomalies, "
-        "spend-as-used, spend-by-dimension, spend-by-model, spend-by-provider, "
+        "billing-reconciliation, budget-status, focus-charges, price-changes, price-checks, "
+        "spend-anomalies, spend-as-used, spend-by-dimension, spend-by-model, spend-by-provider, "
         "spend-by-request-status, spend-by-session, spend-by-tag, spend-forecast, "
-        "spend-restatements, spend-unbilled, spend-waste\n"
+        "spend-restatements, spend-unbilled, spend-waste, wallet-runway, wallet-runway-status\n"
     )
     missing = run_cli("query", "spend-by-provider", "--db", tmp_path / "none.duckdb")
     assert missing.exit_code == 2

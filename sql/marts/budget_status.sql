@@ -4,9 +4,15 @@
 -- a budget's filters (provider, model as the request rows report it, session, tag) must
 -- all match. status: 'crossed' above the limit, 'warning' from 80% of it, else 'ok';
 -- crossed_on / warning_since: the first day the period's spend so far was above the
--- limit / at 80% of it; overage_nanos: spend above the limit.
+-- limit / at 80% of it; overage_nanos: spend above the limit. thresholds: the
+-- percentages a notification is sent at (billing.toml; default 80 and 100).
 create or replace view budget_status as
-with facts as (
+with spend_budgets as (
+    -- runway budgets (kind 'runway') are checked against the wallet: wallet_runway
+    select * from budgets where coalesce(kind, 'spend') = 'spend'
+),
+
+facts as (
     select
         batch_id,
         provider,
@@ -26,7 +32,7 @@ periods as (
         b.name,
         f.day,
         f.cost_nanos
-    from budgets as b
+    from spend_budgets as b
     inner join facts as f
         on (b.provider is null or f.provider = b.provider)
         and (b.model is null or f.model = b.model)
@@ -42,7 +48,7 @@ periods as (
         )
     union all
     select b.name, l.day, 0 as cost_nanos
-    from budgets as b
+    from spend_budgets as b
     cross join latest as l
     where l.day is not null
 ),
@@ -57,6 +63,7 @@ spend as (
         end as period_start,
         p.day,
         b.limit_nanos,
+        coalesce(b.thresholds, [80, 100]) as thresholds,
         concat_ws(
             ', ',
             'provider=' || b.provider,
@@ -65,7 +72,7 @@ spend as (
             b.tag_key || '=' || b.tag_value
         ) as scope,
         p.cost_nanos
-    from budgets as b
+    from spend_budgets as b
     inner join periods as p on p.name = b.name
 ),
 
@@ -78,11 +85,33 @@ running as (
             rows between unbounded preceding and current row
         ) as spend_so_far_nanos
     from (
-        select name, period, period_start, day, limit_nanos, scope,
+        select name, period, period_start, day, limit_nanos, thresholds, scope,
             sum(cost_nanos) as cost_nanos
         from spend
         group by all
     )
+),
+
+reached as (
+    -- the first day the period's spend so far reached each notification threshold
+    select
+        r.name,
+        r.period_start,
+        t.pct,
+        min(r.day) as reached_on
+    from running as r
+    cross join unnest(r.thresholds) as t (pct)
+    where r.spend_so_far_nanos * 100 >= t.pct::hugeint * r.limit_nanos
+    group by all
+),
+
+reached_lists as (
+    select
+        name,
+        period_start,
+        list({'pct': pct, 'since': reached_on} order by pct) as thresholds_reached
+    from reached
+    group by all
 ),
 
 totals as (
@@ -92,20 +121,21 @@ totals as (
         period_start,
         scope,
         limit_nanos,
+        thresholds,
         sum(cost_nanos)::hugeint as spend_nanos,
         min(day) filter (where spend_so_far_nanos > limit_nanos) as crossed_on,
         min(day) filter (where spend_so_far_nanos >= 0.8 * limit_nanos) as warned_on
     from running
-    group by name, period, period_start, scope, limit_nanos
+    group by name, period, period_start, scope, limit_nanos, thresholds
 )
 
 select
-    name as budget_name,
+    t.name as budget_name,
     period,
-    period_start,
+    t.period_start,
     case period
-        when 'day' then period_start + interval 1 day
-        else period_start + interval 1 month
+        when 'day' then t.period_start + interval 1 day
+        else t.period_start + interval 1 month
     end::date as period_end,
     coalesce(nullif(scope, ''), 'all spend') as scope,
     limit_nanos,
@@ -123,5 +153,8 @@ select
         else 'ok'
     end as status,
     case when spend_nanos > limit_nanos then crossed_on end as crossed_on,
-    case when spend_nanos >= 0.8 * limit_nanos then warned_on end as warning_since
-from totals
+    case when spend_nanos >= 0.8 * limit_nanos then warned_on end as warning_since,
+    t.thresholds,
+    coalesce(r.thresholds_reached, []) as thresholds_reached
+from totals as t
+left join reached_lists as r on r.name = t.name and r.period_start = t.period_start

@@ -14,7 +14,14 @@
 --     billable units than quantity / unit_size; 'arithmetic_mismatch' line_nanos off by
 --     more than the tolerance; 'not_in_list' / 'list_mismatch' against the price list
 --     (the most specific entry for provider, model, dimension, plan and unit size in
---     force on the charge date; same rounding tolerance); else 'ok'.
+--     force on the charge date; same rounding tolerance). Where the price list has no
+--     entry for the line, the gateway's catalogue of the line's charge time
+--     (int_catalogue_validity) decides: 'catalogue_mismatch' the catalogue prices the
+--     line's provider, model and meter but none at the line's price,
+--     'not_in_catalogue' it has no price for them; else 'ok'.
+--   catalogue_status: 'match' (catalogue_entry names the entry), 'price_differs'
+--     (catalogue_prices_in_force lists them), 'not_in_catalogue', or 'no_snapshot'
+--     when no catalogue snapshot was taken at or before the charge (nothing to check by).
 create or replace view price_checks as
 with request_rows as (
     select batch_id, count(*) filter (where request_status = 'completed') as completed
@@ -28,6 +35,7 @@ lines as (
         l.line_index,
         l.line_shape,
         (b.charged_at at time zone 'UTC')::date as day,
+        b.charged_at,
         b.provider,
         coalesce(b.metadata ->> '$.model', 'unknown') as model,
         l.dimension,
@@ -91,6 +99,49 @@ listed as (
         and (p.effective_to is null or l.day < p.effective_to)
 ),
 
+catalogue as (
+    -- the gateway's catalogue entries in force at the line's charge time (the dated
+    -- snapshots of GET /v1/pricing/models) for its provider, model and meter; the
+    -- catalogue has no tier label, so the line matches one of them by price, or none.
+    -- Prices compare per unit across unit sizes, exactly: price x other unit size.
+    select
+        l.batch_id,
+        l.line_index,
+        count(*) as entries,
+        arg_min(
+            coalesce(c.endpoint, '') || ': ' || c.price_per_unit || ' per '
+                || c.unit_size || ' (in force from ' || strftime(c.valid_from, '%Y-%m-%d')
+                || ')',
+            c.valid_from
+        ) filter (where m.same_price) as matched_entry,
+        any_value(c.unit_price) filter (where m.same_price) as matched_unit_price,
+        string_agg(
+            distinct c.price_per_unit || ' per ' || c.unit_size, ', '
+            order by c.price_per_unit || ' per ' || c.unit_size
+        ) as prices_in_force
+    from lines as l
+    inner join int_catalogue_validity as c
+        on c.provider = l.provider
+        and c.model = l.model
+        and c.meter = l.dimension
+        and c.unit_price is not null
+        and c.valid_from <= l.charged_at
+        and (c.valid_to is null or l.charged_at < c.valid_to)
+    cross join lateral (
+        select case
+            when l.unit_price_nanos is null then false
+            when c.unit_size = l.unit_size_int
+                then c.unit_price_attousd = l.unit_price_nanos * 1000000000
+            when c.unit_size < 1000000000 and l.unit_size_int < 1000000000
+                and abs(c.unit_price_attousd) < 1000000000000000000000000000
+                then c.unit_price_attousd * l.unit_size_int
+                    = l.unit_price_nanos * 1000000000 * c.unit_size
+            else false
+        end as same_price
+    ) as m
+    group by l.batch_id, l.line_index
+),
+
 checked as (
     select
         l.*,
@@ -101,10 +152,23 @@ checked as (
         ((l.quantity_int - coalesce(l.included_int, 0)) * p.list_unit_price_nanos * 2
             + l.unit_size_int) // (2 * l.unit_size_int) as list_line_nanos,
         (l.requests + 1) // 2 as tolerance_nanos,
-        exists (select 1 from price_list) as has_price_list
+        exists (select 1 from price_list) as has_price_list,
+        case
+            when not exists (
+                select 1 from catalogue_snapshots as s where s.taken_at <= l.charged_at
+            ) then 'no_snapshot'
+            when c.matched_entry is not null then 'match'
+            when c.entries > 0 then 'price_differs'
+            else 'not_in_catalogue'
+        end as catalogue_status,
+        c.matched_entry as catalogue_entry,
+        c.matched_unit_price as catalogue_unit_price,
+        c.prices_in_force as catalogue_prices_in_force
     from lines as l
     left join listed as p
         on p.batch_id = l.batch_id and p.line_index = l.line_index and p.rn = 1
+    left join catalogue as c
+        on c.batch_id = l.batch_id and c.line_index = l.line_index
 )
 
 select
@@ -129,6 +193,10 @@ select
     nanos_to_usd(list_unit_price_nanos) as list_unit_price_usd,
     list_line_nanos,
     (line_nanos - list_line_nanos)::hugeint as list_diff_nanos,
+    catalogue_status,
+    catalogue_entry,
+    catalogue_unit_price as catalogue_unit_price_usd,
+    catalogue_prices_in_force,
     case
         when line_shape = 'fallback' then 'not_checkable'
         when coalesce(unit_price_usd, 0) = 0 and coalesce(quantity, 0) > 0 then 'unpriced'
@@ -138,9 +206,12 @@ select
         when expected_line_nanos is null
             or abs(line_nanos - expected_line_nanos) > tolerance_nanos
             then 'arithmetic_mismatch'
-        when has_price_list and list_unit_price_nanos is null then 'not_in_list'
         when list_line_nanos is not null and abs(line_nanos - list_line_nanos) > tolerance_nanos
             then 'list_mismatch'
+        when list_line_nanos is not null then 'ok'
+        when catalogue_status = 'price_differs' then 'catalogue_mismatch'
+        when catalogue_status = 'not_in_catalogue' then 'not_in_catalogue'
+        when has_price_list and catalogue_status = 'no_snapshot' then 'not_in_list'
         else 'ok'
     end as status
 from checked
