@@ -167,6 +167,7 @@ def parse_catalogue(body: Any) -> tuple[list[tuple[Any, ...]], int]:
             continue
         meters = m.get("meters")
         if not isinstance(meters, list):
+            unreadable += 1  # a model without a meter list: counted, nothing to keep
             meters = []
         for meter in meters:
             if not isinstance(meter, dict):
