@@ -225,3 +225,38 @@ def credits_cmd(
     w = dict(zip(columns, rows[0], strict=True))
     click.echo(printable(redact(f"credits: {usd_cents(w['available_nanos'])} available")))
     click.echo(printable(redact(wallet_line(w))))
+
+
+@cli.command("reconcile")
+@db_option
+@format_option
+@friendly_errors
+def reconcile_cmd(db: Path, fmt: str) -> None:
+    """Reconcile every batch of the history, now (nothing is written).
+
+    A nightly run reconciles the batches it wrote (reconciliation_results, the run
+    summary); this checks them all: each batch's lines, breakdown, request rows, usage
+    and FOCUS books against its bill (view billing_reconciliation). Exit 0 when every
+    batch agrees, 1 when some do not (they are listed).
+    """
+    with reader(db, sandbox=True) as con:
+        cur = con.execute(
+            "select check_name, count(*) as batches,"
+            " sum(abs(coalesce(actual_nanos, 0) - coalesce(expected_nanos, 0)))::hugeint"
+            " as diff_nanos, min(batch_id) as first_batch_id"
+            " from billing_reconciliation group by all order by check_name"
+        )
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        count = con.execute("select count(*) from batches").fetchone()
+    batches = int(count[0]) if count else 0
+    if fmt != "table":
+        click.echo(FORMATS[fmt](columns, rows))
+    elif not rows:
+        click.echo(f"reconcile: all {batches:,} batches agree with their bills")
+    else:
+        off = sum(int(r[1]) for r in rows)
+        click.echo(f"reconcile: {off:,} mismatch(es) among {batches:,} batches")
+        click.echo(FORMATS["table"](columns, rows))
+    if rows:
+        sys.exit(1)

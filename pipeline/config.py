@@ -124,7 +124,7 @@ class RunConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     wait_for_lock_s: float = 0.0
     progress: bool = True
-    memory_limit: str = "256MB"
+    memory_limit: str = "512MB"
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     settings: FileConfig | None = None  # the config file's; None keeps what is stored

@@ -457,6 +457,51 @@ insert into reconciliation_results
     from billing_reconciliation
 """
 
+# The night's reconciliation: the checks of billing_reconciliation (the one definition,
+# sql/marts/billing_reconciliation.sql) over the batches the run wrote only, read from
+# copies of their rows: the view would check every batch of the history first.
+RECONCILE_SCOPE_SQL = """
+create or replace temp table recon_scope as {scope};
+create or replace temp table recon_stg_batches as
+    select * from stg_batches where batch_id in (select batch_id from recon_scope);
+create or replace temp table recon_stg_pricing_lines as
+    select * from stg_pricing_lines where batch_id in (select batch_id from recon_scope);
+create or replace temp table recon_stg_batch_requests as
+    select * from stg_batch_requests where batch_id in (select batch_id from recon_scope);
+create or replace temp table recon_charge_ledger as
+    select * from charge_ledger where batch_id in (select batch_id from recon_scope);
+insert into reconciliation_results
+    select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
+    from ({scoped_checks})
+"""
+
+
+def scoped_reconciliation(scope: str) -> str:
+    text = (sql_dir() / "marts" / "billing_reconciliation.sql").read_text()
+    body = text.split("create or replace view billing_reconciliation as", 1)[1]
+    body = re.sub(
+        r"\b(from|join)(\s+)(stg_batches|stg_pricing_lines|stg_batch_requests|charge_ledger)\b",
+        r"\1\2recon_\3",
+        body,
+    )
+    return RECONCILE_SCOPE_SQL.replace("{scope}", scope).replace("{scoped_checks}", body)
+
+
+# The books of batches new to the database, from their own rows only (as _ledger_sql).
+LEDGER_NEW_SCOPE_SQL = """
+create or replace temp table ledger_scope as {scope};
+create or replace temp table scope_stg_batches as
+    select * from stg_batches where batch_id in (select batch_id from ledger_scope);
+create or replace temp table scope_stg_pricing_lines as
+    select * from stg_pricing_lines where batch_id in (select batch_id from ledger_scope);
+"""
+
+
+def _ledger_new_sql(scope: str) -> str:
+    return LEDGER_NEW_SCOPE_SQL.replace("{scope}", scope) + LEDGER_NEW_SQL.replace(
+        "from int_charge_lines as l", f"from ({scoped_charge_lines()}) as l"
+    ).replace("{where}", "")
+
 
 class LoadError(Exception):
     """The load failed; nothing was committed."""
@@ -570,6 +615,9 @@ def connect(
             # the row group size is an ATTACH option only: the file is attached to an
             # in-memory instance (spilling where DuckDB spills for a file: beside it)
             config["temp_directory"] = f"{db_path}.tmp"
+            # rows need no order on disk (every reader orders what it shows): without it,
+            # inserts from a large view stream instead of buffering to keep the order
+            config["preserve_insertion_order"] = False
             con = duckdb.connect(":memory:", config=config)
             con.execute(
                 f"attach '{sql_string(db_path)}' as {WRITER_ALIAS}"
@@ -650,7 +698,8 @@ class Loader:
                     stale.unlink(missing_ok=True)
             if self.store.db.exists():
                 # held read-only until published: no other process can open it read-write
-                self._held = Published(self.store.db, self.work, time.monotonic() + wait_s)
+                with timed("working copy"):
+                    self._held = Published(self.store.db, self.work, time.monotonic() + wait_s)
             elif (template := new_database_template()) is not None:
                 # a new database starts as a copy of an empty one with this version's
                 # tables and views (binding the views is most of a small first run)
@@ -781,9 +830,12 @@ class Loader:
     # -- merge + commit --------------------------------------------------------------
     def merge(self) -> MergeStats:
         con, params = self.con, {"run_id": self.run_id, "now": self.now}
-        self._read_stage_files()
-        create_views(con)  # this version's views (the billed total reads stg_batches)
-        stats = MergeStats(total_before=self.total_cost_nanos())
+        with timed("read stage files"):
+            self._read_stage_files()
+        with timed("views"):
+            create_views(con)  # this version's views (the billed total reads stg_batches)
+        with timed("total before"):
+            stats = MergeStats(total_before=self.total_cost_nanos())
         run_script(con, CAPTURES_SQL, params)
         unique = _scalar(
             con, "select count(*) = count(distinct id) from stage_batches"
@@ -799,6 +851,8 @@ class Loader:
             setattr(stats, action, int(n))
             if action != "stale":
                 stats.cost_nanos_loaded += int(cost)
+        timer = timed("merge counts")
+        timer.__enter__()
         stats.incoming = _scalar(con, "select count(*) from incoming")
         stats.staged = _scalar(con, "select count(*) from stage_batches")
         stats.lines_written = _scalar(
@@ -809,7 +863,9 @@ class Loader:
             "select count(*) from stage_lines l join decisions d"
             " on d.id = l.batch_id and d._seq = l._seq where d.action <> 'stale'",
         )
-        stats.total_after = self.total_cost_nanos()
+        timer.__exit__(None, None, None)
+        with timed("total after"):
+            stats.total_after = self.total_cost_nanos()
         stats.new_fields = self._record_drift()
         self._store_account()
         self._store_settings()
@@ -828,18 +884,22 @@ class Loader:
         if first:  # a database without books yet: book everything as it stands
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
         else:
-            new_ids = "select id from decisions where action = 'new'"
-            run_script(
-                con,
-                LEDGER_NEW_SQL.replace("{where}", f"where l.batch_id in ({new_ids})"),
-                params,
-            )
+            new_ids = "select id as batch_id from decisions where action = 'new'"
+            run_script(con, _ledger_new_sql(new_ids), params)
             scope = "select id as batch_id from decisions where action = 'updated'"
             run_script(con, _ledger_sql(scope), params)
             stats.corrections = _scalar(
                 con, "select count(*) from ledger_delta where charge_class = 'Correction'"
             )
-        con.execute(RECONCILE_SQL, {"run_id": self.run_id})
+        with timed("reconciliation"):
+            if first:  # a new database, or books written again: every batch
+                con.execute(RECONCILE_SQL, {"run_id": self.run_id})
+            else:  # the batches this run wrote (`billing reconcile` checks them all)
+                night = (
+                    "select id as batch_id from decisions where action in ('new', 'updated')"
+                    " union select batch_id from stage_request_sets"
+                )
+                run_script(con, scoped_reconciliation(night), params)
         stats.reconciliation_issues = _scalar(
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
         )
@@ -901,12 +961,14 @@ class Loader:
         self.con.execute(
             "insert into pipeline_meta values ('schema_version', $1)", [str(SCHEMA_VERSION)]
         )
-        self.con.execute("commit")
-        self.con.execute("checkpoint")
-        self.con.close()
+        with timed("commit and checkpoint"):
+            self.con.execute("commit")
+            self.con.execute("checkpoint")
+            self.con.close()
         self._done = True
         try:
-            publish(self.store, self.work, self.run_id, self.keep_snapshots, self._held)
+            with timed("publish"):
+                publish(self.store, self.work, self.run_id, self.keep_snapshots, self._held)
         finally:
             self._discard()
 
@@ -958,6 +1020,16 @@ def store_settings(con: duckdb.DuckDBPyConnection, cfg: FileConfig, *, temp: boo
         if rows:
             marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
             con.executemany(f"insert into {table} values ({marks})", rows)  # noqa: S608
+
+
+@contextmanager
+def timed(label: str) -> Iterator[None]:
+    """Debug-log how long a step took (`billing run -v`)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        log.debug("%.2fs %s", time.monotonic() - started, label)
 
 
 def run_script(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
