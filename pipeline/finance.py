@@ -294,6 +294,8 @@ def budget_status(
 ) -> Rows:
     """Budget periods from ``since``'s month on, before ``until``; a daily budget's days
     from ``days_since`` on (default ``since``: the days of the period)."""
+    if not _exists(con, "budgets where coalesce(kind, 'spend') = 'spend'"):
+        return []  # nothing to check: the view would still read the whole history
     return _rows(
         con,
         "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"
@@ -494,13 +496,22 @@ def check(
     )  # fmt: skip
 
 
+def _exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    row = con.execute(f"select exists (select 1 from {relation})").fetchone()  # noqa: S608
+    return bool(row and row[0])
+
+
 def wallet(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The latest wallet reading with its burn and runway (view wallet_runway)."""
+    if not _exists(con, "credit_readings"):
+        return None
     rows = _rows(con, "select * from wallet_runway")
     return rows[0] if rows else None
 
 
 def runway_status(con: duckdb.DuckDBPyConnection) -> Rows:
+    if not has_runway_budgets(con) or not _exists(con, "credit_readings"):
+        return []
     return _rows(con, "select * from wallet_runway_status order by budget_name")
 
 

@@ -85,3 +85,18 @@ def test_the_probes_exact_sql_path_reads_every_record_and_line(tmp_path: Path) -
     )
     lines = sum(len(b.get("pricing_lines") or []) for b in batches)
     assert con.execute("select count(*) from lines").fetchone() == (lines,)
+
+
+@pytest.mark.benchmark
+def test_the_growth_benchmark_writes_its_table(tmp_path: Path) -> None:
+    pytest.importorskip("psutil")
+    from benchmarks.growth import main
+
+    out = tmp_path / "growth.md"
+    args = ["--sizes", "0,300", "--night", "40", "--repeats", "1", "--workdir", str(tmp_path)]
+    assert main([*args, "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 0 ") or
+            line.startswith("| 300 ")]  # fmt: skip
+    assert len(rows) == 2
+    assert rows[0].split("|")[4].strip() == "1.00x"  # the empty history against itself
+    assert (tmp_path / "history-300.duckdb").exists()  # kept for the next invocation

@@ -1,7 +1,9 @@
 -- the wallet as GET /v1/credits last reported it (credit_readings: recorded by API runs
 -- and `billing credits`), with its trailing burn and runway. burn_7d_nanos /
--- burn_30d_nanos: billed spend by charge time, as budget_status counts it, in the 7 and
--- 30 days (of 24 hours) up to the reading. reserved_nanos: money the gateway holds for
+-- burn_30d_nanos: billed spend by charge time in the 7 and 30 days (of 24 hours) up to
+-- the reading, from the FOCUS books (charge_ledger.billing_period_at: a bill at its
+-- first charge, a restatement's difference when restated; the same money by the same
+-- dates as budget_status, read from one table by time instead of the whole history). reserved_nanos: money the gateway holds for
 -- running batches; available_nanos = balance - reserved. runway_7d_days /
 -- runway_30d_days: available money over the window's daily rate (burn / days), rounded
 -- down to 0.1 day; null when nothing was spent in the window (no burn, no end).
@@ -15,16 +17,16 @@ with latest as (
 
 burn as (
     select
-        coalesce(sum(c.cost_nanos) filter (
-            where c.charged_at > l.recorded_at - interval 7 day
+        coalesce(sum(c.charge_nanos) filter (
+            where c.billing_period_at > l.recorded_at - interval 7 day
         ), 0)::hugeint as burn_7d_nanos,
-        coalesce(sum(c.cost_nanos) filter (
-            where c.charged_at > l.recorded_at - interval 30 day
+        coalesce(sum(c.charge_nanos) filter (
+            where c.billing_period_at > l.recorded_at - interval 30 day
         ), 0)::hugeint as burn_30d_nanos
     from latest as l
-    left join int_model_charges as c
-        on c.charged_at <= l.recorded_at
-        and c.charged_at > l.recorded_at - interval 30 day
+    left join charge_ledger as c
+        on c.billing_period_at <= l.recorded_at
+        and c.billing_period_at > l.recorded_at - interval 30 day
 )
 
 select

@@ -1,0 +1,179 @@
+"""Benchmark of growth: the same small night loaded on databases of growing history.
+
+    python -m benchmarks.growth --sizes 0,1000000,5000000 --night 2000 --repeats 3 \\
+        --workdir /tmp/growth --out /tmp/growth.md
+
+Each history size is built once (``billing run`` of the deterministic sample with that
+many batches; kept in ``--workdir`` for the next invocation). Each measurement copies the
+built database to a fresh file (not measured), then runs ``billing run NIGHT`` on it as
+its own process and records its wall time, its peak RSS (the process tree, sampled every
+20 ms) and the bytes it wrote (``write_bytes`` of the process and the children it waited
+for, from ``wait4``'s rusage: page-cache writes included, before any flush). Medians of
+``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.run import machine, tree_rss
+
+PY = sys.executable
+
+
+@dataclass
+class Night:
+    seconds: float
+    peak_rss_mb: float
+    written_mb: float
+    db_mb: float
+
+
+def measure_night(cmd: list[str]) -> tuple[float, float, float]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            peak = max(peak, tree_rss(ps))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise RuntimeError(f"{cmd[:4]} failed ({code}): {err[-2000:]}")
+    return elapsed, peak / 2**20, usage.ru_oublock * 512 / 2**20
+
+
+def history(n: int, work: Path) -> Path | None:
+    """The database holding ``n`` batches (built once; None for an empty history)."""
+    if n == 0:
+        return None
+    db = work / f"history-{n}.duckdb"
+    if db.exists():
+        return db
+    data = work / f"history-{n}"
+    subprocess.run(
+        [PY, "-m", "pipeline", "sample", "--out", str(data), "--batches", str(n), "-q"],
+        check=True,
+    )
+    subprocess.run(
+        [PY, "-m", "pipeline", "run", str(data), "--db", str(db), "-q", "--keep-snapshots", "0"],
+        check=True,
+    )
+    shutil.rmtree(data)
+    shutil.rmtree(work / "snapshots", ignore_errors=True)
+    return db
+
+
+def night_input(n: int, work: Path) -> Path:
+    folder = work / f"night-{n}"
+    if not folder.exists():  # another seed: new batch ids, the same shapes
+        subprocess.run(
+            [PY, "-m", "pipeline", "sample", "--out", str(folder), "--batches", str(n),
+             "--seed", "99", "-q"],
+            check=True,
+        )  # fmt: skip
+    return folder
+
+
+def bench(sizes: list[int], night: int, repeats: int, work: Path) -> dict[int, Night]:
+    src = night_input(night, work)
+    out: dict[int, Night] = {}
+    for n in sizes:
+        base = history(n, work)
+        runs = []
+        for _ in range(repeats):
+            run_dir = work / "run"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir()
+            db = run_dir / "billing.duckdb"
+            if base is not None:
+                shutil.copyfile(base, db)
+            cmd = [PY, "-m", "pipeline", "run", str(src), "--db", str(db), "-q"]
+            seconds, rss, written = measure_night(cmd)
+            runs.append(Night(seconds, rss, written, db.stat().st_size / 2**20))
+        out[n] = Night(
+            statistics.median(r.seconds for r in runs),
+            statistics.median(r.peak_rss_mb for r in runs),
+            statistics.median(r.written_mb for r in runs),
+            statistics.median(r.db_mb for r in runs),
+        )
+        print(
+            f"{n:>10,} batches: {out[n].seconds:6.2f}s {out[n].peak_rss_mb:7.0f} MB RSS"
+            f" {out[n].written_mb:8.0f} MB written (db {out[n].db_mb:,.0f} MB)",
+            flush=True,
+        )
+        shutil.rmtree(work / "run", ignore_errors=True)
+    return out
+
+
+def report(results: dict[int, Night], night: int, repeats: int) -> str:
+    empty = results.get(0)
+    lines = [
+        f"A night of {night:,} new batches (`billing run` of a folder of JSONL) on a database"
+        f" already holding N batches; median of {repeats} runs, each on a fresh copy of the"
+        " database.",
+        "",
+        "| history (batches) | database | night time | vs empty | peak RSS | written by the night |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in results.items():
+        ratio = f"{r.seconds / empty.seconds:.2f}x" if empty else "-"
+        lines.append(
+            f"| {n:,} | {r.db_mb:,.0f} MB | {r.seconds:.2f} s | {ratio} |"
+            f" {r.peak_rss_mb:,.0f} MB | {r.written_mb:,.0f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="0,1000000,5000000")
+    ap.add_argument("--night", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="billing-growth-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    results = bench(sizes, args.night, args.repeats, work)
+    text = "\n".join(
+        [
+            "## Growth: a small night on a growing history",
+            "",
+            *machine(),
+            "",
+            f"Command: `python -m benchmarks.growth {' '.join(argv or sys.argv[1:])}`",
+            "",
+            report(results, args.night, args.repeats),
+        ]
+    )
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
