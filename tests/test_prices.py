@@ -285,3 +285,25 @@ def test_a_saved_file_that_is_not_the_route_is_refused_before_anything_is_writte
     assert result.exit_code == 2
     assert "not a GET /v1/credits answer: no credits.balance_nanos" in result.output
     assert not db.exists()
+
+
+def test_prices_and_credits_fetch_by_hand_and_say_plainly_when_not_served(
+    run_cli: Any, db: Path
+) -> None:
+    gw = Gateway()
+    gw.scripts["/v1/pricing/models"] = [Reply(200, catalogue("2.000000000"))]
+    gw.scripts["/v1/credits"] = [Reply(403, {"error": "forbidden", "reason": "missing_scope"})]
+    environment = {"PHASEO_API_KEY": TOKEN}
+    with serve(gw):
+        result = run_cli("prices", "--fetch", "--base-url", gw.url, "--db", db, env=environment)
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("prices: snapshot of 2 entries at ")
+        assert result.output.endswith(f" UTC from {gw.url}/pricing/models -> {db}\n")
+        result = run_cli("credits", "--fetch", "--base-url", gw.url, "--db", db, env=environment)
+    assert result.exit_code == 3
+    assert result.output == (
+        "GET /v1/credits: the API key lacks the CREDITS_READ scope"
+        " (403 forbidden: missing_scope); nothing recorded\n"
+    )
+    assert query(db, "select count(*) from credit_readings") == [(0,)]
+    assert TOKEN not in result.output
