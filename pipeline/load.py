@@ -75,6 +75,7 @@ create table if not exists pricing_lines (
     {schema.ddl_columns(schema.LINE)}, run_id varchar
 );
 {schema.add_columns("pricing_lines", schema.LINE)}
+alter table pricing_lines add column if not exists loaded_at timestamptz;
 create table if not exists batch_requests (
     {schema.ddl_columns(schema.REQUEST)}, run_id varchar, loaded_at timestamptz
 );
@@ -187,7 +188,7 @@ create or replace temp table stage_batches as
         0::bigint as _seq
     from batches limit 0;
 create or replace temp table stage_lines as
-    select * exclude (run_id), 0::bigint as _seq from pricing_lines limit 0;
+    select * exclude (run_id, loaded_at), 0::bigint as _seq from pricing_lines limit 0;
 create or replace temp table stage_requests as
     select * exclude (run_id, loaded_at), 0::bigint as _seq from batch_requests limit 0;
 create or replace temp table stage_request_sets (batch_id varchar);
@@ -288,7 +289,7 @@ insert into batch_history
     where d.action in ('new', 'updated') and d.billing_changed;
 
 delete from pricing_lines
-    where batch_id in (select id from decisions where action in ('new', 'updated'));
+    where batch_id in (select id from decisions where action = 'updated');
 delete from batches
     where id in (select id from decisions where action = 'updated');
 
@@ -301,7 +302,7 @@ insert into batches by name
     where d.action in ('new', 'updated');
 
 insert into pricing_lines by name
-    select l.* exclude (_seq), $run_id as run_id
+    select l.* exclude (_seq), $run_id as run_id, $now as loaded_at
     from stage_lines l join decisions d on d.id = l.batch_id and d._seq = l._seq
     where d.action in ('new', 'updated');
 """
@@ -371,13 +372,7 @@ insert into charge_ledger by name
 """
 
 LEDGER_SQL = """
-create or replace temp table ledger_scope as {scope};
-
-create or replace temp table scope_stg_batches as
-    select * from stg_batches where batch_id in (select batch_id from ledger_scope);
-
-create or replace temp table scope_stg_pricing_lines as
-    select * from stg_pricing_lines where batch_id in (select batch_id from ledger_scope);
+{night_scope};
 
 create or replace temp table ledger_delta as
 with now_lines as (
@@ -437,9 +432,69 @@ insert into charge_ledger by name
 
 
 def _ledger_sql(scope: str) -> str:
-    return LEDGER_SQL.replace("{scope}", scope).replace(
+    return LEDGER_SQL.replace("{night_scope}", night_scope("ledger", scope, "scope")).replace(
         "{scoped_charge_lines}", scoped_charge_lines()
     )
+
+
+# Where each table's rows of the night are: written by this run (its time column is the
+# run's $now, so DuckDB skips every older row group by its min/max), plus, for a batch in
+# scope the run did not write, its earlier rows (read by id: only when there is such a
+# batch, and only for it).
+_WRITTEN = {
+    "batches": ("id", "loaded_at", "unwritten"),
+    "pricing_lines": ("batch_id", "loaded_at", "unwritten"),
+    # request rows may have come before their batch: earlier rows of every batch in scope
+    "batch_requests": ("batch_id", "loaded_at", "scope"),
+    "charge_ledger": ("batch_id", "recorded_at", "not_new"),
+}
+
+
+def _night_rows(table: str, prefix: str) -> str:
+    key, written, older = _WRITTEN[table]
+    return (
+        f"(select * from {table} where {written} = $now"  # noqa: S608
+        f" and {key} in (select batch_id from {prefix}_scope)"
+        f" union all select * from {table} where {written} is distinct from $now"
+        f" and {key} in (select batch_id from {prefix}_{older})) as {table}"
+    )
+
+
+def _view_body(layer: str, name: str) -> str:
+    text = (sql_dir() / layer / f"{name}.sql").read_text()
+    return text.split(f"create or replace view {name} as", 1)[1]
+
+
+def night_scope(prefix: str, scope: str, tables: str) -> str:
+    """Temp tables ``{tables}_stg_batches``, ``{tables}_stg_pricing_lines`` (and with
+    prefix ``recon``, ``recon_stg_batch_requests``, ``recon_charge_ledger``): the staging
+    views (their one definition in sql/staging) over the rows of the batches in
+    ``scope`` only, found without reading the history (see :data:`_WRITTEN`)."""
+    parts = [
+        f"create or replace temp table {prefix}_scope as {scope}",
+        f"create or replace temp table {prefix}_unwritten as select batch_id"  # noqa: S608
+        f" from {prefix}_scope where batch_id not in"
+        " (select id from decisions where action in ('new', 'updated'))",
+        f"create or replace temp table {prefix}_not_new as select batch_id"  # noqa: S608
+        f" from {prefix}_scope where batch_id not in"
+        " (select id from decisions where action = 'new')",
+    ]
+    views = [("stg_batches", "batches"), ("stg_pricing_lines", "pricing_lines")]
+    if prefix == "recon":
+        views.append(("stg_batch_requests", "batch_requests"))
+    for view, table in views:
+        body = re.sub(
+            rf"\bfrom {table}\b", f"from {_night_rows(table, prefix)}", _view_body("staging", view)
+        )
+        parts.append(
+            f"create or replace temp table {tables}_{view} as select * from ({body}\n)"  # noqa: S608
+        )
+    if prefix == "recon":
+        parts.append(
+            f"create or replace temp table recon_charge_ledger as select * from"  # noqa: S608
+            f" {_night_rows('charge_ledger', prefix)}"
+        )
+    return ";\n".join(parts)
 
 
 def scoped_charge_lines() -> str:
@@ -461,15 +516,7 @@ insert into reconciliation_results
 # sql/marts/billing_reconciliation.sql) over the batches the run wrote only, read from
 # copies of their rows: the view would check every batch of the history first.
 RECONCILE_SCOPE_SQL = """
-create or replace temp table recon_scope as {scope};
-create or replace temp table recon_stg_batches as
-    select * from stg_batches where batch_id in (select batch_id from recon_scope);
-create or replace temp table recon_stg_pricing_lines as
-    select * from stg_pricing_lines where batch_id in (select batch_id from recon_scope);
-create or replace temp table recon_stg_batch_requests as
-    select * from stg_batch_requests where batch_id in (select batch_id from recon_scope);
-create or replace temp table recon_charge_ledger as
-    select * from charge_ledger where batch_id in (select batch_id from recon_scope);
+{night_scope};
 insert into reconciliation_results
     select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
     from ({scoped_checks})
@@ -484,23 +531,20 @@ def scoped_reconciliation(scope: str) -> str:
         r"\1\2recon_\3",
         body,
     )
-    return RECONCILE_SCOPE_SQL.replace("{scope}", scope).replace("{scoped_checks}", body)
+    return RECONCILE_SCOPE_SQL.replace(
+        "{night_scope}", night_scope("recon", scope, "recon")
+    ).replace("{scoped_checks}", body)
 
 
 # The books of batches new to the database, from their own rows only (as _ledger_sql).
-LEDGER_NEW_SCOPE_SQL = """
-create or replace temp table ledger_scope as {scope};
-create or replace temp table scope_stg_batches as
-    select * from stg_batches where batch_id in (select batch_id from ledger_scope);
-create or replace temp table scope_stg_pricing_lines as
-    select * from stg_pricing_lines where batch_id in (select batch_id from ledger_scope);
-"""
-
-
 def _ledger_new_sql(scope: str) -> str:
-    return LEDGER_NEW_SCOPE_SQL.replace("{scope}", scope) + LEDGER_NEW_SQL.replace(
-        "from int_charge_lines as l", f"from ({scoped_charge_lines()}) as l"
-    ).replace("{where}", "")
+    return (
+        night_scope("ledger", scope, "scope")
+        + ";\n"
+        + LEDGER_NEW_SQL.replace(
+            "from int_charge_lines as l", f"from ({scoped_charge_lines()}) as l"
+        ).replace("{where}", "")
+    )
 
 
 class LoadError(Exception):
