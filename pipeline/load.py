@@ -25,14 +25,12 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,14 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS, FileConfig
+from pipeline.night import (
+    LEDGER_NEW_SQL,
+    RECONCILE_SQL,
+    ledger_new_sql,
+    ledger_sql,
+    scoped_reconciliation,
+    sql_dir,
+)
 from pipeline.store import (
     SCHEMA_VERSION,
     NotABillingDatabase,
@@ -348,213 +354,9 @@ insert into rejected_batches by name
     )
 """
 
-# The FOCUS books (charge_ledger) are append-only, and every "as billed" figure (spend
-# views, report, budgets, FOCUS) reads them. A charge is booked as first reported: its
-# charge period is the usage date (stg_batches.used_at), its billing period the charge
-# date (charged_at). When a batch's bill changes later (a restatement), the difference
-# per charge key is booked as a 'Correction' row: same charge period as the original,
-# billing period the time of the new bill (the restated answer's billing.finalized_at,
-# never before the original's). Rows once booked are never rewritten, so a closed month
-# stays closed, and the ledger sums to the current bill per batch and key. {scope} names
-# the batches to compare: this run's updated ones.
-# A batch never booked before (new to the database, or every batch the first time a
-# database gets its books) is booked line by line as it stands: no comparison needed.
-LEDGER_NEW_SQL = """
-insert into charge_ledger by name
-    select
-        l.batch_id, l.charge_kind, l.provider, l.model, l.dimension, l.unit_size,
-        l.unit_price_usd, l.pricing_plan, l.service_tier, l.quantity, l.billable_units,
-        l.charge_nanos, l.used_at as charge_period_at, l.charged_at as billing_period_at,
-        null as charge_class, l.billing_reason, l.charged,
-        $run_id as run_id, $now as recorded_at
-    from int_charge_lines as l
-    {where}
-"""
-
-LEDGER_SQL = """
-{night_scope};
-
-create or replace temp table ledger_delta as
-with now_lines as (
-    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
-        pricing_plan, service_tier,
-        sum(quantity) as quantity, sum(billable_units) as billable_units,
-        sum(charge_nanos) as charge_nanos
-    from ({scoped_charge_lines})
-    group by all
-),
-
-booked as (
-    select * from charge_ledger where batch_id in (select batch_id from ledger_scope)
-),
-
-first_booked as (
-    select batch_id, min(charge_period_at) as charge_period_at,
-        min(billing_period_at) as billing_period_at
-    from booked group by batch_id
-),
-
-moves as (
-    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
-        pricing_plan, service_tier, quantity, billable_units, charge_nanos
-    from now_lines
-    union all
-    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
-        pricing_plan, service_tier, -quantity, -billable_units, -charge_nanos
-    from booked
-),
-
-deltas as (
-    select batch_id, charge_kind, provider, model, dimension, unit_size, unit_price_usd,
-        pricing_plan, service_tier,
-        sum(quantity) as quantity, sum(billable_units) as billable_units,
-        sum(charge_nanos)::bigint as charge_nanos
-    from moves
-    group by all
-    having sum(charge_nanos) <> 0 or coalesce(sum(quantity), 0) <> 0
-)
-
-select d.*,
-    coalesce(f.charge_period_at, s.used_at) as charge_period_at,
-    case
-        when f.batch_id is null then s.charged_at
-        else greatest(coalesce(s.billing_finalized_at, $now), f.billing_period_at)
-    end as billing_period_at,
-    case when f.batch_id is not null then 'Correction' end as charge_class,
-    s.billing_reason, s.charged
-from deltas as d
-left join first_booked as f on f.batch_id = d.batch_id
-left join scope_stg_batches as s on s.batch_id = d.batch_id;
-
-insert into charge_ledger by name
-    select *, $run_id as run_id, $now as recorded_at from ledger_delta
-"""
-
-
-def _ledger_sql(scope: str) -> str:
-    return LEDGER_SQL.replace("{night_scope}", night_scope("ledger", scope, "scope")).replace(
-        "{scoped_charge_lines}", scoped_charge_lines()
-    )
-
-
-# Where each table's rows of the night are: written by this run (its time column is the
-# run's $now, so DuckDB skips every older row group by its min/max), plus, for a batch in
-# scope the run did not write, its earlier rows (read by id: only when there is such a
-# batch, and only for it).
-_WRITTEN = {
-    "batches": ("id", "loaded_at", "unwritten"),
-    "pricing_lines": ("batch_id", "loaded_at", "unwritten"),
-    # request rows may have come before their batch: earlier rows of every batch in scope
-    "batch_requests": ("batch_id", "loaded_at", "scope"),
-    "charge_ledger": ("batch_id", "recorded_at", "not_new"),
-}
-
-
-def _night_rows(table: str, prefix: str) -> str:
-    key, written, older = _WRITTEN[table]
-    return (
-        f"(select * from {table} where {written} = $now"  # noqa: S608
-        f" and {key} in (select batch_id from {prefix}_scope)"
-        f" union all select * from {table} where {written} is distinct from $now"
-        f" and {key} in (select batch_id from {prefix}_{older})) as {table}"
-    )
-
-
-def _view_body(layer: str, name: str) -> str:
-    text = (sql_dir() / layer / f"{name}.sql").read_text()
-    return text.split(f"create or replace view {name} as", 1)[1]
-
-
-def night_scope(prefix: str, scope: str, tables: str) -> str:
-    """Temp tables ``{tables}_stg_batches``, ``{tables}_stg_pricing_lines`` (and with
-    prefix ``recon``, ``recon_stg_batch_requests``, ``recon_charge_ledger``): the staging
-    views (their one definition in sql/staging) over the rows of the batches in
-    ``scope`` only, found without reading the history (see :data:`_WRITTEN`)."""
-    parts = [
-        f"create or replace temp table {prefix}_scope as {scope}",
-        f"create or replace temp table {prefix}_unwritten as select batch_id"  # noqa: S608
-        f" from {prefix}_scope where batch_id not in"
-        " (select id from decisions where action in ('new', 'updated'))",
-        f"create or replace temp table {prefix}_not_new as select batch_id"  # noqa: S608
-        f" from {prefix}_scope where batch_id not in"
-        " (select id from decisions where action = 'new')",
-    ]
-    views = [("stg_batches", "batches"), ("stg_pricing_lines", "pricing_lines")]
-    if prefix == "recon":
-        views.append(("stg_batch_requests", "batch_requests"))
-    for view, table in views:
-        body = re.sub(
-            rf"\bfrom {table}\b", f"from {_night_rows(table, prefix)}", _view_body("staging", view)
-        )
-        parts.append(
-            f"create or replace temp table {tables}_{view} as select * from ({body}\n)"  # noqa: S608
-        )
-    if prefix == "recon":
-        parts.append(
-            f"create or replace temp table recon_charge_ledger as select * from"  # noqa: S608
-            f" {_night_rows('charge_ledger', prefix)}"
-        )
-    return ";\n".join(parts)
-
-
-def scoped_charge_lines() -> str:
-    """``int_charge_lines`` (sql/intermediate/int_charge_lines.sql, the one definition) over
-    the batches in scope only (``scope_stg_*`` temp tables): the view itself would work out
-    every batch's lines before a filter on a few could apply."""
-    text = (sql_dir() / "intermediate" / "int_charge_lines.sql").read_text()
-    body = text.split("create or replace view int_charge_lines as", 1)[1]
-    return re.sub(r"\b(stg_batches|stg_pricing_lines)\b", r"scope_\1", body)
-
-
-RECONCILE_SQL = """
-insert into reconciliation_results
-    select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
-    from billing_reconciliation
-"""
-
-# The night's reconciliation: the checks of billing_reconciliation (the one definition,
-# sql/marts/billing_reconciliation.sql) over the batches the run wrote only, read from
-# copies of their rows: the view would check every batch of the history first.
-RECONCILE_SCOPE_SQL = """
-{night_scope};
-insert into reconciliation_results
-    select $run_id, batch_id, check_name, expected_nanos, actual_nanos, detail
-    from ({scoped_checks})
-"""
-
-
-def scoped_reconciliation(scope: str) -> str:
-    text = (sql_dir() / "marts" / "billing_reconciliation.sql").read_text()
-    body = text.split("create or replace view billing_reconciliation as", 1)[1]
-    body = re.sub(
-        r"\b(from|join)(\s+)(stg_batches|stg_pricing_lines|stg_batch_requests|charge_ledger)\b",
-        r"\1\2recon_\3",
-        body,
-    )
-    return RECONCILE_SCOPE_SQL.replace(
-        "{night_scope}", night_scope("recon", scope, "recon")
-    ).replace("{scoped_checks}", body)
-
-
-# The books of batches new to the database, from their own rows only (as _ledger_sql).
-def _ledger_new_sql(scope: str) -> str:
-    return (
-        night_scope("ledger", scope, "scope")
-        + ";\n"
-        + LEDGER_NEW_SQL.replace(
-            "from int_charge_lines as l", f"from ({scoped_charge_lines()}) as l"
-        ).replace("{where}", "")
-    )
-
 
 class LoadError(Exception):
     """The load failed; nothing was committed."""
-
-
-def sql_dir() -> Path:
-    """Installed copy (``pipeline/sql``) or the source tree's top-level ``sql/``."""
-    packaged = Path(str(resources.files("pipeline"))) / "sql"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "sql"
 
 
 def view_files() -> list[Path]:
@@ -929,9 +731,9 @@ class Loader:
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
         else:
             new_ids = "select id as batch_id from decisions where action = 'new'"
-            run_script(con, _ledger_new_sql(new_ids), params)
+            run_script(con, ledger_new_sql(new_ids), params)
             scope = "select id as batch_id from decisions where action = 'updated'"
-            run_script(con, _ledger_sql(scope), params)
+            run_script(con, ledger_sql(scope), params)
             stats.corrections = _scalar(
                 con, "select count(*) from ledger_delta where charge_class = 'Correction'"
             )
