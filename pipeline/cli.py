@@ -706,6 +706,11 @@ def check_findings(checked: Any) -> tuple[Sequence[str], list[tuple[Any, ...]]]:
         ("anomaly", a["rule"], "day", a["day"], _anomaly_scope(a), a["level"],
          a["cost_nanos"], None, None, None, a["day"], a["explanation"])
         for a in checked.anomalies
+    ] + [
+        ("runway", r["budget_name"], "reading", r["recorded_at"], "wallet", r["status"],
+         r["available_nanos"], None, None, None, r["recorded_at"],
+         f"{r['runway_days']} days left at the {r['rate_basis']} rate (minimum {r['min_days']})")
+        for r in checked.runway
     ]  # fmt: skip
     return FINDING_COLUMNS, rows
 

@@ -200,6 +200,12 @@ def test_runway_and_reserved_money_are_exact_in_check_json(
     result = run_cli("check", "--db", db, "--config", cfg, env={"BILLING_TODAY": "2026-11-30"})
     assert result.exit_code == 4
     assert "CROSSED runway budget runway: 80.5 days left (7-day rate), under 90.0" in result.output
+    rows = run_cli("check", "--db", db, "--config", cfg, "--format", "csv",
+                   env={"BILLING_TODAY": "2026-11-30"}).output.splitlines()  # fmt: skip
+    assert rows[-1] == (
+        "runway,runway,reading,2026-11-30 12:00:00+00:00,wallet,crossed,80500000000,,,,"
+        "2026-11-30 12:00:00+00:00,80.5 days left at the 7-day rate (minimum 90.0)"
+    )
     out_html = db.parent / "report.html"
     result = run_cli("report", "--db", db, "--month", "2026-11", "--out", out_html)
     assert result.exit_code == 0, result.output
