@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from pipeline.config import ConfigError
+from pipeline.night import RECENT_MARTS, recent_sql, view_over
 from pipeline.report import usd
 
 Rows = list[dict[str, Any]]
@@ -291,16 +292,24 @@ def budget_status(
     since: date | None = None,
     until: date | None = None,
     days_since: date | None = None,
+    *,
+    recent: bool = False,
 ) -> Rows:
     """Budget periods from ``since``'s month on, before ``until``; a daily budget's days
-    from ``days_since`` on (default ``since``: the days of the period)."""
+    from ``days_since`` on (default ``since``: the days of the period). ``recent``: read
+    the charges of :func:`use_recent`'s window (they cover ``since``'s month) instead of
+    the whole history; the same rows."""
     if not _exists(con, "budgets where coalesce(kind, 'spend') = 'spend'"):
         return []  # nothing to check: the view would still read the whole history
+    source = "budget_status"
+    if recent:
+        body = view_over("marts", "budget_status", RECENT_MARTS)
+        source = f"({body}\n) as budget_status"
     return _rows(
         con,
-        "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"
+        "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"  # noqa: S608
         " remaining_nanos, overage_nanos, used_pct, status, crossed_on, warning_since,"
-        " thresholds, thresholds_reached from budget_status"
+        f" thresholds, thresholds_reached from {source}"
         " where ($1::date is null or period_start >= case period when 'day'"
         "   then coalesce($3::date, $1::date) else date_trunc('month', $1::date) end)"
         " and ($2::date is null or period_start < $2::date)"
@@ -310,16 +319,53 @@ def budget_status(
 
 
 def anomalies(
-    con: duckdb.DuckDBPyConnection, since: date | None = None, until: date | None = None
+    con: duckdb.DuckDBPyConnection,
+    since: date | None = None,
+    until: date | None = None,
+    *,
+    recent: bool = False,
 ) -> Rows:
+    """Spend anomalies of the days from ``since``, before ``until``. ``recent``: computed
+    from the charges of :func:`use_recent`'s window (at least the 29 days before
+    ``since``: a day's baseline is the 28 before it) instead of the whole history."""
+    source = "spend_anomalies"
+    if recent:
+        body = view_over("marts", "spend_anomalies", RECENT_MARTS)
+        source = f"({body}\n) as spend_anomalies"
     return _rows(
         con,
-        "select day, level, provider, model, cost_nanos, baseline_median_nanos, score, rule,"
-        " explanation from spend_anomalies where ($1::date is null or day >= $1)"
+        "select day, level, provider, model, cost_nanos, baseline_median_nanos, score, rule,"  # noqa: S608
+        f" explanation from {source} where ($1::date is null or day >= $1)"
         " and ($2::date is null or day < $2)"
         " order by day desc, level desc, score desc nulls last, provider, model",
         [since, until],
     )
+
+
+ANOMALY_LOOKBACK = timedelta(days=29)  # a day's baseline (28 days) and the day before
+
+
+RECENT_SHARE = 0.25  # the window is copied only when it is at most this share of the batches
+
+
+def use_recent(con: duckdb.DuckDBPyConnection, cutoff: date) -> bool:
+    """Copy the charges of the batches with an entry in the FOCUS books since ``cutoff``
+    (and every row they need) into temp tables (pipeline.night.RECENT_SQL), so that a
+    check of recent days reads them, not the whole history. Done only when they are a
+    small share of the history (a young database is read whole: copying most of it
+    would cost more); False then."""
+    at = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    statements = [part.strip() for part in recent_sql().split(";") if part.strip()]
+    con.execute(statements[0], {"cutoff": at})  # recent_batches: ids only, by time
+    row = con.execute(
+        "select (select count(*) from recent_batches), (select count(*) from batches)"
+    ).fetchone()
+    recent, total = (int(row[0]), int(row[1])) if row else (0, 0)
+    if recent > RECENT_SHARE * total:
+        return False
+    for statement in statements[1:]:
+        con.execute(statement, {"cutoff": at} if "$cutoff" in statement else None)
+    return True
 
 
 def forecast(con: duckdb.DuckDBPyConnection, p: Period | None = None) -> Rows:
@@ -481,18 +527,19 @@ def check(
             "runway budgets are set but no wallet reading is stored: an API run records"
             " GET /v1/credits (or `billing credits --file`)"
         )
-    if p is not None:
-        return CheckResult(
-            budget_status(con, p.start, p.end), anomalies(con, p.start, p.end), p, notes,
-            wallet_now, runway,
-        )  # fmt: skip
-    today = today or today_utc()
-    recent = today - timedelta(days=1)  # the night's run brings yesterday's last hours
-    start = recent.replace(day=1)
-    p = Period(start, today + timedelta(days=1), f"{start} to {today} (month to date)")
+    if p is None:
+        today = today or today_utc()
+        recent = today - timedelta(days=1)  # the night's run brings yesterday's last hours
+        start = recent.replace(day=1)
+        p = Period(start, today + timedelta(days=1), f"{start} to {today} (month to date)")
+    else:
+        start = recent = p.start
+    # the window the check needs, not the history: the months its budgets cover and
+    # the days before its first anomaly day that a baseline reads
+    scoped = use_recent(con, min(start.replace(day=1), recent - ANOMALY_LOOKBACK))
     return CheckResult(
-        budget_status(con, start, p.end, recent), anomalies(con, recent, p.end), p, notes,
-        wallet_now, runway,
+        budget_status(con, start, p.end, recent, recent=scoped),
+        anomalies(con, recent, p.end, recent=scoped), p, notes, wallet_now, runway,
     )  # fmt: skip
 
 

@@ -212,3 +212,81 @@ def ledger_new_sql(scope: str) -> str:
             "from int_charge_lines as l", f"from ({scoped_charge_lines()}) as l"
         ).replace("{where}", "")
     )
+
+
+def view_over(layer: str, name: str, sources: dict[str, str]) -> str:
+    """The body of view ``name`` (its one definition in ``sql/<layer>``) reading each
+    relation of ``sources`` from the replacement it names instead (only where it is read:
+    after ``from`` or ``join``)."""
+    body = _view_body(layer, name)
+    for source, replacement in sources.items():
+        body = re.sub(rf"\b(from|join)(\s+){source}\b", rf"\1\2{replacement}", body)
+    return body
+
+
+# The charges of a recent window (a check of recent days and months): every row of the
+# batches with an entry in the FOCUS books since the cutoff (a bill first charged then, or
+# restated then), found by the books' charge time (appended in time order: DuckDB skips
+# older row groups by their min/max), then the views' own definitions over those rows.
+RECENT_SQL = """
+create or replace temp table recent_batches as
+    select distinct batch_id from charge_ledger where billing_period_at >= $cutoff;
+create or replace temp table recent_charge_ledger as
+    select * from charge_ledger where batch_id in (select batch_id from recent_batches);
+create or replace temp table recent_stg_batches as
+    select * from ({stg_batches}
+    );
+create or replace temp table recent_stg_batch_requests as
+    select * from ({stg_batch_requests}
+    );
+create or replace temp table recent_billed_charges as
+    select * from ({int_billed_charges}
+    );
+create or replace temp table recent_model_charges as
+    select * from ({int_model_charges}
+    );
+create or replace temp table recent_batch_tags as
+    select * from ({int_batch_tags}
+    )
+"""
+
+
+def recent_sql() -> str:
+    batches = "(select * from batches where id in (select batch_id from recent_batches)) as batches"
+    requests = (
+        "(select * from batch_requests where batch_id in (select batch_id from recent_batches))"
+        " as batch_requests"
+    )
+    parts = {
+        "stg_batches": view_over("staging", "stg_batches", {"batches": batches}),
+        "stg_batch_requests": view_over(
+            "staging", "stg_batch_requests", {"batch_requests": requests}
+        ),
+        "int_billed_charges": view_over(
+            "intermediate",
+            "int_billed_charges",
+            {"charge_ledger": "recent_charge_ledger", "stg_batches": "recent_stg_batches"},
+        ),
+        "int_model_charges": view_over(
+            "intermediate",
+            "int_model_charges",
+            {
+                "int_billed_charges": "recent_billed_charges",
+                "stg_batches": "recent_stg_batches",
+                "stg_batch_requests": "recent_stg_batch_requests",
+            },
+        ),
+        "int_batch_tags": view_over(
+            "intermediate", "int_batch_tags", {"stg_batches": "recent_stg_batches"}
+        ),
+    }
+    sql = RECENT_SQL
+    for name, body in parts.items():
+        sql = sql.replace("{" + name + "}", body)
+    return sql
+
+
+RECENT_MARTS = {
+    "int_model_charges": "recent_model_charges",
+    "int_batch_tags": "recent_batch_tags",
+}

@@ -61,3 +61,34 @@ def test_reconcile_on_a_clean_history_says_so(run_cli: Any, sample_loaded: Path)
     result = run_cli("reconcile", "--db", sample_loaded)
     assert result.exit_code == 0
     assert result.output == "reconcile: all 324 batches agree with their bills\n"
+
+
+def test_a_check_of_recent_days_reads_the_window_and_finds_what_the_whole_history_finds(
+    run_cli: Any, db: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`billing check` copies only the batches charged (or restated) in the window it
+    needs; on every night of the sample's two months, budgets (monthly, daily, by tag,
+    by provider) and anomalies equal those of the whole-history views."""
+    from datetime import date, timedelta
+
+    from pipeline import finance
+    from pipeline.load import reader
+    from tests.helpers import REPO
+
+    cfg = REPO / "docs" / "billing.example.toml"
+    assert run_cli("run", SAMPLE, "--db", db, "-q", "--config", cfg).exit_code == 0
+    seen = {"budgets": 0, "anomalies": 0, "scoped": 0}
+    with reader(db) as con:
+        day = date(2026, 10, 2)
+        while day <= date(2026, 12, 3):
+            monkeypatch.setattr(finance, "RECENT_SHARE", -1.0)  # never: the whole history
+            whole = finance.check(con, today=day)
+            monkeypatch.setattr(finance, "RECENT_SHARE", 1.0)  # always: the window
+            window = finance.check(con, today=day)
+            assert window.budgets == whole.budgets, day
+            assert window.anomalies == whole.anomalies, day
+            seen["budgets"] += len(whole.budgets)
+            seen["anomalies"] += len(whole.anomalies)
+            seen["scoped"] += finance.use_recent(con, day)
+            day += timedelta(days=5)
+    assert seen["budgets"] > 20 and seen["anomalies"] > 0 and seen["scoped"] > 0
