@@ -466,7 +466,7 @@ class Outcome:
 
     @property
     def failed(self) -> list[Delivery]:
-        return [d for d in self.deliveries if d.status in ("failed", "gave_up")]
+        return [d for d in self.deliveries if d.status in ("failed", "gave_up", "not_sent")]
 
     def summary(self) -> str:
         """Lines for the check summary (empty when nothing was due)."""
@@ -482,7 +482,9 @@ class Outcome:
             + (" (tried again at the next check)" if self.failed else "")
         ]
         for d in self.failed:
-            again = "given up" if d.status == "gave_up" else f"night {d.nights}"
+            again = {"gave_up": "given up", "not_sent": "not tried"}.get(
+                d.status, f"night {d.nights}"
+            )
             lines.append(f"    NOT SENT to {d.endpoint.name}: {d.finding_key}: {d.error} ({again})")
         return "".join("\n" + line for line in lines)
 
@@ -516,6 +518,7 @@ def notify(
     it meanwhile), deliver, record, publish. A night with nothing due writes nothing."""
     from pipeline.load import Loader, reader
     from pipeline.runner import new_run_id
+    from pipeline.store import LockedError
 
     if not cfg.endpoints:
         return Outcome()
@@ -524,7 +527,13 @@ def notify(
         due = plan(con, found, cfg.endpoints)
     if dry_run or not due:
         return Outcome(due, dry_run=dry_run)
-    with Loader(db_path, new_run_id(), wait_s=wait_s) as ldr:
+    try:
+        ldr = Loader(db_path, new_run_id(), wait_s=wait_s)
+    except LockedError as exc:  # a run is writing: nothing sent, so nothing is lost
+        for d in due:
+            d.status, d.error = "not_sent", f"{exc} (sent at the next check; or --wait)"
+        return Outcome(due)
+    with ldr:
         due = plan(ldr.con, found, cfg.endpoints)
         deliver(due, cfg, transport=transport)
         record(ldr.con, due, ldr.run_id)

@@ -248,3 +248,36 @@ def test_a_bad_endpoint_is_one_line_without_its_url(
     assert result.exit_code == 2
     assert message in result.output
     assert "https://h/x" not in result.output
+
+
+def test_a_check_while_a_run_writes_sends_nothing_and_the_next_check_does(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path)
+    path = write_jsonl(tmp_path / "n.jsonl", [night(1, 900_000_000, 10)])
+    assert run_cli("run", path, "--db", db, "-q").exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from pipeline.store import Store, WriterLock;"
+         " WriterLock(Store(Path(sys.argv[1])), 'RUN-B', 0); print('held', flush=True);"
+         " time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with receive() as rx:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            result = run_cli("check", "--db", db, "--config", cfg, env=env(rx))
+        finally:
+            holder.kill()
+            holder.wait()
+        assert result.exit_code == 0, result.output
+        assert "notify      0 sent, 1 failed" in result.output
+        assert "is being written by another billing run" in result.output
+        assert "(not tried)" in result.output
+        assert rx.posts == []
+        result = run_cli("check", "--db", db, "--config", cfg, env=env(rx))
+        assert "notify      1 sent, 0 failed" in result.output
+        assert len(rx.posts) == 1
