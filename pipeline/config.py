@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.redaction import redact, register_secret
@@ -301,7 +302,16 @@ def _date(value: object, where: str) -> date | None:
         raise ConfigError(f"{where} must be a date YYYY-MM-DD") from None
 
 
-_BUDGET_ALIASES = {"limit": "limit_usd", "amount_usd": "limit_usd", "session_id": "session"}
+_BUDGET_ALIASES = {
+    "limit": "limit_usd",
+    "amount_usd": "limit_usd",
+    "session_id": "session",
+    "thresholds_pct": "thresholds",
+    "alert_at": "thresholds",
+    "notify_at": "thresholds",
+    "runway_days": "min_days",
+    "min_runway_days": "min_days",
+}
 _PRICE_ALIASES = {
     "pricing_plan": "plan",
     "price_usd": "unit_price_usd",
@@ -423,10 +433,39 @@ def _seconds(value: object, where: str, low: float, high: float) -> float:
     return float(value)
 
 
+_ENDPOINT_ALIASES = {
+    "type": "format",
+    "kind": "format",
+    "webhook_url": "url",
+    "webhook_url_env": "url_env",
+    "env": "url_env",
+    "signing_secret_env": "secret_env",
+}
+_ENDPOINT_ALIASES.update({k: k for k in _ENDPOINT_KEYS})
+_NOTIFY_ALIASES = {"endpoints": "endpoint", "webhook": "endpoint", "webhooks": "endpoint"}
+
+
 def _notify(table: object, path: Path) -> NotifyConfig:
-    """[notify] with [[notify.endpoint]] tables: where `billing check` posts findings."""
+    """[notify] with [[notify.endpoint]] tables: where `billing check` posts findings.
+    Also read: [[notify]] tables (each an endpoint, settings from the first), and a
+    [notify] table that is itself the one endpoint (it has url or url_env)."""
+    if isinstance(table, list):  # [[notify]]: each table an endpoint
+        if not all(isinstance(t, dict) for t in table):
+            raise ConfigError(f"config file {path}: [[notify]] entries must be tables")
+        first = dict(table[0]) if table else {}
+        settings = {k: first.pop(k) for k in list(first) if k in _NOTIFY_KEYS}
+        table = {**settings, "endpoint": [first, *table[1:]] if first or table else []}
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [notify] must be a table")
+    table = _canonical(table, _NOTIFY_ALIASES, f"[notify] in {path}")
+    inline = {k: table.pop(k) for k in list(table) if k in _ENDPOINT_ALIASES}
+    if inline:  # [notify] url_env = ...: the table is the one endpoint
+        if "endpoint" in table:
+            raise ConfigError(
+                f"config file {path}: give the endpoint in [notify] or as"
+                " [[notify.endpoint]] tables, not both"
+            )
+        table["endpoint"] = [inline]
     unknown = sorted(set(table) - set(_NOTIFY_KEYS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key(s) notify.{', notify.'.join(unknown)}")
@@ -434,10 +473,11 @@ def _notify(table: object, path: Path) -> NotifyConfig:
     if not isinstance(items, list):
         raise ConfigError(f"config file {path}: endpoints are [[notify.endpoint]] tables")
     endpoints = []
-    for n, item in enumerate(items, start=1):
+    for n, given in enumerate(items, start=1):
         where = f"notify.endpoint #{n} in {path}"
-        if not isinstance(item, dict):
+        if not isinstance(given, dict):
             raise ConfigError(f"{where} must be a table")
+        item: dict[str, Any] = _canonical(given, _ENDPOINT_ALIASES, where)
         bad = sorted(set(item) - set(_ENDPOINT_KEYS))
         if bad:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}")
