@@ -288,22 +288,22 @@ def test_a_check_while_a_run_writes_sends_nothing_and_the_next_check_does(
     [
         '[[notify]]\nname = "finance"\ntype = "json"\nwebhook_url_env = "BILLING_TEST_HOOK"\n'
         "total_timeout_s = 10\n",
-        '[notify]\nname = "finance"\nurl_env = "BILLING_TEST_HOOK"\nformat = "json"\n',
-        '[notify]\n[[notify.endpoints]]\nname = "finance"\nenv = "BILLING_TEST_HOOK"\n',
+        '[notify]\nname = "finance"\nurl_env = "BILLING_TEST_HOOK"\nformat = "json"\n'
+        "total_timeout_s = 10\n",
+        '[notify]\ntotal_timeout_s = 10\n[[notify.endpoints]]\nname = "finance"\n'
+        'env = "BILLING_TEST_HOOK"\n',
     ],
 )
-def test_the_other_ways_to_write_an_endpoint_send_the_same_message(
-    run_cli: Any, db: Path, tmp_path: Path, shape: str
+def test_the_other_ways_to_write_an_endpoint_read_as_the_same_endpoint(
+    tmp_path: Path, shape: str
 ) -> None:
+    from pipeline.config import Endpoint, NotifyConfig, load_config_file
+
     cfg = tmp_path / "b.toml"
-    cfg.write_text(
-        '[[budget]]\nname = "team monthly"\nlimit_usd = "1.00"\nalert_at = [50]\n\n' + shape
+    cfg.write_text('[[budget]]\nname = "b"\nlimit_usd = "1.00"\nalert_at = [50]\n\n' + shape)
+    read = load_config_file(cfg)
+    assert read.notify == NotifyConfig(
+        endpoints=(Endpoint(name="finance", format="json", url_env="BILLING_TEST_HOOK"),),
+        total_timeout_s=10.0,
     )
-    with receive() as rx:
-        environment = {k: v for k, v in env(rx).items() if k != "BILLING_TEST_SIGNING"}
-        result = run_night(run_cli, db, tmp_path, cfg, rx, [night(1, 600_000_000, 10)], 1)
-        result = run_cli("check", "--db", db, "--config", cfg, env=environment)
-        assert result.exit_code == 0, result.output
-        assert [(b["finding"], b["threshold_pct"]) for b in rx.bodies()] == [
-            ("budget:team monthly:2026-11-01:50", 50)
-        ]
+    assert read.budgets is not None and read.budgets[0].thresholds == (50,)
