@@ -729,18 +729,24 @@ class Loader:
         con.execute("insert into pipeline_meta values ('ledger_version', $1)", [LEDGER_VERSION])
         if first:  # a database without books yet: book everything as it stands
             run_script(con, LEDGER_NEW_SQL.replace("{where}", ""), params)
-        else:
-            new_ids = "select id as batch_id from decisions where action = 'new'"
-            run_script(con, ledger_new_sql(new_ids), params)
-            scope = "select id as batch_id from decisions where action = 'updated'"
-            run_script(con, ledger_sql(scope), params)
-            stats.corrections = _scalar(
-                con, "select count(*) from ledger_delta where charge_class = 'Correction'"
-            )
+        else:  # only what the night brought (nothing new or changed: nothing to book)
+            if stats.new:
+                new_ids = "select id as batch_id from decisions where action = 'new'"
+                run_script(con, ledger_new_sql(new_ids), params)
+            if stats.updated:
+                scope = "select id as batch_id from decisions where action = 'updated'"
+                run_script(con, ledger_sql(scope), params)
+                stats.corrections = _scalar(
+                    con, "select count(*) from ledger_delta where charge_class = 'Correction'"
+                )
         with timed("reconciliation"):
             if first:  # a new database, or books written again: every batch
                 con.execute(RECONCILE_SQL, {"run_id": self.run_id})
-            else:  # the batches this run wrote (`billing reconcile` checks them all)
+            elif (
+                stats.new
+                or stats.updated
+                or _scalar(con, "select count(*) from stage_request_sets")
+            ):  # the batches this run wrote (`billing reconcile` checks them all)
                 night = (
                     "select id as batch_id from decisions where action in ('new', 'updated')"
                     " union select batch_id from stage_request_sets"
