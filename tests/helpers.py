@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -130,6 +131,23 @@ def billing(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "pipeline", *(str(a) for a in args)]
 
 
+_BIG: list[Path] = []
+
+
+def _big_input(write: Callable[..., Any], batches: Callable[..., Any]) -> Path:
+    """The 30,000-batch input, written once per test process (1 s each time otherwise)."""
+    if not _BIG:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="billing-big-"))
+        atexit.register(shutil.rmtree, folder, True)
+        write(folder / "big.jsonl", batches(30_000, seed=3))
+        _BIG.append(folder / "big.jsonl")
+    return _BIG[0]
+
+
 def start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
     """A 30,000-batch run in 1,000-record chunks over two workers, returned once three
     chunks are staged (more to come): the moment to interrupt or kill it."""
@@ -137,7 +155,13 @@ def start_big_run(tmp_path: Path, db: Path) -> subprocess.Popen[str]:
     from pipeline.sample import write_jsonl as write_sample_jsonl
 
     big = tmp_path / "big.jsonl"
-    write_sample_jsonl(big, iter_batches(30_000, seed=3))
+    source = _big_input(write_sample_jsonl, iter_batches)  # written once per test process
+    try:
+        os.link(source, big)
+    except OSError:  # another file system
+        import shutil
+
+        shutil.copyfile(source, big)
     proc = subprocess.Popen(
         billing(
             "run",
