@@ -51,6 +51,12 @@ def test_spark_reads_the_export_with_the_same_totals(sample_db: Path, tmp_path: 
         .config("spark.sql.shuffle.partitions", "1")  # one core, tiny data: no 200 tasks
         .config("spark.default.parallelism", "1")
         .config("spark.driver.bindAddress", "127.0.0.1")
+        # a short-lived JVM: the quick compiler only and one GC thread (less CPU for the
+        # other tests on a 2-core machine; the answers are the same)
+        .config(
+            "spark.driver.extraJavaOptions",
+            "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:CICompilerCount=1",
+        )
         .getOrCreate()
     )
     try:
