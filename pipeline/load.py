@@ -697,19 +697,8 @@ class Loader:
             setattr(stats, action, int(n))
             if action != "stale":
                 stats.cost_nanos_loaded += int(cost)
-        timer = timed("merge counts")
-        timer.__enter__()
-        stats.incoming = _scalar(con, "select count(*) from incoming")
-        stats.staged = _scalar(con, "select count(*) from stage_batches")
-        stats.lines_written = _scalar(
-            con, "select count(*) from pricing_lines where run_id = $1", [self.run_id]
-        )
-        stats.lines_loaded = _scalar(
-            con,
-            "select count(*) from stage_lines l join decisions d"
-            " on d.id = l.batch_id and d._seq = l._seq where d.action <> 'stale'",
-        )
-        timer.__exit__(None, None, None)
+        with timed("merge counts"):
+            self._count(stats)
         with timed("total after"):
             stats.total_after = self.total_cost_nanos()
         stats.new_fields = self._record_drift()
@@ -756,6 +745,19 @@ class Loader:
             con, "select count(*) from reconciliation_results where run_id = $1", [self.run_id]
         )
         return stats
+
+    def _count(self, stats: MergeStats) -> None:
+        con = self.con
+        stats.incoming = _scalar(con, "select count(*) from incoming")
+        stats.staged = _scalar(con, "select count(*) from stage_batches")
+        stats.lines_written = _scalar(  # the run's own rows: older row groups are skipped
+            con, "select count(*) from pricing_lines where loaded_at = $1", [self.now]
+        )
+        stats.lines_loaded = _scalar(
+            con,
+            "select count(*) from stage_lines l join decisions d"
+            " on d.id = l.batch_id and d._seq = l._seq where d.action <> 'stale'",
+        )
 
     def _ledger_outdated(self) -> bool:
         row = self.con.execute(
