@@ -1113,21 +1113,26 @@ FINANCE_VIEWS = (
 )
 
 
-def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> FileConfig:
-    """A --config given to a read command applies to this connection only. A database
-    written by an older version lacks the finance views: say how to upgrade it."""
-    from pipeline.load import store_settings
-
+def require_views(con: duckdb.DuckDBPyConnection, views: Sequence[str]) -> None:
+    """A database written by an older version lacks newer views: say how to upgrade it."""
     found = {
         r[0]
         for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()
     }
-    missing = [v for v in FINANCE_VIEWS if v not in found]
+    missing = [v for v in views if v not in found]
     if missing:
         raise ConfigError(
             f"this database has no {', '.join(missing)} (written by an older version): "
             "run `billing run` on it once (any input) to add them"
         )
+
+
+def _read_settings(con: duckdb.DuckDBPyConnection, config_path: Path | None) -> FileConfig:
+    """A --config given to a read command applies to this connection only. A database
+    written by an older version lacks the finance views: say how to upgrade it."""
+    from pipeline.load import store_settings
+
+    require_views(con, FINANCE_VIEWS)
 
     file_cfg = load_config_file(config_path)
     if file_cfg.path is not None:

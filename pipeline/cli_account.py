@@ -21,10 +21,11 @@ from pipeline.cli import (
     db_option,
     format_option,
     friendly_errors,
+    require_views,
     wallet_line,
 )
 from pipeline.config import ApiConfig, ConfigError
-from pipeline.load import Loader, reader
+from pipeline.load import Loader, create_views, reader
 from pipeline.redaction import redact
 from pipeline.report import FORMATS, json_rows, printable, usd_cents
 from pipeline.runner import new_run_id
@@ -70,6 +71,7 @@ def _record(db: Path, wait_s: float, write: Callable[[duckdb.DuckDBPyConnection,
     check_db_path(db)
     with Loader(db, new_run_id(), wait_s=wait_s) as ldr:
         out = write(ldr.con, ldr.run_id)
+        create_views(ldr.con)  # an older database gains this version's views too
         ldr.commit()
     return out
 
@@ -149,6 +151,7 @@ def prices_cmd(
         )  # fmt: skip
         return
     with reader(db, sandbox=True) as con:
+        require_views(con, ["price_changes"])
         cur = con.execute(
             "select changed_at, provider, model, endpoint, meter, unit_size, change,"
             " old_price_per_unit, new_price_per_unit from price_changes"
@@ -210,6 +213,7 @@ def credits_cmd(
             db, wait_s, lambda con, run_id: account.store_credits(con, reading, at, source, run_id)
         )
     with reader(db, sandbox=True) as con:
+        require_views(con, ["wallet_runway"])
         cur = con.execute("select * from wallet_runway")
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()

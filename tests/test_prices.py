@@ -313,3 +313,26 @@ def test_prices_and_credits_fetch_by_hand_and_say_plainly_when_not_served(
     )
     assert query(db, "select count(*) from credit_readings") == [(0,)]
     assert TOKEN not in result.output
+
+
+def test_an_older_database_is_told_how_to_upgrade_and_a_recorded_reading_upgrades_it(
+    run_cli: Any, sample_loaded: Path, tmp_path: Path
+) -> None:
+    import duckdb
+
+    with duckdb.connect(str(sample_loaded)) as con:  # as an older version left it
+        con.execute("drop view wallet_runway_status")
+        con.execute("drop view wallet_runway")
+        con.execute("drop view price_changes")
+        con.execute("delete from pipeline_meta where key = 'views_key'")
+    result = run_cli("prices", "--db", sample_loaded)
+    assert result.exit_code == 2
+    assert result.output == (
+        "billing: error: this database has no price_changes (written by an older version):"
+        " run `billing run` on it once (any input) to add them\n"
+    )
+    saved = tmp_path / "credits.json"
+    saved.write_bytes(orjson.dumps(CREDITS))
+    result = run_cli("credits", "--file", saved, "--as-of", "2026-11-30", "--db", sample_loaded)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "credits: $80.50 available"
