@@ -205,6 +205,19 @@ db_option = click.option(
 )
 
 
+def wait_option(help_text: str) -> Callable[[F], F]:
+    """--wait SECONDS: how long a command that writes waits for the writer's lock."""
+    return click.option(
+        "--wait",
+        "wait_s",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
 def config_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--config",
@@ -415,15 +428,7 @@ def _stderr_console() -> Any:
 @click.option(
     "--strict", is_flag=True, help="Fail (exit 1, commit nothing) on any reject or mismatch."
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for another run to release the database.",
-)
+@wait_option("Wait up to SECONDS for another run to release the database.")
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
@@ -1260,14 +1265,7 @@ def _is_duckdb_file(path: Path) -> bool:
 @click.option(
     "--dry-run", is_flag=True, help="Print the messages that would be sent; send nothing."
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for a run to release the database before recording what was sent.",
-)
+@wait_option("Wait up to SECONDS for a run to release the database before recording what was sent.")
 @format_option
 @friendly_errors
 def check_cmd(

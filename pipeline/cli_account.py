@@ -22,6 +22,7 @@ from pipeline.cli import (
     format_option,
     friendly_errors,
     require_views,
+    wait_option,
     wallet_line,
 )
 from pipeline.config import ApiConfig, ConfigError
@@ -45,10 +46,14 @@ def _as_of(value: str | None) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _answer(path: str, file: Path | None, fetch: bool, base_url: str | None) -> tuple[Any, str]:
+def _answer(
+    path: str, file: Path | None, fetch: bool, base_url: str | None, as_of: str | None
+) -> tuple[Any, str]:
     """The route's body: from the saved file, or fetched (one line when not served)."""
     if (file is None) == (not fetch):
         raise ConfigError("give --fetch (the API) or --file (a saved response), not both")
+    if as_of is not None and fetch:
+        raise ConfigError("--as-of dates a --file; a fetched answer is dated now")
     if file is not None:
         return account.read_saved(file), str(file)
     from pipeline.extract.api import Client
@@ -88,14 +93,7 @@ source_options = [
         help="When a --file was taken (YYYY-MM-DD or an ISO time, UTC; default now).",
     ),
     click.option("--base-url", default=None, help="API base URL (else $PHASEO_BASE_URL)."),
-    click.option(
-        "--wait",
-        "wait_s",
-        type=click.FloatRange(min=0),
-        default=0.0,
-        metavar="SECONDS",
-        help="Wait up to SECONDS for a run to release the database.",
-    ),
+    wait_option("Wait up to SECONDS for a run to release the database."),
 ]
 
 
@@ -136,9 +134,7 @@ def prices_cmd(
       billing prices --format csv                             # the changes
     """
     if fetch or file is not None:
-        if as_of is not None and fetch:
-            raise ConfigError("--as-of dates a --file; a fetched catalogue is dated now")
-        body, source = _answer(account.PRICING_PATH, file, fetch, base_url)
+        body, source = _answer(account.PRICING_PATH, file, fetch, base_url, as_of)
         at = _as_of(as_of)
         account.parse_catalogue(body)  # a wrong shape fails before the lock is taken
         entries, unreadable = _record(
@@ -204,9 +200,7 @@ def credits_cmd(
       billing credits --file credits.json --as-of 2026-11-30T23:00Z
     """
     if fetch or file is not None:
-        if as_of is not None and fetch:
-            raise ConfigError("--as-of dates a --file; a fetched reading is dated now")
-        body, source = _answer(account.CREDITS_PATH, file, fetch, base_url)
+        body, source = _answer(account.CREDITS_PATH, file, fetch, base_url, as_of)
         reading = account.parse_credits(body)
         at = _as_of(as_of)
         _record(

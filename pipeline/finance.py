@@ -301,10 +301,7 @@ def budget_status(
     the whole history; the same rows."""
     if not _exists(con, "budgets where coalesce(kind, 'spend') = 'spend'"):
         return []  # nothing to check: the view would still read the whole history
-    source = "budget_status"
-    if recent:
-        body = view_over("marts", "budget_status", RECENT_MARTS)
-        source = f"({body}\n) as budget_status"
+    source = _view_or_recent("budget_status", recent)
     return _rows(
         con,
         "select budget_name, period, period_start, scope, limit_nanos, spend_nanos,"  # noqa: S608
@@ -328,10 +325,7 @@ def anomalies(
     """Spend anomalies of the days from ``since``, before ``until``. ``recent``: computed
     from the charges of :func:`use_recent`'s window (at least the 29 days before
     ``since``: a day's baseline is the 28 before it) instead of the whole history."""
-    source = "spend_anomalies"
-    if recent:
-        body = view_over("marts", "spend_anomalies", RECENT_MARTS)
-        source = f"({body}\n) as spend_anomalies"
+    source = _view_or_recent("spend_anomalies", recent)
     return _rows(
         con,
         "select day, level, provider, model, cost_nanos, baseline_median_nanos, score, rule,"  # noqa: S608
@@ -340,6 +334,13 @@ def anomalies(
         " order by day desc, level desc, score desc nulls last, provider, model",
         [since, until],
     )
+
+
+def _view_or_recent(view: str, recent: bool) -> str:
+    """The mart ``view``, or its one definition over the recent window's copies."""
+    if not recent:
+        return view
+    return f"({view_over('marts', view, RECENT_MARTS)}\n) as {view}"
 
 
 ANOMALY_LOOKBACK = timedelta(days=29)  # a day's baseline (28 days) and the day before

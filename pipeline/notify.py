@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -76,11 +77,9 @@ class Delivery:
     retry: bool = False  # a delivery that failed on an earlier night
 
 
-def _dollars(nanos: Any) -> str:
-    """Exact dollars as a plain decimal string: 1234500000000 -> '1234.500000000'."""
-    n = int(nanos or 0)
-    whole, frac = divmod(abs(n), 10**9)
-    return f"{'-' if n < 0 else ''}{whole}.{frac:09d}"
+def _dollars(nanos: Any) -> Decimal:
+    """Exact dollars (the JSON body writes them as '1234.500000000', as json_rows does)."""
+    return Decimal(int(nanos or 0)).scaleb(-9)
 
 
 def _report_pointer(cfg: NotifyConfig, db_name: str) -> str:

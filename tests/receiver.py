@@ -6,10 +6,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
+
+from tests.gateway import _QuietServer  # the gateway's: daemon threads, no tracebacks
 
 
 @dataclass
@@ -57,13 +59,6 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                 pass
 
     return Handler
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
 
 
 @contextmanager
