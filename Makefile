@@ -23,22 +23,14 @@ $(CORE): pyproject.toml requirements/constraints.txt | $(BIN)/python
 	@touch $@
 
 # tests, notebook and Spark checks need the extras too. The pins are complete (a `pip freeze`
-# of this venv), so they install as two pip processes side by side with no resolve (25 s ->
-# 15 s on 2 cores), then `pip check`; if that path fails for any reason, one resolved install
-# does it instead. Byte-compiled afterwards on every core: where PYTHONDONTWRITEBYTECODE is
-# set, every test process would otherwise compile pyspark, marimo... from source.
-PINS := grep -v '^\#' requirements/constraints.txt
-FAST_PIP := $(BIN)/pip install --disable-pip-version-check --quiet --no-deps --no-compile
+# of this venv), so requirements/install-pinned installs them as two pip processes side by
+# side with no resolve, then `pip check`s them (38 s -> 22 s on 2 cores); should that fail
+# for any reason, one resolved install does it instead.
 $(DEV): pyproject.toml requirements/constraints.txt | $(BIN)/python
 	@echo "installing the package with its dev, notebook and spark extras into $(VENV)..."
-	@$(PINS) | awk 'NR % 2 == 0' > $(VENV)/.pins-a; $(PINS) | awk 'NR % 2 == 1' > $(VENV)/.pins-b
-	@( $(FAST_PIP) -r $(VENV)/.pins-a & a=$$!; $(FAST_PIP) -e . & e=$$!; \
-	   $(FAST_PIP) -r $(VENV)/.pins-b && wait $$a && wait $$e && $(BIN)/pip check >/dev/null \
-	 ) 2>/dev/null \
+	@requirements/install-pinned $(VENV) requirements/constraints.txt -e . \
 	 || { echo "pinned install incomplete: resolving instead"; \
-	      $(PIP) --progress-bar on --no-compile -e '.[dev,notebook,spark]'; }
-	@$(BIN)/python -m compileall -q -j 0 -x "/(dlt|pip|setuptools|mypyc|docutils)/" $(VENV)/lib >/dev/null
-	@rm -f $(VENV)/.pins-a $(VENV)/.pins-b
+	      $(PIP) --progress-bar on -e '.[dev,notebook,spark]'; }
 	@touch $(CORE) $@
 
 setup: $(CORE)
@@ -54,7 +46,10 @@ demo: setup
 # and the extra worker fills that time (2 cores: 135 s with 2 workers, 126 s with 3)
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 # mypy (single-threaded, ~9 s on a fresh clone) runs beside the suite; either failing
-# fails the target
+# fails the target. Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (into the
+# venvs and git-ignored __pycache__ folders): the first process to import a module compiles
+# it for the hundreds of test subprocesses after it, instead of each compiling it again.
+test: export PYTHONDONTWRITEBYTECODE =
 test:
 	@$(MAKE) --no-print-directory -j2 setup-dev focus-validator
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
@@ -80,8 +75,7 @@ bench-smoke: setup-dev
 $(FOCUS_VENV)/bin/focus-validator: requirements/focus-validator.txt
 	@if [ -z "$(PY312)" ]; then echo "no python3.12: FOCUS validator not installed (its test skips)"; else \
 	  $(PY312) -m venv $(FOCUS_VENV) && \
-	  $(FOCUS_VENV)/bin/pip install --disable-pip-version-check --quiet --no-deps \
-	    -r requirements/focus-validator.txt && \
+	  requirements/install-pinned $(FOCUS_VENV) requirements/focus-validator.txt && \
 	  touch $@; fi
 
 focus-validator: $(FOCUS_VENV)/bin/focus-validator

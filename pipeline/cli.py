@@ -61,6 +61,7 @@ from pipeline.extract.files import (
     find_inputs,
     is_duckdb_header,
 )
+from pipeline.history import HistoryError
 from pipeline.load import reader
 from pipeline.redaction import redact, register_secret
 from pipeline.report import (
@@ -181,7 +182,7 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (ConfigError, FileNotFoundError, NotABillingDatabase, ExportRefused) as exc:
             fail(_unquoted(str(exc)), EXIT_USAGE)
-        except (LockedError, ChangedDuringRun, runner.StrictFailure) as exc:
+        except (LockedError, ChangedDuringRun, HistoryError, runner.StrictFailure) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
             fail(f"interrupted{nothing}", EXIT_INTERRUPTED)

@@ -37,7 +37,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from pipeline import schema
+from pipeline import history, schema
 from pipeline.config import DEFAULT_ACCOUNT, DEFAULT_KEEP_SNAPSHOTS, FileConfig
 from pipeline.night import (
     LEDGER_NEW_SQL,
@@ -70,23 +70,24 @@ LEDGER_VERSION = "2"
 # bookkeeping columns; every spec column is also added to an older database that lacks it.
 BATCH_TABLE = (*schema.BATCH, *schema.DERIVED)
 TABLES_DDL = f"""
-create table if not exists batches (
+create schema if not exists hot;
+create table if not exists hot.batches (
     {schema.ddl_columns(BATCH_TABLE)},
     content_hash ubigint, source varchar, source_line integer,
     first_run_id varchar, run_id varchar, loaded_at timestamptz,
     captured boolean, captured_at timestamptz, capture_reason varchar
 );
-{schema.add_columns("batches", BATCH_TABLE)}
-create table if not exists pricing_lines (
+{schema.add_columns("hot.batches", BATCH_TABLE)}
+create table if not exists hot.pricing_lines (
     {schema.ddl_columns(schema.LINE)}, run_id varchar
 );
-{schema.add_columns("pricing_lines", schema.LINE)}
-alter table pricing_lines add column if not exists loaded_at timestamptz;
-create table if not exists batch_requests (
+{schema.add_columns("hot.pricing_lines", schema.LINE)}
+alter table hot.pricing_lines add column if not exists loaded_at timestamptz;
+create table if not exists hot.batch_requests (
     {schema.ddl_columns(schema.REQUEST)}, run_id varchar, loaded_at timestamptz
 );
-{schema.add_columns("batch_requests", schema.REQUEST)}
-create table if not exists batch_history (
+{schema.add_columns("hot.batch_requests", schema.REQUEST)}
+create table if not exists hot.batch_history (
     batch_id varchar not null, run_id varchar not null, recorded_at timestamptz,
     change varchar, status varchar, is_final boolean, billed boolean, charged boolean,
     billing_reason varchar, cost_nanos bigint, previous_cost_nanos bigint,
@@ -125,9 +126,9 @@ create table if not exists request_fetches (
     batch_id varchar not null, cost_nanos bigint, rows bigint, run_id varchar,
     fetched_at timestamptz
 );
-alter table batches add column if not exists captured boolean;
-alter table batches add column if not exists captured_at timestamptz;
-alter table batches add column if not exists capture_reason varchar;
+alter table hot.batches add column if not exists captured boolean;
+alter table hot.batches add column if not exists captured_at timestamptz;
+alter table hot.batches add column if not exists capture_reason varchar;
 alter table rejected_batches add column if not exists source_file varchar;
 alter table fetch_errors add column if not exists kind varchar;
 alter table load_runs add column if not exists not_fetched bigint;
@@ -169,7 +170,7 @@ create table if not exists credit_readings (
     reserved_nanos bigint, available_nanos bigint, remaining varchar,
     thirty_day_usage varchar, thirty_day_requests bigint, run_id varchar
 );
-create table if not exists charge_ledger (
+create table if not exists hot.charge_ledger (
     batch_id varchar not null, charge_kind varchar not null, provider varchar,
     model varchar, dimension varchar, unit_size double, unit_price_usd decimal(38, 9),
     pricing_plan varchar, service_tier varchar,
@@ -177,7 +178,7 @@ create table if not exists charge_ledger (
     charge_period_at timestamptz, billing_period_at timestamptz, charge_class varchar,
     billing_reason varchar, charged boolean, run_id varchar, recorded_at timestamptz
 );
-"""
+{history.HISTORY_DDL}"""
 
 _REJECT_SCHEMA = {
     "source": pl.String,
@@ -275,9 +276,13 @@ create or replace temp table decisions as
          or i.charged is distinct from e.charged
          or i.billing_reason is distinct from e.billing_reason
          or i.status is distinct from e.status) as billing_changed
-    from incoming i left join batches e on e.id = i.id left join captures c on c.id = i.id;
+    from incoming i left join batches e on e.id = i.id left join captures c on c.id = i.id
+"""
 
-insert into batch_history
+# The night's writes, into the head tables (pipeline/history.py): a settled batch the
+# night changes was taken back into them first.
+WRITE_SQL = """
+insert into hot.batch_history
     select i.id, $run_id, $now,
         case
             when d.action = 'new' then 'new'
@@ -294,12 +299,12 @@ insert into batch_history
     from incoming i join decisions d on d.id = i.id
     where d.action in ('new', 'updated') and d.billing_changed;
 
-delete from pricing_lines
+delete from hot.pricing_lines
     where batch_id in (select id from decisions where action = 'updated');
-delete from batches
+delete from hot.batches
     where id in (select id from decisions where action = 'updated');
 
-insert into batches by name
+insert into hot.batches by name
     select i.* exclude (_seq),
         coalesce(d.previous_first_run_id, $run_id) as first_run_id,
         $run_id as run_id, $now as loaded_at,
@@ -307,7 +312,7 @@ insert into batches by name
     from incoming i join decisions d on d.id = i.id
     where d.action in ('new', 'updated');
 
-insert into pricing_lines by name
+insert into hot.pricing_lines by name
     select l.* exclude (_seq), $run_id as run_id, $now as loaded_at
     from stage_lines l join decisions d on d.id = l.batch_id and d._seq = l._seq
     where d.action in ('new', 'updated');
@@ -317,9 +322,9 @@ insert into pricing_lines by name
 # API fetch of every page): a set replaces that batch's rows; within a run the latest
 # read of a (batch_id, request_id) wins.
 REQUESTS_SQL = """
-delete from batch_requests where batch_id in (select batch_id from stage_request_sets);
+delete from hot.batch_requests where batch_id in (select batch_id from stage_request_sets);
 
-insert into batch_requests by name
+insert into hot.batch_requests by name
     select * exclude (_seq, _rn), $run_id as run_id, $now as loaded_at
     from (
         select *, row_number() over (
@@ -405,6 +410,7 @@ def new_database_template() -> Path | None:
         con = connect(tmp)
         try:
             con.execute(TABLES_DDL)
+            history.create_views(con, None)
             create_views(con)
             con.execute("checkpoint")
         finally:
@@ -476,6 +482,9 @@ def connect(
         os.umask(old_umask)
     con.execute("set TimeZone = 'UTC'")
     if sandbox:
+        # the database's own history files (its views read them) and nothing else
+        allowed = {history.folder_of(Path(os.path.realpath(db_path))), *history.recorded(con)}
+        con.execute("set allowed_directories = $1", [sorted(f"{p}{os.sep}" for p in allowed)])
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
     return con
@@ -533,11 +542,14 @@ class Loader:
         check_db_path(db_path)
         self._lock = WriterLock(self.store, run_id, wait_s)
         self.work = self.store.work(run_id)
+        self.history = history.folder_of(self.store.db)
         self.stage_dir = Path(f"{self.work}.stage")  # chunks staged by the workers
         self._stage_files: list[tuple[str, str]] = []
         self._held: Published | None = None
         try:
+            killed: set[str] = set()
             for stale in self.store.stale_work():  # left by a killed run
+                killed.add(stale.name[len(self.store.db.name) + 2 :].split(".", 1)[0])
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
@@ -556,6 +568,9 @@ class Loader:
             self.con = connect(self.work, memory_limit=memory_limit, writer=True)
             self.con.execute("begin transaction")
             self.con.execute(TABLES_DDL)
+            history.migrate(self.con)  # (a database from before the history: once)
+            history.remove_runs(self.con, self.history, killed)  # (files they wrote, if any)
+            history.create_views(self.con, self.history)
             self.con.execute(STAGE_DDL)
         except BaseException:
             self._discard()
@@ -688,6 +703,15 @@ class Loader:
         )  # an empty stage counts as unique
         run_script(con, UNIQUE_SQL if unique else DEDUPE_SQL, params)
         run_script(con, MERGE_SQL, params)
+        with timed("take back from the history"):
+            history.take_back(
+                con,
+                "select id from decisions where action = 'updated'"
+                " union all select batch_id from stage_request_sets",
+                self.run_id,
+                self.now,
+            )
+        run_script(con, WRITE_SQL, params)
         run_script(con, REQUESTS_SQL, params)
         run_script(con, REJECTS_SQL, params)
         for action, n, cost in con.execute(
@@ -712,7 +736,12 @@ class Loader:
                 "re-dating the FOCUS books (charge_ledger) once by this version's charge-date"
                 " rule: billed money only, dated by capture or end time, not read time"
             )
-            con.execute("delete from charge_ledger")
+            if history.has_history(con):
+                raise LoadError(
+                    "the FOCUS books need booking again by this version's rules, but part"
+                    " of them is in the history files: load with the version that wrote them"
+                )
+            con.execute("delete from hot.charge_ledger")
             first = True
         con.execute("delete from pipeline_meta where key = 'ledger_version'")
         con.execute("insert into pipeline_meta values ('ledger_version', $1)", [LEDGER_VERSION])
@@ -815,6 +844,13 @@ class Loader:
         self.con.execute(
             "insert into pipeline_meta values ('schema_version', $1)", [str(SCHEMA_VERSION)]
         )
+        with timed("settle history"):
+            keep, at_least = history.limits()
+            settled = history.settle(
+                self.con, self.history, self.run_id, self.now, keep=keep, at_least=at_least
+            )
+            if settled.files:
+                history.create_views(self.con, self.history)
         with timed("commit and checkpoint"):
             self.con.execute("commit")
             self.con.execute("checkpoint")

@@ -27,7 +27,7 @@ def sql_dir() -> Path:
 # A batch never booked before (new to the database, or every batch the first time a
 # database gets its books) is booked line by line as it stands: no comparison needed.
 LEDGER_NEW_SQL = """
-insert into charge_ledger by name
+insert into hot.charge_ledger by name
     select
         l.batch_id, l.charge_kind, l.provider, l.model, l.dimension, l.unit_size,
         l.unit_price_usd, l.pricing_plan, l.service_tier, l.quantity, l.billable_units,
@@ -93,7 +93,7 @@ from deltas as d
 left join first_booked as f on f.batch_id = d.batch_id
 left join scope_stg_batches as s on s.batch_id = d.batch_id;
 
-insert into charge_ledger by name
+insert into hot.charge_ledger by name
     select *, $run_id as run_id, $now as recorded_at from ledger_delta
 """
 

@@ -216,7 +216,7 @@ def test_an_existing_database_without_books_is_booked_once_on_its_next_run(
 ) -> None:
     assert run_cli("run", "--input", SAMPLE, "--db", db, "-q").exit_code == 0
     con = duckdb.connect(str(db))
-    con.execute("delete from charge_ledger")  # as a database from before the books
+    con.execute("delete from hot.charge_ledger")  # as a database from before the books
     con.close()
     assert run_cli("run", "--input", SAMPLE, "--db", db, "-q").exit_code == 0
     assert query(

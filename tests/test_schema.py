@@ -80,7 +80,7 @@ def test_an_older_database_gains_a_new_spec_column_on_its_next_run(
     data = write_jsonl(tmp_path / "a.jsonl", [batch(1)])
     assert run_cli("run", data, "--db", db, "-q").exit_code == 0
     con = duckdb.connect(str(db))
-    con.execute("alter table batches drop column usage_currency")  # as if made before it existed
+    con.execute("alter table hot.batches drop column usage_currency")  # as if made before it
     con.close()
     assert run_cli("run", data, "--db", db, "-q").exit_code == 0
     assert query(db, "select count(usage_currency), count(*) from batches") == [(0, 1)]
@@ -212,7 +212,7 @@ def test_a_field_added_to_the_spec_alone_is_read_checked_redacted_and_loaded(
     assert query(
         db,
         "select column_name, data_type from information_schema.columns where table_name ="
-        " 'batches' and column_name in ('billing_currency', 'priority', 'usage_cached_tokens',"
+        " 'batches' and table_schema = 'main' and column_name in ('billing_currency', 'priority', 'usage_cached_tokens',"
         " 'breakdown_tax_nanos', 'webhook_format') order by column_name",
     ) == [
         ("billing_currency", "VARCHAR"),

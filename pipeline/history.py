@@ -1,0 +1,340 @@
+"""The settled history, kept out of the file a night copies.
+
+A night copies the published database before it writes (readers are never blocked, a
+failed run leaves nothing), so a database that only grows would make every night copy
+all of it. The fact tables are therefore split in two:
+
+- the *head* rows, in the database's ``hot`` schema: every batch still moving, and the
+  newest settled ones (``keep_batches``). A night writes only these, and copies only them;
+- the *history*: the rows of the other settled (final) batches, written once into
+  immutable Parquet files beside the database, one per table and month the batches were
+  created in (``<name>.history/<table>/month=YYYY-MM/<run_id>.parquet``), never rewritten.
+
+``main.<table>`` (``batches``, ``pricing_lines``, ``batch_requests``, ``batch_history``,
+``charge_ledger``) is a view of both: the head rows, then the history's rows of the
+batches not taken back into the head. Everything that reads (the views in ``sql/``,
+``billing query``/``sql``, exports, notebooks, an analyst's own DuckDB) reads these views,
+as it read the tables before.
+
+A night that changes a settled batch (a restatement, request rows fetched later) first
+takes that batch's rows back into the head (:func:`take_back`): copied, and *tombstoned*
+in the history part they came from (``history_tombstones``), so that the view shows them
+once. The Parquet files are never touched: a closed month's files stay as they were
+published, and every snapshot (a head that names its parts) stays readable.
+
+Moving rows into the history (:func:`settle`) happens at the end of a write session, once
+the head holds at least ``min_batches`` settled batches beyond the newest ``keep_batches``
+(every few weeks at a few thousand batches a night; the first night of this version on a
+large database moves most of it at once). The head, and so the copy, stays bounded
+however long the history grows. Its files are written and
+synced before the head that names them is published; a run killed before that leaves
+files no head names, removed by the next move.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+# fact table -> the column naming its batch
+FACTS: dict[str, str] = {
+    "batches": "id",
+    "pricing_lines": "batch_id",
+    "batch_requests": "batch_id",
+    "batch_history": "batch_id",
+    "charge_ledger": "batch_id",
+}
+
+KEEP_BATCHES = 100_000  # settled batches the head keeps (the newest by creation)
+MIN_BATCHES = 50_000  # settled batches beyond those that make a move worth its files
+# (for tests and small installations: BILLING_HISTORY_KEEP_BATCHES, ..._MIN_BATCHES)
+
+HISTORY_DDL = """
+create table if not exists history_parts (
+    table_name varchar not null, part varchar not null, month date, rows bigint,
+    run_id varchar, written_at timestamptz, folder varchar
+);
+create table if not exists history_tombstones (
+    batch_id varchar not null, part varchar not null, run_id varchar, recorded_at timestamptz
+);
+"""
+
+
+class HistoryError(Exception):
+    """The history folder cannot take the night's files: nothing was committed."""
+
+
+_MONTH = re.compile(r"\d{4}-\d{2}")
+_PART_RE = r"[^/\\]+/month=[0-9-]+/[^/\\]+\.parquet$"  # a part's name, from its file's path
+
+
+def folder_of(db: Path) -> Path:
+    """Where a database's history lives: ``billing.duckdb`` -> ``billing.history``, any
+    other name its own (``b.db`` -> ``b.db.history``)."""
+    own = db.stem if db.suffix == ".duckdb" else db.name
+    return db.parent / f"{own}.history"
+
+
+def sql_path(path: Path | str) -> str:
+    return str(path).replace("'", "''")
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """A database from before the split keeps its fact tables in ``main``: their rows
+    move into the head tables (``hot``) once, in the run's transaction. The tables it
+    moved, if any."""
+    moved = []
+    for table in FACTS:
+        kind = con.execute(
+            "select table_type from information_schema.tables"
+            " where table_schema = 'main' and table_name = $1",
+            [table],
+        ).fetchone()
+        if not kind or kind[0] != "BASE TABLE":
+            continue
+        con.execute(f"insert into hot.{table} by name select * from main.{table}")  # noqa: S608
+        con.execute(f"drop table main.{table}")
+        moved.append(table)
+    if moved:
+        log.info("moved the fact tables into the head (hot schema): %s", ", ".join(moved))
+    return moved
+
+
+def recorded(con: duckdb.DuckDBPyConnection) -> list[Path]:
+    """The folders a database's history files were written in (a copy of the database
+    file, or a snapshot, reads its original's files); none for one without history."""
+    try:
+        rows = con.execute(
+            "select distinct folder from history_parts where folder is not null"
+        ).fetchall()
+    except duckdb.Error:
+        return []
+    return [Path(r[0]) for r in rows]
+
+
+def parts(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [p.name for p in _part_rows(con, table)]
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str  # <table>/month=YYYY-MM/<run_id>.parquet
+    folder: str | None  # where it was written
+
+
+def _part_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[_Part]:
+    return [
+        _Part(r[0], r[1])
+        for r in con.execute(
+            "select part, folder from history_parts where table_name = $1 order by part",
+            [table],
+        ).fetchall()
+    ]
+
+
+def _path(part: _Part, own: Path) -> Path:
+    """A part is read beside the database when it is there (a database moved with its
+    history folder), else where it was written (a copy of the database file)."""
+    here = own / part.name
+    if here.is_file() or part.folder is None:
+        return here
+    return Path(part.folder) / part.name
+
+
+def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
+    """``main.<table>`` for each fact table: the head rows, and the history's rows of
+    batches not taken back (``history.<table>``, each row with its ``_part``). The
+    Parquet files are named one by one (never a glob: a file being written by a later
+    run, or left by a killed one, is never read)."""
+    con.execute("create schema if not exists history")
+    for table, key in FACTS.items():
+        found = _part_rows(con, table) if folder is not None else []
+        if folder is None or not found:
+            con.execute(f"drop view if exists history.{table}")
+            con.execute(f"create or replace view main.{table} as select * from hot.{table}")  # noqa: S608
+            continue
+        listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found)
+        con.execute(
+            f"create or replace view history.{table} as"  # noqa: S608 - quoted paths
+            f" select * exclude (filename) from ("
+            f" select *, regexp_extract(filename, '{_PART_RE}') as _part"
+            f" from read_parquet([{listed}], filename = true, union_by_name = true,"
+            f" hive_partitioning = false)) as h"
+            f" where not exists (select 1 from main.history_tombstones t"
+            f" where t.batch_id = h.{key} and t.part = h._part)"
+        )
+        con.execute(
+            f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
+            f" union all by name select * exclude (_part) from history.{table}"
+        )
+
+
+def has_history(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute("select count(*) from (select 1 from history_parts limit 1)").fetchone()
+    return bool(row and row[0])
+
+
+def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: datetime) -> int:
+    """Copy every history row of the batches ``ids_sql`` names (a query of one column)
+    into the head tables and tombstone them where they were: the night then changes them
+    in the head as any other. The number of batches taken back."""
+    if not has_history(con):
+        return 0
+    con.execute(
+        f"create or replace temp table taken_back as select distinct id as batch_id"  # noqa: S608
+        f" from history.batches where id in ({ids_sql})"
+    )
+    row = con.execute("select count(*) from taken_back").fetchone()
+    n = int(row[0]) if row else 0
+    if not n:
+        return 0
+    for table, key in FACTS.items():
+        if not parts(con, table):
+            continue
+        con.execute(
+            f"create or replace temp table taken_rows as select * from history.{table}"  # noqa: S608
+            f" where {key} in (select batch_id from taken_back)"
+        )
+        con.execute(
+            f"insert into hot.{table} by name select * exclude (_part) from taken_rows"  # noqa: S608
+        )
+        con.execute(
+            "insert into history_tombstones"  # noqa: S608
+            f" select distinct {key}, _part, $1, $2 from taken_rows",
+            [run_id, now],
+        )
+    con.execute("drop table if exists taken_rows")
+    log.info("took %d settled batches back from the history to change them", n)
+    return n
+
+
+@dataclass
+class Settled:
+    batches: int = 0
+    files: int = 0
+    bytes: int = 0
+
+
+def limits() -> tuple[int, int]:
+    """(keep_batches, min_batches), from the environment where set."""
+    out = []
+    for name, default in (("KEEP", KEEP_BATCHES), ("MIN", MIN_BATCHES)):
+        raw = os.environ.get(f"BILLING_HISTORY_{name}_BATCHES", "").strip()
+        out.append(int(raw) if raw.isdigit() else default)
+    return out[0], out[1]
+
+
+def settle(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    run_id: str,
+    now: datetime,
+    *,
+    keep: int = KEEP_BATCHES,
+    at_least: int = MIN_BATCHES,
+) -> Settled:
+    """Move the head's settled (final) batches but the newest ``keep`` into the history,
+    one Parquet file per table and month of creation, once there are at least
+    ``at_least`` (and one) of them. Files are synced before returning (the head naming
+    them is published after)."""
+    done = Settled()
+    row = con.execute("select count(*) from hot.batches where is_final").fetchone()
+    if (int(row[0]) if row else 0) - keep < max(at_least, 1):
+        return done
+    con.execute(
+        "create or replace temp table settling as"
+        " select id as batch_id,"
+        " strftime(date_trunc('month', coalesce(created_at, loaded_at)), '%Y-%m') as month"
+        " from hot.batches where is_final"
+        " order by coalesce(created_at, loaded_at) desc, id desc offset $1",
+        [keep],
+    )
+    row = con.execute("select count(*) from settling").fetchone()
+    count = int(row[0]) if row else 0
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise HistoryError(
+            f"{folder} is not a folder (the database's settled history goes there): move it"
+            " aside; nothing was committed"
+        )
+    written: list[Path] = []
+    for table, key in FACTS.items():
+        counts = con.execute(
+            f"select s.month, count(*) from hot.{table} t join settling s"  # noqa: S608
+            f" on s.batch_id = t.{key} group by 1 order by 1"
+        ).fetchall()
+        for month, n in counts:
+            if not _MONTH.fullmatch(month or ""):
+                raise ValueError(f"unexpected month {month!r}")
+            part = f"{table}/month={month}/{run_id}.parquet"
+            path = folder / part
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            con.execute(
+                f"copy (select t.* from hot.{table} t join settling s on s.batch_id = t.{key}"  # noqa: S608
+                f" where s.month = '{month}') to '{sql_path(path)}'"
+                " (format parquet, compression zstd)"
+            )
+            con.execute(
+                "insert into history_parts values ($1, $2, $3, $4, $5, $6, $7)",
+                [table, part, f"{month}-01", n, run_id, now, str(folder)],
+            )
+            written.append(path)
+        con.execute(
+            f"delete from hot.{table} where {key} in (select batch_id from settling)"  # noqa: S608
+        )
+    _sync(written)
+    done.batches = count
+    done.files = len(written)
+    done.bytes = sum(p.stat().st_size for p in written)
+    log.info(
+        "moved %d settled batches into the history (%d files, %.1f MB)",
+        count,
+        done.files,
+        done.bytes / 2**20,
+    )
+    return done
+
+
+def remove_runs(con: duckdb.DuckDBPyConnection, folder: Path, run_ids: Iterable[str]) -> list[Path]:
+    """The files of runs killed before they published (the next run finds their working
+    files; a run killed just after its publish also leaves some, but its files are named
+    by the published head and stay). Only this database's own folder, only those names."""
+    named = {r[0] for r in con.execute("select distinct run_id from history_parts").fetchall()}
+    names = {f"{r}.parquet" for r in run_ids if r not in named}
+    gone: list[Path] = []
+    if not names or not folder.is_dir() or folder.is_symlink():
+        return gone
+    for path in _files(folder):
+        if path.name in names:
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    if gone:
+        log.info("removed %d history files of runs that never published", len(gone))
+    return gone
+
+
+def _files(folder: Path) -> Iterable[Path]:
+    for table in FACTS:
+        base = folder / table
+        if base.is_dir() and not base.is_symlink():
+            yield from (
+                p for p in base.glob("month=*/*.parquet") if p.is_file() and not p.is_symlink()
+            )
+
+
+def _sync(paths: list[Path]) -> None:
+    folders = {p.parent for p in paths} | {p.parent.parent for p in paths}
+    for path in [*paths, *sorted(folders)]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
