@@ -4,11 +4,13 @@
         --workdir /tmp/growth --out /tmp/growth.md
 
 Each history size is built once (``billing run`` of the deterministic sample with that
-many batches; kept in ``--workdir`` for the next invocation). Each measurement copies the
-built database to a fresh file (not measured), then runs ``billing run NIGHT`` on it as
-its own process and records its wall time, its peak RSS (the process tree, sampled every
-20 ms) and the bytes it wrote (``write_bytes`` of the process and the children it waited
-for, from ``wait4``'s rusage: page-cache writes included, before any flush). Medians of
+many batches, which also moves the settled batches into the Parquet history beside it,
+pipeline/history.py; kept in ``--workdir`` for the next invocation). Each measurement
+copies the built database file (the head) to a fresh file, not measured, which reads the
+built history files as any copy does; then runs ``billing run NIGHT`` on it as its own
+process and records its wall time, its peak RSS (the process tree, sampled every 20 ms)
+and the bytes it wrote (``write_bytes`` of the process and the children it waited for,
+from ``wait4``'s rusage: page-cache writes included, before any flush). Medians of
 ``--repeats`` runs.
 """
 
@@ -38,6 +40,15 @@ class Night:
     peak_rss_mb: float
     written_mb: float
     db_mb: float
+    history_mb: float = 0.0
+
+
+def history_mb(db: Path | None) -> float:
+    """The size of a database's Parquet history (pipeline.history.folder_of)."""
+    if db is None:
+        return 0.0
+    folder = db.parent / f"{db.stem}.history"
+    return sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 2**20
 
 
 def measure_night(cmd: list[str]) -> tuple[float, float, float]:
@@ -70,10 +81,11 @@ def history(n: int, work: Path) -> Path | None:
     if db.exists():
         return db
     data = work / f"history-{n}"
-    subprocess.run(
-        [PY, "-m", "pipeline", "sample", "--out", str(data), "--batches", str(n), "-q"],
-        check=True,
-    )
+    if not (data / "batches-2026-11.jsonl").exists():  # (kept when a build was stopped)
+        subprocess.run(
+            [PY, "-m", "pipeline", "sample", "--out", str(data), "--batches", str(n), "-q"],
+            check=True,
+        )
     subprocess.run(
         [PY, "-m", "pipeline", "run", str(data), "--db", str(db), "-q", "--keep-snapshots", "0"],
         check=True,
@@ -115,10 +127,12 @@ def bench(sizes: list[int], night: int, repeats: int, work: Path) -> dict[int, N
             statistics.median(r.peak_rss_mb for r in runs),
             statistics.median(r.written_mb for r in runs),
             statistics.median(r.db_mb for r in runs),
+            history_mb(base),
         )
         print(
             f"{n:>10,} batches: {out[n].seconds:6.2f}s {out[n].peak_rss_mb:7.0f} MB RSS"
-            f" {out[n].written_mb:8.0f} MB written (db {out[n].db_mb:,.0f} MB)",
+            f" {out[n].written_mb:8.0f} MB written (db {out[n].db_mb:,.0f} MB"
+            f" + history {out[n].history_mb:,.0f} MB)",
             flush=True,
         )
         shutil.rmtree(work / "run", ignore_errors=True)
@@ -132,13 +146,14 @@ def report(results: dict[int, Night], night: int, repeats: int) -> str:
         f" already holding N batches; median of {repeats} runs, each on a fresh copy of the"
         " database.",
         "",
-        "| history (batches) | database | night time | vs empty | peak RSS | written by the night |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| history (batches) | database file (head) | Parquet history | night time | vs empty"
+        " | peak RSS | written by the night |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, r in results.items():
         ratio = f"{r.seconds / empty.seconds:.2f}x" if empty else "-"
         lines.append(
-            f"| {n:,} | {r.db_mb:,.0f} MB | {r.seconds:.2f} s | {ratio} |"
+            f"| {n:,} | {r.db_mb:,.0f} MB | {r.history_mb:,.0f} MB | {r.seconds:.2f} s | {ratio} |"
             f" {r.peak_rss_mb:,.0f} MB | {r.written_mb:,.0f} MB |"
         )
     return "\n".join(lines)

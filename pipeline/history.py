@@ -8,7 +8,8 @@ all of it. The fact tables are therefore split in two:
   newest settled ones (``keep_batches``). A night writes only these, and copies only them;
 - the *history*: the rows of the other settled (final) batches, written once into
   immutable Parquet files beside the database, one per table and month the batches were
-  created in (``<name>.history/<table>/month=YYYY-MM/<run_id>.parquet``), never rewritten.
+  created in (``<name>.history/<table>/month=YYYY-MM/<run_id>-<chunk>.parquet``), never
+  rewritten.
 
 ``main.<table>`` (``batches``, ``pricing_lines``, ``batch_requests``, ``batch_history``,
 ``charge_ledger``) is a view of both: the head rows, then the history's rows of the
@@ -33,6 +34,8 @@ files no head names, removed by the next move.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -93,14 +96,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     move into the head tables (``hot``) once, in the run's transaction. The tables it
     moved, if any."""
     moved = []
-    for table in FACTS:
-        kind = con.execute(
-            "select table_type from information_schema.tables"
-            " where table_schema = 'main' and table_name = $1",
-            [table],
-        ).fetchone()
-        if not kind or kind[0] != "BASE TABLE":
-            continue
+    old = {
+        r[0]
+        for r in con.execute(
+            "select table_name from duckdb_tables() where database_name = current_database()"
+            " and schema_name = 'main' and table_name in $1",
+            [list(FACTS)],
+        ).fetchall()
+    }
+    for table in (t for t in FACTS if t in old):
         con.execute(f"insert into hot.{table} by name select * from main.{table}")  # noqa: S608
         con.execute(f"drop table main.{table}")
         moved.append(table)
@@ -154,16 +158,23 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
     """``main.<table>`` for each fact table: the head rows, and the history's rows of
     batches not taken back (``history.<table>``, each row with its ``_part``). The
     Parquet files are named one by one (never a glob: a file being written by a later
-    run, or left by a killed one, is never read)."""
-    con.execute("create schema if not exists history")
+    run, or left by a killed one, is never read). Made again only when the files or the
+    head's columns changed (the key of what they were made from is in pipeline_meta)."""
+    found: dict[str, list[_Part]] = {}
+    if folder is not None:
+        for table, name, where in con.execute(
+            "select table_name, part, folder from history_parts order by all"
+        ).fetchall():
+            found.setdefault(table, []).append(_Part(name, where))
+    statements = ["create schema if not exists history"]
     for table, key in FACTS.items():
-        found = _part_rows(con, table) if folder is not None else []
-        if folder is None or not found:
-            con.execute(f"drop view if exists history.{table}")
-            con.execute(f"create or replace view main.{table} as select * from hot.{table}")  # noqa: S608
+        if folder is None or not found.get(table):
+            statements.append(f"drop view if exists history.{table}")
+            plain = f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
+            statements.append(plain)
             continue
-        listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found)
-        con.execute(
+        listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found[table])
+        statements.append(
             f"create or replace view history.{table} as"  # noqa: S608 - quoted paths
             f" select * exclude (filename) from ("
             f" select *, regexp_extract(filename, '{_PART_RE}') as _part"
@@ -172,10 +183,27 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
             f" where not exists (select 1 from main.history_tombstones t"
             f" where t.batch_id = h.{key} and t.part = h._part)"
         )
-        con.execute(
+        statements.append(
             f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
             f" union all by name select * exclude (_part) from history.{table}"
         )
+    columns = con.execute(
+        "select table_name, column_name, data_type from duckdb_columns()"
+        " where database_name = current_database() and schema_name = 'hot' order by all"
+    ).fetchall()
+    key = hashlib.sha256(repr((statements, columns)).encode()).hexdigest()
+    row = con.execute(
+        "select (select max(value) from pipeline_meta where key = 'history_views_key'),"
+        " (select count(*) from duckdb_views() where database_name = current_database()"
+        " and schema_name = 'main' and view_name in $1)",
+        [list(FACTS)],
+    ).fetchone()
+    if row and row[0] == key and row[1] == len(FACTS):
+        return
+    for statement in statements:
+        con.execute(statement)
+    con.execute("delete from pipeline_meta where key = 'history_views_key'")
+    con.execute("insert into pipeline_meta values ('history_views_key', $1)", [key])
 
 
 def has_history(con: duckdb.DuckDBPyConnection) -> bool:
@@ -233,6 +261,9 @@ def limits() -> tuple[int, int]:
     return out[0], out[1]
 
 
+CHUNK_BATCHES = 250_000  # batches per file: bounds the memory of a large move
+
+
 def settle(
     con: duckdb.DuckDBPyConnection,
     folder: Path,
@@ -243,60 +274,81 @@ def settle(
     at_least: int = MIN_BATCHES,
 ) -> Settled:
     """Move the head's settled (final) batches but the newest ``keep`` into the history,
-    one Parquet file per table and month of creation, once there are at least
-    ``at_least`` (and one) of them. Files are synced before returning (the head naming
-    them is published after)."""
+    one Parquet file per table, month of creation and chunk of at most
+    :data:`CHUNK_BATCHES` batches, once there are at least ``at_least`` (and one) of them.
+    Called on the private working copy after the night's transaction committed: each
+    chunk is its own transaction (a failure anywhere discards the copy, so nothing is
+    published). Files are synced before returning (the head naming them is published
+    after)."""
     done = Settled()
     row = con.execute("select count(*) from hot.batches where is_final").fetchone()
     if (int(row[0]) if row else 0) - keep < max(at_least, 1):
         return done
-    con.execute(
-        "create or replace temp table settling as"
-        " select id as batch_id,"
-        " strftime(date_trunc('month', coalesce(created_at, loaded_at)), '%Y-%m') as month"
-        " from hot.batches where is_final"
-        " order by coalesce(created_at, loaded_at) desc, id desc offset $1",
-        [keep],
-    )
-    row = con.execute("select count(*) from settling").fetchone()
-    count = int(row[0]) if row else 0
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise HistoryError(
             f"{folder} is not a folder (the database's settled history goes there): move it"
             " aside; nothing was committed"
         )
+    con.execute(
+        "create or replace temp table settling as"  # noqa: S608 - a constant
+        " select batch_id, month, (row_number() over (partition by month order by batch_id)"
+        f" - 1) // {CHUNK_BATCHES} as chunk from ("
+        " select id as batch_id,"
+        " strftime(date_trunc('month', coalesce(created_at, loaded_at)), '%Y-%m') as month"
+        " from hot.batches where is_final"
+        " order by coalesce(created_at, loaded_at) desc, id desc offset $1)",
+        [keep],
+    )
+    groups = con.execute(
+        "select month, chunk, count(*) from settling group by all order by all"
+    ).fetchall()
     written: list[Path] = []
-    for table, key in FACTS.items():
-        counts = con.execute(
-            f"select s.month, count(*) from hot.{table} t join settling s"  # noqa: S608
-            f" on s.batch_id = t.{key} group by 1 order by 1"
-        ).fetchall()
-        for month, n in counts:
-            if not _MONTH.fullmatch(month or ""):
-                raise ValueError(f"unexpected month {month!r}")
-            part = f"{table}/month={month}/{run_id}.parquet"
+    for month, chunk, batches in groups:
+        if not _MONTH.fullmatch(month or ""):
+            raise ValueError(f"unexpected month {month!r}")
+        con.execute("begin transaction")  # one per chunk: a large move holds little
+        con.execute(
+            "create or replace temp table settling_now as select batch_id from settling"
+            " where month = $1 and chunk = $2",
+            [month, chunk],
+        )
+        for table, key in FACTS.items():
+            part = f"{table}/month={month}/{run_id}-{chunk:04d}.parquet"
             path = folder / part
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             con.execute(
-                f"copy (select t.* from hot.{table} t join settling s on s.batch_id = t.{key}"  # noqa: S608
-                f" where s.month = '{month}') to '{sql_path(path)}'"
-                " (format parquet, compression zstd)"
+                f"copy (select * from hot.{table} where {key} in"  # noqa: S608
+                f" (select batch_id from settling_now)) to '{sql_path(path)}'"
+                " (format parquet, compression zstd, row_group_size 61440)"
+            )
+            rows = con.execute(
+                f"select count(*) from hot.{table} where {key} in"  # noqa: S608
+                " (select batch_id from settling_now)"
+            ).fetchone()
+            n = int(rows[0]) if rows else 0
+            if n == 0:
+                path.unlink()
+                continue
+            con.execute(
+                f"delete from hot.{table} where {key} in (select batch_id from settling_now)"  # noqa: S608
             )
             con.execute(
                 "insert into history_parts values ($1, $2, $3, $4, $5, $6, $7)",
                 [table, part, f"{month}-01", n, run_id, now, str(folder)],
             )
             written.append(path)
-        con.execute(
-            f"delete from hot.{table} where {key} in (select batch_id from settling)"  # noqa: S608
-        )
+        con.execute("commit")
+        done.batches += int(batches)
+        log.debug("settled %s chunk %d: %d batches", month, chunk, batches)
+    for empty in {p.parent for p in written} ^ set(folder.glob("*/month=*")):
+        with contextlib.suppress(OSError):
+            empty.rmdir()  # (a folder made for a table with no rows that month)
     _sync(written)
-    done.batches = count
     done.files = len(written)
     done.bytes = sum(p.stat().st_size for p in written)
     log.info(
         "moved %d settled batches into the history (%d files, %.1f MB)",
-        count,
+        done.batches,
         done.files,
         done.bytes / 2**20,
     )
@@ -308,12 +360,12 @@ def remove_runs(con: duckdb.DuckDBPyConnection, folder: Path, run_ids: Iterable[
     files; a run killed just after its publish also leaves some, but its files are named
     by the published head and stay). Only this database's own folder, only those names."""
     named = {r[0] for r in con.execute("select distinct run_id from history_parts").fetchall()}
-    names = {f"{r}.parquet" for r in run_ids if r not in named}
+    runs = {r for r in run_ids if r not in named}
     gone: list[Path] = []
-    if not names or not folder.is_dir() or folder.is_symlink():
+    if not runs or not folder.is_dir() or folder.is_symlink():
         return gone
     for path in _files(folder):
-        if path.name in names:
+        if "-".join(path.name.split("-")[:2]) in runs:
             path.unlink(missing_ok=True)
             gone.append(path)
     if gone:

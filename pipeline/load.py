@@ -844,6 +844,8 @@ class Loader:
         self.con.execute(
             "insert into pipeline_meta values ('schema_version', $1)", [str(SCHEMA_VERSION)]
         )
+        with timed("commit"):
+            self.con.execute("commit")
         with timed("settle history"):
             keep, at_least = history.limits()
             settled = history.settle(
@@ -851,16 +853,44 @@ class Loader:
             )
             if settled.files:
                 history.create_views(self.con, self.history)
-        with timed("commit and checkpoint"):
-            self.con.execute("commit")
+        with timed("checkpoint"):
             self.con.execute("checkpoint")
-            self.con.close()
+        if settled.files:
+            with timed("compact"):
+                self._compact()
+        self.con.close()
         self._done = True
         try:
             with timed("publish"):
                 publish(self.store, self.work, self.run_id, self.keep_snapshots, self._held)
         finally:
             self._discard()
+
+    def _compact(self) -> None:
+        """After rows moved into the history the file keeps their space (DuckDB marks
+        deleted rows and never shrinks a file), so the working file is rewritten whole
+        into a new one (tables, views, macros; the same rows): the next nights copy only
+        the head. A move is rare (every few weeks) and the head small, so this is cheap."""
+        compact = Path(f"{self.work}.compact")
+        fd = create_exclusive(compact)
+        os.close(fd)
+        compact.unlink()  # (the name is ours: DuckDB makes the file)
+        self.con.execute(
+            f"attach '{sql_string(compact)}' as billing_compact"
+            f" (row_group_size {WRITER_ROW_GROUP_SIZE})"
+        )
+        self.con.execute(f"copy from database {WRITER_ALIAS} to billing_compact")
+        self.con.execute("detach billing_compact")
+        self.con.execute("use memory")
+        self.con.execute(f"detach {WRITER_ALIAS}")
+        before = self.work.stat().st_size
+        os.chmod(compact, 0o600)  # (as every new file of ours; a published mode is kept)
+        os.rename(compact, self.work)  # (the working file: nobody else has it open)
+        log.info(
+            "compacted the database file: %.1f MB -> %.1f MB",
+            before / 2**20,
+            self.work.stat().st_size / 2**20,
+        )
 
     def rollback(self) -> None:
         if self._done:

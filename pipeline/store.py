@@ -82,7 +82,11 @@ class Store:
         # folder, so billing.db and billing.duckdb never prune each other's
         own = self.db.stem if self.db.suffix == ".duckdb" else self.db.name
         self.snapshots = self.folder / "snapshots" / own
-        own_work = re.escape(f".{self.db.name}.") + RUN_ID + r"\.work(\.stage(\.gone)?|\.wal)?"
+        own_work = (
+            re.escape(f".{self.db.name}.")
+            + RUN_ID
+            + r"\.work(\.stage(\.gone)?|\.wal|\.compact(\.wal)?)?"
+        )
         self._work = re.compile(own_work)
 
     def work(self, run_id: str) -> Path:

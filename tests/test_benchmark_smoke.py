@@ -88,9 +88,15 @@ def test_the_probes_exact_sql_path_reads_every_record_and_line(tmp_path: Path) -
 
 
 @pytest.mark.benchmark
-def test_the_growth_benchmark_writes_its_table(tmp_path: Path) -> None:
+def test_the_growth_benchmark_writes_its_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("psutil")
     from benchmarks.growth import main
+
+    # the built history keeps 100 settled batches in its head, the rest in Parquet
+    monkeypatch.setenv("BILLING_HISTORY_KEEP_BATCHES", "100")
+    monkeypatch.setenv("BILLING_HISTORY_MIN_BATCHES", "1")
 
     out = tmp_path / "growth.md"
     args = ["--sizes", "0,300", "--night", "40", "--repeats", "1", "--workdir", str(tmp_path)]
@@ -98,5 +104,6 @@ def test_the_growth_benchmark_writes_its_table(tmp_path: Path) -> None:
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 0 ") or
             line.startswith("| 300 ")]  # fmt: skip
     assert len(rows) == 2
-    assert rows[0].split("|")[4].strip() == "1.00x"  # the empty history against itself
+    assert rows[0].split("|")[5].strip() == "1.00x"  # the empty history against itself
     assert (tmp_path / "history-300.duckdb").exists()  # kept for the next invocation
+    assert list((tmp_path / "history-300.history" / "batches").rglob("*.parquet"))

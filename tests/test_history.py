@@ -5,6 +5,7 @@ copies and databases from before the split."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,13 @@ def figures(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     return {name: query(db, sql) for name, sql in FIGURES.items()}
 
 
+@pytest.fixture(autouse=True)
+def _default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped limits, whatever the shell says (the suite may run with all settled)."""
+    monkeypatch.delenv("BILLING_HISTORY_KEEP_BATCHES", raising=False)
+    monkeypatch.delenv("BILLING_HISTORY_MIN_BATCHES", raising=False)
+
+
 @pytest.fixture
 def settle_all(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every final batch moves into the history at the end of each run."""
@@ -78,7 +86,7 @@ def test_settled_batches_move_to_parquet_and_every_figure_stays(
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet"))
     run_id = scalar(db, "select max(run_id) from load_runs")
     assert {f.split("/")[0] for f in files} == set(FACTS)
-    assert all(f.endswith(f"/{run_id}.parquet") for f in files)
+    assert all(f.endswith(f"/{run_id}-0000.parquet") for f in files)
     assert {f.split("/")[1] for f in files} == {"month=2026-10", "month=2026-11"}
     # the head keeps the 10 newest final batches and every one still moving
     assert query(
@@ -227,7 +235,7 @@ def test_kill_9_after_the_history_files_are_written_commits_nothing(
     second = write_jsonl(tmp_path / "b.jsonl", [batch(3, cost_nanos=7)])
     proc = subprocess.run(
         [sys.executable, "-c", KILL, "run", "--input", str(second), "--db", str(db), "-q"],
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         capture_output=True,
         check=False,
     )
@@ -237,14 +245,14 @@ def test_kill_9_after_the_history_files_are_written_commits_nothing(
     assert figures(db) == before
     again = subprocess.run(
         billing("run", "--input", second, "--db", db, "-q"),
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=False,
     )
     assert again.returncode == 0, again.stderr
     run_id = scalar(db, "select max(run_id) from load_runs")
-    assert sorted({p.name for p in folder.rglob("*.parquet")}) == [f"{run_id}.parquet"]
+    assert sorted({p.name for p in folder.rglob("*.parquet")}) == [f"{run_id}-0000.parquet"]
     assert scalar(db, "select sum(cost_nanos) from batches") == 300000012
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
