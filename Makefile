@@ -41,23 +41,20 @@ demo: setup
 	$(BIN)/billing run --input data/sample --db data/billing.duckdb
 	$(BIN)/billing query spend-by-provider --db data/billing.duckdb --by month
 
-# the two environments install side by side (-j2), then lint, types and the suite on one
+# the two environments install side by side (-j2), then the linters and the suite on one
 # worker more than the cores: several tests wait on a subprocess, a server or a timeout,
 # and the extra worker fills that time (2 cores: 135 s with 2 workers, 126 s with 3)
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
-# mypy (single-threaded, ~9 s on a fresh clone) runs beside the suite; either failing
-# fails the target. Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (into the
-# venvs and git-ignored __pycache__ folders): the first process to import a module compiles
-# it for the hundreds of test subprocesses after it, instead of each compiling it again.
+# Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (into the venvs and
+# git-ignored __pycache__ folders): the first process to import a module compiles it for
+# the hundreds of test subprocesses after it, instead of each compiling it again. Types
+# (mypy) are `make lint`, which .ci/run runs after this.
 test: export PYTHONDONTWRITEBYTECODE =
 test:
 	@$(MAKE) --no-print-directory -j2 setup-dev focus-validator
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
 	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
-	@out=$$(mktemp); $(BIN)/mypy > $$out 2>&1 & mypy=$$!; \
-	$(BIN)/pytest -n $(PYTEST_WORKERS); tests=$$?; \
-	wait $$mypy; types=$$?; echo "mypy:"; cat $$out; rm -f $$out; \
-	[ $$tests -eq 0 ] && [ $$types -eq 0 ]
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 lint: setup-dev
 	$(BIN)/ruff check pipeline tests benchmarks notebooks

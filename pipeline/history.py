@@ -1,15 +1,15 @@
-"""The settled history, kept out of the file a night copies.
+"""The history, kept out of the file a night copies.
 
 A night copies the published database before it writes (readers are never blocked, a
 failed run leaves nothing), so a database that only grows would make every night copy
 all of it. The fact tables are therefore split in two:
 
-- the *head* rows, in the database's ``hot`` schema: every batch still moving, and the
-  newest settled ones (``keep_batches``). A night writes only these, and copies only them;
-- the *history*: the rows of the other settled (final) batches, written once into
-  immutable Parquet files beside the database, one per table and month the batches were
-  created in (``<name>.history/<table>/month=YYYY-MM/<run_id>-<chunk>.parquet``), never
-  rewritten.
+- the *head* rows, in the database's ``hot`` schema: the newest ``keep_batches``
+  batches (by creation). A night writes only these, and copies only them;
+- the *history*: the rows of every older batch, written once into immutable Parquet
+  files beside the database, one per table, month the batches were created in and chunk
+  (``<name>.history/<table>/month=YYYY-MM/<run_id>-<chunk>.parquet``), never rewritten.
+  Older batches are nearly all final; one that still changes is simply taken back.
 
 ``main.<table>`` (``batches``, ``pricing_lines``, ``batch_requests``, ``batch_history``,
 ``charge_ledger``) is a view of both: the head rows, then the history's rows of the
@@ -17,19 +17,19 @@ batches not taken back into the head. Everything that reads (the views in ``sql/
 ``billing query``/``sql``, exports, notebooks, an analyst's own DuckDB) reads these views,
 as it read the tables before.
 
-A night that changes a settled batch (a restatement, request rows fetched later) first
-takes that batch's rows back into the head (:func:`take_back`): copied, and *tombstoned*
-in the history part they came from (``history_tombstones``), so that the view shows them
-once. The Parquet files are never touched: a closed month's files stay as they were
-published, and every snapshot (a head that names its parts) stays readable.
+A night that changes a batch of the history (a restatement, a late status, request rows
+fetched later) first takes that batch's rows back into the head (:func:`take_back`):
+copied, and *tombstoned* in the history file they came from (``history_tombstones``), so
+that the view shows them once. The Parquet files are never touched: a closed month's
+files stay as they were published, and every snapshot (a head that names its files)
+stays readable.
 
 Moving rows into the history (:func:`settle`) happens at the end of a write session, once
-the head holds at least ``min_batches`` settled batches beyond the newest ``keep_batches``
-(every few weeks at a few thousand batches a night; the first night of this version on a
-large database moves most of it at once). The head, and so the copy, stays bounded
-however long the history grows. Its files are written and
-synced before the head that names them is published; a run killed before that leaves
-files no head names, removed by the next move.
+the head holds at least ``min_batches`` batches beyond the newest ``keep_batches`` (every
+few weeks at a few thousand batches a night; the first run of this version on a large
+database moves most of it at once). The head, and so the copy, stays bounded however long
+the history grows. The files are written and synced before the head that names them is
+published; a run killed before that leaves files no head names, removed by the next run.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ FACTS: dict[str, str] = {
     "charge_ledger": "batch_id",
 }
 
-KEEP_BATCHES = 100_000  # settled batches the head keeps (the newest by creation)
-MIN_BATCHES = 50_000  # settled batches beyond those that make a move worth its files
+KEEP_BATCHES = 100_000  # batches the head keeps (the newest by creation)
+MIN_BATCHES = 50_000  # batches beyond those that make a move worth its files
 # (for tests and small installations: BILLING_HISTORY_KEEP_BATCHES, ..._MIN_BATCHES)
 
 HISTORY_DDL = """
@@ -75,6 +75,10 @@ create table if not exists history_tombstones (
 class HistoryError(Exception):
     """The history folder cannot take the night's files: nothing was committed."""
 
+
+# what history.<table> has beyond the table's own columns: the file a row is in, and for
+# batches hash(id), written with each row (a probe of a night's ids reads 8 bytes a row)
+_EXTRA = {t: "_part, _id_hash" if t == "batches" else "_part" for t in FACTS}
 
 _MONTH = re.compile(r"\d{4}-\d{2}")
 _PART_RE = r"[^/\\]+/month=[0-9-]+/[^/\\]+\.parquet$"  # a part's name, from its file's path
@@ -185,8 +189,14 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
         )
         statements.append(
             f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
-            f" union all by name select * exclude (_part) from history.{table}"
+            f" union all by name select * exclude ({_EXTRA[table]}) from history.{table}"
         )
+        if table == "batches":  # every stored id's hash, for a probe that reads only it
+            statements.append(
+                "create or replace view history.batch_ids as select _id_hash, id"  # noqa: S608
+                f" from read_parquet([{listed}], union_by_name = true,"
+                " hive_partitioning = false)"
+            )
     columns = con.execute(
         "select table_name, column_name, data_type from duckdb_columns()"
         " where database_name = current_database() and schema_name = 'hot' order by all"
@@ -211,16 +221,58 @@ def has_history(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0])
 
 
+def known(con: duckdb.DuckDBPyConnection, ids: str) -> str:
+    """The temp table ``known_ids``: which of the ids in temp table ``ids`` (column
+    ``id``) the history holds, found by their hash first (one 8-byte column read; the
+    ids themselves only where a hash matched). Its name, for SQL."""
+    con.execute("create or replace temp table known_ids (id varchar)")
+    if not has_history(con):
+        return "known_ids"
+    con.execute(
+        "create or replace temp table known_hashes as select distinct _id_hash"  # noqa: S608
+        f" from history.batch_ids where _id_hash in (select hash(id) from {ids})"
+    )
+    row = con.execute("select count(*) from known_hashes").fetchone()
+    if row and row[0]:
+        con.execute(
+            "insert into known_ids select distinct id from history.batch_ids"  # noqa: S608
+            " where _id_hash in (select _id_hash from known_hashes)"
+            f" and id in (select id from {ids})"
+        )
+    return "known_ids"
+
+
+def stored_batches(con: duckdb.DuckDBPyConnection, ids: str) -> None:
+    """The temp table ``stored_batches``: the stored rows of the batches whose ids are in
+    temp table ``ids`` (the head's, then the history's not taken back), reading a
+    history file only for ids it holds."""
+    if not has_history(con):
+        con.execute(
+            "create or replace temp table stored_batches as select * from hot.batches"  # noqa: S608
+            f" where id in (select id from {ids})"
+        )
+        return
+    found = known(con, ids)
+    con.execute(
+        "create or replace temp table stored_batches as select * from hot.batches"  # noqa: S608
+        f" where id in (select id from {ids}) union all by name"
+        f" select * exclude ({_EXTRA['batches']}) from history.batches"
+        f" where id in (select id from {found})"
+    )
+
+
 def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: datetime) -> int:
     """Copy every history row of the batches ``ids_sql`` names (a query of one column)
     into the head tables and tombstone them where they were: the night then changes them
     in the head as any other. The number of batches taken back."""
     if not has_history(con):
         return 0
-    con.execute(
-        f"create or replace temp table taken_back as select distinct id as batch_id"  # noqa: S608
-        f" from history.batches where id in ({ids_sql})"
-    )
+    con.execute(f"create or replace temp table taking_back as select * from ({ids_sql}) t(id)")  # noqa: S608
+    row = con.execute("select count(*) from taking_back").fetchone()
+    if not row or not row[0]:
+        return 0  # (the usual night: nothing to change in the history, nothing read)
+    found = known(con, "taking_back")
+    con.execute(f"create or replace temp table taken_back as select id as batch_id from {found}")  # noqa: S608
     row = con.execute("select count(*) from taken_back").fetchone()
     n = int(row[0]) if row else 0
     if not n:
@@ -233,7 +285,8 @@ def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: da
             f" where {key} in (select batch_id from taken_back)"
         )
         con.execute(
-            f"insert into hot.{table} by name select * exclude (_part) from taken_rows"  # noqa: S608
+            f"insert into hot.{table} by name select * exclude ({_EXTRA[table]})"  # noqa: S608
+            " from taken_rows"
         )
         con.execute(
             "insert into history_tombstones"  # noqa: S608
@@ -241,7 +294,7 @@ def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: da
             [run_id, now],
         )
     con.execute("drop table if exists taken_rows")
-    log.info("took %d settled batches back from the history to change them", n)
+    log.info("took %d batches back from the history to change them", n)
     return n
 
 
@@ -273,7 +326,7 @@ def settle(
     keep: int = KEEP_BATCHES,
     at_least: int = MIN_BATCHES,
 ) -> Settled:
-    """Move the head's settled (final) batches but the newest ``keep`` into the history,
+    """Move the head's batches but the newest ``keep`` into the history,
     one Parquet file per table, month of creation and chunk of at most
     :data:`CHUNK_BATCHES` batches, once there are at least ``at_least`` (and one) of them.
     Called on the private working copy after the night's transaction committed: each
@@ -281,7 +334,7 @@ def settle(
     published). Files are synced before returning (the head naming them is published
     after)."""
     done = Settled()
-    row = con.execute("select count(*) from hot.batches where is_final").fetchone()
+    row = con.execute("select count(*) from hot.batches").fetchone()
     if (int(row[0]) if row else 0) - keep < max(at_least, 1):
         return done
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -295,7 +348,7 @@ def settle(
         f" - 1) // {CHUNK_BATCHES} as chunk from ("
         " select id as batch_id,"
         " strftime(date_trunc('month', coalesce(created_at, loaded_at)), '%Y-%m') as month"
-        " from hot.batches where is_final"
+        " from hot.batches"
         " order by coalesce(created_at, loaded_at) desc, id desc offset $1)",
         [keep],
     )
@@ -316,8 +369,9 @@ def settle(
             part = f"{table}/month={month}/{run_id}-{chunk:04d}.parquet"
             path = folder / part
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            extra = ", hash(id) as _id_hash" if table == "batches" else ""
             con.execute(
-                f"copy (select * from hot.{table} where {key} in"  # noqa: S608
+                f"copy (select *{extra} from hot.{table} where {key} in"  # noqa: S608
                 f" (select batch_id from settling_now)) to '{sql_path(path)}'"
                 " (format parquet, compression zstd, row_group_size 61440)"
             )
@@ -347,7 +401,7 @@ def settle(
     done.files = len(written)
     done.bytes = sum(p.stat().st_size for p in written)
     log.info(
-        "moved %d settled batches into the history (%d files, %.1f MB)",
+        "moved %d batches into the history (%d files, %.1f MB)",
         done.batches,
         done.files,
         done.bytes / 2**20,

@@ -46,6 +46,7 @@ from pipeline.night import (
     ledger_sql,
     scoped_reconciliation,
     sql_dir,
+    view_over,
 )
 from pipeline.store import (
     SCHEMA_VERSION,
@@ -276,7 +277,7 @@ create or replace temp table decisions as
          or i.charged is distinct from e.charged
          or i.billing_reason is distinct from e.billing_reason
          or i.status is distinct from e.status) as billing_changed
-    from incoming i left join batches e on e.id = i.id left join captures c on c.id = i.id
+    from incoming i left join stored_batches e on e.id = i.id left join captures c on c.id = i.id
 """
 
 # The night's writes, into the head tables (pipeline/history.py): a settled batch the
@@ -386,7 +387,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         return
     for text in texts:
         con.execute(text)
-    con.execute("delete from pipeline_meta where key = 'views_key'")
+    # (a total kept by the last run was summed by the views it had)
+    con.execute("delete from pipeline_meta where key in ('views_key', 'billed_total')")
     con.execute("insert into pipeline_meta values ('views_key', $1)", [key])
 
 
@@ -596,6 +598,30 @@ class Loader:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def _total_before(self) -> int:
+        """The billed total the last run left (kept with its run id in pipeline_meta),
+        else (a database from an earlier version, new views, a run that wrote no total)
+        every billed nano, summed once."""
+        row = self.con.execute(
+            "select (select max(value) from pipeline_meta where key = 'billed_total'),"
+            " (select max(run_id) from load_runs)"
+        ).fetchone()
+        if row and row[0] and row[1]:
+            run_id, _, nanos = str(row[0]).partition(" ")
+            if run_id == row[1] and nanos.lstrip("-").isdigit():
+                return int(nanos)
+        return self.total_cost_nanos()
+
+    def _night_billed(self) -> int:
+        """The billed nanos of the batches this night writes (new, updated) as the head
+        holds them now: before its writes (their rows taken back), and after."""
+        rows = (
+            "(select * from hot.batches where id in"
+            " (select id from decisions where action in ('new', 'updated'))) as batches"
+        )
+        body = view_over("staging", "stg_batches", {"batches": rows})
+        return _scalar(self.con, f"select coalesce(sum(billed_nanos), 0) from ({body})")  # noqa: S608
+
     def total_cost_nanos(self) -> int:
         """Every billed nano in the database (money priced but not billed is not spend)."""
         row = self.con.execute("select coalesce(sum(billed_nanos), 0) from stg_batches").fetchone()
@@ -696,21 +722,26 @@ class Loader:
         with timed("views"):
             create_views(con)  # this version's views (the billed total reads stg_batches)
         with timed("total before"):
-            stats = MergeStats(total_before=self.total_cost_nanos())
+            stats = MergeStats(total_before=self._total_before())
         run_script(con, CAPTURES_SQL, params)
         unique = _scalar(
             con, "select count(*) = count(distinct id) from stage_batches"
         )  # an empty stage counts as unique
         run_script(con, UNIQUE_SQL if unique else DEDUPE_SQL, params)
+        with timed("stored rows of the night's ids"):
+            history.stored_batches(con, "incoming")
         run_script(con, MERGE_SQL, params)
         with timed("take back from the history"):
             history.take_back(
                 con,
                 "select id from decisions where action = 'updated'"
-                " union all select batch_id from stage_request_sets",
+                " union all (select batch_id from stage_request_sets"
+                " except select id from decisions where action = 'new')",
                 self.run_id,
                 self.now,
             )
+        with timed("night's bills before"):
+            night_before = self._night_billed()
         run_script(con, WRITE_SQL, params)
         run_script(con, REQUESTS_SQL, params)
         run_script(con, REJECTS_SQL, params)
@@ -723,8 +754,13 @@ class Loader:
                 stats.cost_nanos_loaded += int(cost)
         with timed("merge counts"):
             self._count(stats)
-        with timed("total after"):
-            stats.total_after = self.total_cost_nanos()
+        with timed("total after"):  # the total before, moved by the night's own batches
+            stats.total_after = stats.total_before + self._night_billed() - night_before
+        con.execute("delete from pipeline_meta where key = 'billed_total'")
+        con.execute(
+            "insert into pipeline_meta values ('billed_total', $1)",
+            [f"{self.run_id} {stats.total_after}"],
+        )
         stats.new_fields = self._record_drift()
         self._store_account()
         self._store_settings()
@@ -780,7 +816,7 @@ class Loader:
         stats.incoming = _scalar(con, "select count(*) from incoming")
         stats.staged = _scalar(con, "select count(*) from stage_batches")
         stats.lines_written = _scalar(  # the run's own rows: older row groups are skipped
-            con, "select count(*) from pricing_lines where loaded_at = $1", [self.now]
+            con, "select count(*) from hot.pricing_lines where loaded_at = $1", [self.now]
         )
         stats.lines_loaded = _scalar(
             con,

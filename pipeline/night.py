@@ -52,7 +52,7 @@ with now_lines as (
 ),
 
 booked as (
-    select * from charge_ledger where batch_id in (select batch_id from ledger_scope)
+    select * from hot.charge_ledger where batch_id in (select batch_id from ledger_scope)
 ),
 
 first_booked as (
@@ -107,7 +107,8 @@ def ledger_sql(scope: str) -> str:
 # Where each table's rows of the night are: written by this run (its time column is the
 # run's $now, so DuckDB skips every older row group by its min/max), plus, for a batch in
 # scope the run did not write, its earlier rows (read by id: only when there is such a
-# batch, and only for it).
+# batch, and only for it). All in the head: a batch the night touches that was in the
+# history was taken back into it first (pipeline/history.py), so no history file is read.
 _WRITTEN = {
     "batches": ("id", "loaded_at", "unwritten"),
     "pricing_lines": ("batch_id", "loaded_at", "unwritten"),
@@ -120,9 +121,9 @@ _WRITTEN = {
 def _night_rows(table: str, prefix: str) -> str:
     key, written, older = _WRITTEN[table]
     return (
-        f"(select * from {table} where {written} = $now"  # noqa: S608
+        f"(select * from hot.{table} where {written} = $now"  # noqa: S608
         f" and {key} in (select batch_id from {prefix}_scope)"
-        f" union all select * from {table} where {written} is distinct from $now"
+        f" union all select * from hot.{table} where {written} is distinct from $now"
         f" and {key} in (select batch_id from {prefix}_{older})) as {table}"
     )
 

@@ -88,15 +88,10 @@ def test_settled_batches_move_to_parquet_and_every_figure_stays(
     assert {f.split("/")[0] for f in files} == set(FACTS)
     assert all(f.endswith(f"/{run_id}-0000.parquet") for f in files)
     assert {f.split("/")[1] for f in files} == {"month=2026-10", "month=2026-11"}
-    # the head keeps the 10 newest final batches and every one still moving
-    assert query(
-        db,
-        "select count(*) filter (where is_final), count(*) filter (where not is_final)"
-        " from hot.batches",
-    ) == [(10, scalar(db, "select count(*) from batches where not is_final"))]
-    assert scalar(db, "select sum(rows) from history_parts where table_name = 'batches'") == (
-        scalar(db, "select count(*) from batches where is_final") - 10
-    )
+    # the head keeps the 10 newest batches; every other one is in the files
+    newest = query(db, "select id from batches order by created_at desc, id desc limit 10")
+    assert sorted(query(db, "select id from hot.batches")) == sorted(newest)
+    assert scalar(db, "select sum(rows) from history_parts where table_name = 'batches'") == 314
     # people's sandboxed SQL reads the files (and still nothing else)
     total = run_cli(
         "sql", "select sum(cost_nanos) as t from batches", "--db", db, "--format", "csv"
@@ -268,3 +263,21 @@ def test_a_history_path_that_is_not_a_folder_fails_the_run_and_commits_nothing(
     assert "nothing was committed" in result.output
     assert not db.exists()
     assert (tmp_path / "billing.history").read_text() == "not a folder"
+
+
+@pytest.mark.usefixtures("settle_all")
+def test_db_pointed_at_the_history_folder_is_refused_and_changes_nothing(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    load(run_cli, db, tmp_path / "a.jsonl", [batch(1)])
+    folder = tmp_path / "billing.history"
+    kept = digests(folder)
+    run = run_cli("run", "--input", tmp_path / "a.jsonl", "--db", folder)
+    assert (run.exit_code, run.output) == (
+        2,
+        f"billing: error: --db {folder} is a folder, not a database file\n",
+    )
+    sql = run_cli("sql", "select 1", "--db", folder)
+    assert (sql.exit_code, sql.output) == (2, f"billing: error: {folder} is not a database file\n")
+    assert digests(folder) == kept
+    assert scalar(db, "select count(*) from batches") == 1
