@@ -57,8 +57,8 @@ FACTS: dict[str, str] = {
     "charge_ledger": "batch_id",
 }
 
-KEEP_BATCHES = 100_000  # batches the head keeps (the newest by creation)
-MIN_BATCHES = 50_000  # batches beyond those that make a move worth its files
+KEEP_BATCHES = 10_000  # batches the head keeps (the newest by creation)
+MIN_BATCHES = 10_000  # batches beyond those that make a move worth its files
 # (for tests and small installations: BILLING_HISTORY_KEEP_BATCHES, ..._MIN_BATCHES)
 
 HISTORY_DDL = """

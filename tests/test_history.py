@@ -211,26 +211,36 @@ def test_a_database_from_before_the_split_moves_into_the_head_once(
 KILL = """
 import os, signal, sys
 import pipeline.history as history
+where = sys.argv[1]
+real_sync, real_rename = history._sync, os.rename
 def sync(paths):
-    os.kill(os.getpid(), signal.SIGKILL)
+    real_sync(paths)
+    if where == "files-written":
+        os.kill(os.getpid(), signal.SIGKILL)
+def rename(src, dst, *args, **kwargs):
+    if where == "compacting" and str(src).endswith(".compact"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rename(src, dst, *args, **kwargs)
 history._sync = sync
+os.rename = rename
 from pipeline.cli import main
-sys.argv = ["billing", *sys.argv[1:]]
+sys.argv = ["billing", *sys.argv[2:]]
 main()
 """
 
 
-def test_kill_9_after_the_history_files_are_written_commits_nothing(
-    db: Path, tmp_path: Path
+@pytest.mark.parametrize("where", ["files-written", "compacting"])
+def test_kill_9_while_batches_move_into_the_history_commits_nothing(
+    db: Path, tmp_path: Path, where: str
 ) -> None:
     first = write_jsonl(tmp_path / "a.jsonl", [batch(1), batch(2, cost_nanos=5)])
     subprocess.run(billing("run", "--input", first, "--db", db, "-q"), check=True)
     before = figures(db)
-    env = {"BILLING_HISTORY_KEEP_BATCHES": "0", "BILLING_HISTORY_MIN_BATCHES": "1"}
+    env = {**os.environ, "BILLING_HISTORY_KEEP_BATCHES": "0", "BILLING_HISTORY_MIN_BATCHES": "1"}
     second = write_jsonl(tmp_path / "b.jsonl", [batch(3, cost_nanos=7)])
     proc = subprocess.run(
-        [sys.executable, "-c", KILL, "run", "--input", str(second), "--db", str(db), "-q"],
-        env={**os.environ, **env},
+        [sys.executable, "-c", KILL, where, "run", "--input", str(second), "--db", str(db), "-q"],
+        env=env,
         capture_output=True,
         check=False,
     )
@@ -238,9 +248,10 @@ def test_kill_9_after_the_history_files_are_written_commits_nothing(
     folder = tmp_path / "billing.history"
     assert len(list(folder.rglob("*.parquet"))) == 4  # written, named by no head
     assert figures(db) == before
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".billing.duckdb.")]) >= 2
     again = subprocess.run(
         billing("run", "--input", second, "--db", db, "-q"),
-        env={**os.environ, **env},
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -250,6 +261,7 @@ def test_kill_9_after_the_history_files_are_written_commits_nothing(
     assert sorted({p.name for p in folder.rglob("*.parquet")}) == [f"{run_id}-0000.parquet"]
     assert scalar(db, "select sum(cost_nanos) from batches") == 300000012
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert db.stat().st_mode & 0o777 == 0o600  # (the compact file is ours as any other)
 
 
 @pytest.mark.usefixtures("settle_all")
