@@ -191,12 +191,6 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
             f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
             f" union all by name select * exclude ({_EXTRA[table]}) from history.{table}"
         )
-        if table == "batches":  # every stored id's hash, for a probe that reads only it
-            statements.append(
-                "create or replace view history.batch_ids as select _id_hash, id"  # noqa: S608
-                f" from read_parquet([{listed}], union_by_name = true,"
-                " hive_partitioning = false)"
-            )
     columns = con.execute(
         "select table_name, column_name, data_type from duckdb_columns()"
         " where database_name = current_database() and schema_name = 'hot' order by all"
@@ -221,28 +215,31 @@ def has_history(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0])
 
 
-def known(con: duckdb.DuckDBPyConnection, ids: str) -> str:
+def known(con: duckdb.DuckDBPyConnection, folder: Path, ids: str) -> str:
     """The temp table ``known_ids``: which of the ids in temp table ``ids`` (column
     ``id``) the history holds, found by their hash first (one 8-byte column read; the
     ids themselves only where a hash matched). Its name, for SQL."""
     con.execute("create or replace temp table known_ids (id varchar)")
-    if not has_history(con):
+    found = _part_rows(con, "batches")
+    if not found:
         return "known_ids"
+    listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found)
+    files = f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
     con.execute(
         "create or replace temp table known_hashes as select distinct _id_hash"  # noqa: S608
-        f" from history.batch_ids where _id_hash in (select hash(id) from {ids})"
+        f" from {files} where _id_hash in (select hash(id) from {ids})"
     )
     row = con.execute("select count(*) from known_hashes").fetchone()
     if row and row[0]:
         con.execute(
-            "insert into known_ids select distinct id from history.batch_ids"  # noqa: S608
+            f"insert into known_ids select distinct id from {files}"  # noqa: S608
             " where _id_hash in (select _id_hash from known_hashes)"
             f" and id in (select id from {ids})"
         )
     return "known_ids"
 
 
-def stored_batches(con: duckdb.DuckDBPyConnection, ids: str) -> None:
+def stored_batches(con: duckdb.DuckDBPyConnection, folder: Path, ids: str) -> None:
     """The temp table ``stored_batches``: the stored rows of the batches whose ids are in
     temp table ``ids`` (the head's, then the history's not taken back), reading a
     history file only for ids it holds."""
@@ -252,7 +249,7 @@ def stored_batches(con: duckdb.DuckDBPyConnection, ids: str) -> None:
             f" where id in (select id from {ids})"
         )
         return
-    found = known(con, ids)
+    found = known(con, folder, ids)
     con.execute(
         "create or replace temp table stored_batches as select * from hot.batches"  # noqa: S608
         f" where id in (select id from {ids}) union all by name"
@@ -261,7 +258,9 @@ def stored_batches(con: duckdb.DuckDBPyConnection, ids: str) -> None:
     )
 
 
-def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: datetime) -> int:
+def take_back(
+    con: duckdb.DuckDBPyConnection, folder: Path, ids_sql: str, run_id: str, now: datetime
+) -> int:
     """Copy every history row of the batches ``ids_sql`` names (a query of one column)
     into the head tables and tombstone them where they were: the night then changes them
     in the head as any other. The number of batches taken back."""
@@ -271,7 +270,7 @@ def take_back(con: duckdb.DuckDBPyConnection, ids_sql: str, run_id: str, now: da
     row = con.execute("select count(*) from taking_back").fetchone()
     if not row or not row[0]:
         return 0  # (the usual night: nothing to change in the history, nothing read)
-    found = known(con, "taking_back")
+    found = known(con, folder, "taking_back")
     con.execute(f"create or replace temp table taken_back as select id as batch_id from {found}")  # noqa: S608
     row = con.execute("select count(*) from taken_back").fetchone()
     n = int(row[0]) if row else 0

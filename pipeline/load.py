@@ -729,11 +729,12 @@ class Loader:
         )  # an empty stage counts as unique
         run_script(con, UNIQUE_SQL if unique else DEDUPE_SQL, params)
         with timed("stored rows of the night's ids"):
-            history.stored_batches(con, "incoming")
+            history.stored_batches(con, self.history, "incoming")
         run_script(con, MERGE_SQL, params)
         with timed("take back from the history"):
             history.take_back(
                 con,
+                self.history,
                 "select id from decisions where action = 'updated'"
                 " union all (select batch_id from stage_request_sets"
                 " except select id from decisions where action = 'new')",
