@@ -132,18 +132,18 @@ def _typed_read() -> tuple[str, str, str]:
 
 def our_tables(src: str, db: str) -> None:
     """DuckDB's typed read into our two tables, nothing else."""
+    from pipeline import history
     from pipeline.load import TABLES_DDL  # the tables as the loader declares them
 
     columns, batches, lines = _typed_read()
     con = duckdb.connect(db)
     con.execute("begin")
     con.execute(TABLES_DDL)
+    history.create_views(con, None)  # (the rows go into the head's tables, as ours)
     read = f"create temp table raw as select * from read_json($1, columns = {columns})"  # noqa: S608
-    insert_batches = (
-        f"insert into batches ({', '.join(c.name for c in BATCH_TABLE)}) select {batches} from raw"  # noqa: S608 - from the spec
-    )
+    insert_batches = f"insert into hot.batches ({', '.join(c.name for c in BATCH_TABLE)}) select {batches} from raw"  # noqa: S608 - from the spec
     insert_lines = (
-        f"insert into pricing_lines ({', '.join(c.name for c in schema.LINE)}) select {lines}"  # noqa: S608 - from the spec
+        f"insert into hot.pricing_lines ({', '.join(c.name for c in schema.LINE)}) select {lines}"  # noqa: S608 - from the spec
         " from (select id, unnest(pricing_lines) as l,"
         " generate_subscripts(pricing_lines, 1) as i from raw)"
     )
