@@ -99,11 +99,15 @@ def test_the_growth_benchmark_writes_its_table(
     monkeypatch.setenv("BILLING_HISTORY_MIN_BATCHES", "1")
 
     out = tmp_path / "growth.md"
-    args = ["--sizes", "0,300", "--night", "40", "--repeats", "1", "--workdir", str(tmp_path)]
+    args = ["--sizes", "0,300", "--night", "40", "--repeats", "1", "--workdir", str(tmp_path),
+            "--requests-on", "300", "--requests-per-batch", "2"]  # fmt: skip
     assert main([*args, "--out", str(out)]) == 0
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| 0 ") or
-            line.startswith("| 300 ")]  # fmt: skip
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 0 |") or
+            line.startswith("| 300 |")]  # fmt: skip
     assert len(rows) == 2
     assert rows[0].split("|")[5].strip() == "1.00x"  # the empty history against itself
     assert (tmp_path / "history-300.duckdb").exists()  # kept for the next invocation
     assert list((tmp_path / "history-300.history" / "batches").rglob("*.parquet"))
+    assert "| 300 + 600 request rows |" in out.read_text()
+    requests = tmp_path / "history-300-requests-2.history" / "batch_requests"
+    assert list(requests.rglob("*.parquet"))  # moved with their batches
