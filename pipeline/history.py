@@ -92,6 +92,8 @@ def folder_of(db: Path) -> Path:
 
 
 def sql_path(path: Path | str) -> str:
+    """A path as the inside of a SQL string literal (its quotes doubled): a database or
+    folder name may hold a quote."""
     return str(path).replace("'", "''")
 
 

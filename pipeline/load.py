@@ -434,10 +434,7 @@ WRITER_ALIAS = "billing_work"
 WRITER_ROW_GROUP_SIZE = 61_440
 
 
-def sql_string(path: Path | str) -> str:
-    """A path as the inside of a SQL string literal (its quotes doubled): a database or
-    folder name may hold a quote."""
-    return str(path).replace("'", "''")
+sql_string = history.sql_path  # a path as the inside of a SQL string literal
 
 
 def connect(
