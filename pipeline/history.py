@@ -371,22 +371,23 @@ def settle(
             path = folder / part
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             extra = ", hash(id) as _id_hash" if table == "batches" else ""
-            con.execute(
+            rows = con.execute(
                 f"copy (select *{extra} from hot.{table} where {key} in"  # noqa: S608
                 f" (select batch_id from settling_now)) to '{sql_path(path)}'"
                 " (format parquet, compression zstd, row_group_size 61440)"
-            )
-            rows = con.execute(
-                f"select count(*) from hot.{table} where {key} in"  # noqa: S608
-                " (select batch_id from settling_now)"
             ).fetchone()
-            n = int(rows[0]) if rows else 0
+            n = int(rows[0]) if rows else 0  # (COPY answers the rows it wrote)
             if n == 0:
                 path.unlink()
                 continue
-            con.execute(
+            gone = con.execute(
                 f"delete from hot.{table} where {key} in (select batch_id from settling_now)"  # noqa: S608
-            )
+            ).fetchone()
+            if not gone or int(gone[0]) != n:  # the same rows, or nothing is published
+                raise HistoryError(
+                    f"moving {table} rows into {path}: {n} written but"
+                    f" {gone[0] if gone else 0} removed from the head; nothing was committed"
+                )
             con.execute(
                 "insert into history_parts values ($1, $2, $3, $4, $5, $6, $7)",
                 [table, part, f"{month}-01", n, run_id, now, str(folder)],

@@ -601,7 +601,7 @@ class Loader:
         every billed nano, summed once."""
         row = self.con.execute(
             "select (select max(value) from pipeline_meta where key = 'billed_total'),"
-            " (select max(run_id) from load_runs)"
+            " (select arg_max(run_id, started_at) from load_runs)"
         ).fetchone()
         if row and row[0] and row[1]:
             run_id, _, nanos = str(row[0]).partition(" ")

@@ -84,7 +84,7 @@ def test_settled_batches_move_to_parquet_and_every_figure_stays(
     assert figures(db) == before
     folder = tmp_path / "billing.history"
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet"))
-    run_id = scalar(db, "select max(run_id) from load_runs")
+    run_id = scalar(db, "select arg_max(run_id, started_at) from load_runs")
     assert {f.split("/")[0] for f in files} == set(FACTS)
     assert all(f.endswith(f"/{run_id}-0000.parquet") for f in files)
     assert {f.split("/")[1] for f in files} == {"month=2026-10", "month=2026-11"}
@@ -257,7 +257,7 @@ def test_kill_9_while_batches_move_into_the_history_commits_nothing(
         check=False,
     )
     assert again.returncode == 0, again.stderr
-    run_id = scalar(db, "select max(run_id) from load_runs")
+    run_id = scalar(db, "select arg_max(run_id, started_at) from load_runs")
     assert sorted({p.name for p in folder.rglob("*.parquet")}) == [f"{run_id}-0000.parquet"]
     assert scalar(db, "select sum(cost_nanos) from batches") == 300000012
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
