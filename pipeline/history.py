@@ -137,7 +137,7 @@ def parts(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _Part:
-    name: str  # <table>/month=YYYY-MM/<run_id>.parquet
+    name: str  # <table>/month=YYYY-MM/<run_id>-<chunk>.parquet
     folder: str | None  # where it was written
 
 
@@ -162,10 +162,9 @@ def _path(part: _Part, own: Path) -> Path:
 
 def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
     """``main.<table>`` for each fact table: the head rows, and the history's rows of
-    batches not taken back (``history.<table>``, each row with its ``_part``). The
-    Parquet files are named one by one (never a glob: a file being written by a later
-    run, or left by a killed one, is never read). Made again only when the files or the
-    head's columns changed (the key of what they were made from is in pipeline_meta)."""
+    batches not taken back (``history.<table>``, each row with its ``_part``). Made again
+    only when the files or the head's columns changed (the key of what they were made
+    from is in pipeline_meta)."""
     found: dict[str, list[_Part]] = {}
     if folder is not None:
         for table, name, where in con.execute(
@@ -179,13 +178,11 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
             plain = f"create or replace view main.{table} as select * from hot.{table}"  # noqa: S608
             statements.append(plain)
             continue
-        listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found[table])
         statements.append(
             f"create or replace view history.{table} as"  # noqa: S608 - quoted paths
             f" select * exclude (filename) from ("
             f" select *, regexp_extract(filename, '{_PART_RE}') as _part"
-            f" from read_parquet([{listed}], filename = true, union_by_name = true,"
-            f" hive_partitioning = false)) as h"
+            f" from {_read(found[table], folder, filename=True)}) as h"
             f" where not exists (select 1 from main.history_tombstones t"
             f" where t.batch_id = h.{key} and t.part = h._part)"
         )
@@ -212,6 +209,14 @@ def create_views(con: duckdb.DuckDBPyConnection, folder: Path | None) -> None:
     con.execute("insert into pipeline_meta values ('history_views_key', $1)", [key])
 
 
+def _read(found: list[_Part], folder: Path, *, filename: bool = False) -> str:
+    """``read_parquet`` of these files, named one by one (never a glob: a file being
+    written by a later run, or left by a killed one, is never read)."""
+    listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found)
+    with_name = " filename = true," if filename else ""
+    return f"read_parquet([{listed}],{with_name} union_by_name = true, hive_partitioning = false)"
+
+
 def has_history(con: duckdb.DuckDBPyConnection) -> bool:
     row = con.execute("select count(*) from (select 1 from history_parts limit 1)").fetchone()
     return bool(row and row[0])
@@ -225,8 +230,7 @@ def known(con: duckdb.DuckDBPyConnection, folder: Path, ids: str) -> str:
     found = _part_rows(con, "batches")
     if not found:
         return "known_ids"
-    listed = ", ".join(f"'{sql_path(_path(p, folder))}'" for p in found)
-    files = f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
+    files = _read(found, folder)
     con.execute(
         "create or replace temp table known_hashes as select distinct _id_hash"  # noqa: S608
         f" from {files} where _id_hash in (select hash(id) from {ids})"
@@ -245,19 +249,14 @@ def stored_batches(con: duckdb.DuckDBPyConnection, folder: Path, ids: str) -> No
     """The temp table ``stored_batches``: the stored rows of the batches whose ids are in
     temp table ``ids`` (the head's, then the history's not taken back), reading a
     history file only for ids it holds."""
-    if not has_history(con):
-        con.execute(
-            "create or replace temp table stored_batches as select * from hot.batches"  # noqa: S608
-            f" where id in (select id from {ids})"
+    rows = f"select * from hot.batches where id in (select id from {ids})"  # noqa: S608
+    if has_history(con):
+        found = known(con, folder, ids)
+        rows += (
+            f" union all by name select * exclude ({_EXTRA['batches']})"  # noqa: S608
+            f" from history.batches where id in (select id from {found})"
         )
-        return
-    found = known(con, folder, ids)
-    con.execute(
-        "create or replace temp table stored_batches as select * from hot.batches"  # noqa: S608
-        f" where id in (select id from {ids}) union all by name"
-        f" select * exclude ({_EXTRA['batches']}) from history.batches"
-        f" where id in (select id from {found})"
-    )
+    con.execute(f"create or replace temp table stored_batches as {rows}")
 
 
 def take_back(
@@ -273,8 +272,7 @@ def take_back(
     if not row or not row[0]:
         return 0  # (the usual night: nothing to change in the history, nothing read)
     found = known(con, folder, "taking_back")
-    con.execute(f"create or replace temp table taken_back as select id as batch_id from {found}")  # noqa: S608
-    row = con.execute("select count(*) from taken_back").fetchone()
+    row = con.execute(f"select count(*) from {found}").fetchone()  # noqa: S608
     n = int(row[0]) if row else 0
     if not n:
         return 0
@@ -283,7 +281,7 @@ def take_back(
             continue
         con.execute(
             f"create or replace temp table taken_rows as select * from history.{table}"  # noqa: S608
-            f" where {key} in (select batch_id from taken_back)"
+            f" where {key} in (select id from {found})"
         )
         con.execute(
             f"insert into hot.{table} by name select * exclude ({_EXTRA[table]})"  # noqa: S608

@@ -548,7 +548,7 @@ class Loader:
         try:
             killed: set[str] = set()
             for stale in self.store.stale_work():  # left by a killed run
-                killed.add(stale.name[len(self.store.db.name) + 2 :].split(".", 1)[0])
+                killed.add(self.store.run_of(stale))
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:

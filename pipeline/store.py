@@ -92,6 +92,12 @@ class Store:
     def work(self, run_id: str) -> Path:
         return self.folder / f".{self.db.name}.{run_id}.work"
 
+    @staticmethod
+    def run_of(path: Path) -> str:
+        """The run id in the name of one of :meth:`stale_work`'s files."""
+        found = re.search(RUN_ID, path.name)
+        return found.group() if found else ""
+
     def stale_work(self) -> list[Path]:
         """This database's working files left by a killed run: exact names only (the files
         of ``b.duckdb.staging`` are not ``b.duckdb``'s)."""
